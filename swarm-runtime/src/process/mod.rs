@@ -1,0 +1,434 @@
+//! The process runtime: tasks as local processes, the embedded default where there
+//! is no Docker.
+
+mod logs;
+mod store;
+mod sys;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid};
+use swarm_core::Timestamp;
+use swarm_core::types::{ContainerStatus, PortConfig, Task};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::runtime::{
+    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, host_ports,
+    stop_grace,
+};
+use store::{ProcState, Record, TaskDir};
+
+/// PATH of a task that sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How often a task that is not this process's child is checked for exit.
+const ADOPTED_POLL: Duration = Duration::from_millis(10);
+/// How long a killed task may take to be reaped before `stop` gives up.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs tasks as child processes of the host.
+///
+/// - The task's `command` followed by its `args` is executed (looked up in the
+///   task's `PATH`); the environment is the spec's `env` plus a default `PATH`; the
+///   working directory is the spec's `dir`, or the task's own state directory.
+/// - `user` (`name`, `uid`, `name:group`, `uid:gid`) is applied with setuid/setgid
+///   when the runtime runs as root; otherwise it must name the current user.
+/// - Each task leads its own process group; stop signals the whole group and, after
+///   the grace period, kills it; when the task's main process exits, what is left of
+///   its group is killed, so a removed task leaves no orphans.
+/// - stdout and stderr go to `stdout.log` and `stderr.log` in the task's directory
+///   under the state directory; [`Runtime::logs`] streams them.
+/// - Host-mode published ports are reported as the task's target ports: a process
+///   shares the host's network, so it binds them itself.
+/// - The image is recorded (and reported by `inspect`) but not executed; `prepare`
+///   never fails for a missing image.
+/// - State (pid, start time, exit code) lives in the state directory, so a new
+///   instance over the same directory lists the tasks and controls them. Exit codes
+///   are recorded by the instance that started the task while its process lives;
+///   a task that exits while no instance of this process watches it is reported
+///   exited with an unknown code.
+///
+/// Cloning gives another handle on the same runtime.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// Exit watches of the tasks this instance started.
+    children: Mutex<HashMap<String, watch::Receiver<Option<i32>>>>,
+}
+
+impl ProcessRuntime {
+    /// A runtime keeping its state under `state_dir` (created when missing). Tasks
+    /// already recorded there are adopted.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Result<ProcessRuntime> {
+        let dir = state_dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        Ok(ProcessRuntime {
+            inner: Arc::new(Inner {
+                dir,
+                children: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn task_dir(&self, task_id: &str) -> Result<TaskDir> {
+        TaskDir::new(&self.inner.dir, task_id)
+    }
+
+    fn child_watch(&self, task_id: &str) -> Option<watch::Receiver<Option<i32>>> {
+        let children = self.inner.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.get(task_id).cloned()
+    }
+
+    fn check_spec(task: &Task) -> Result<Option<(Uid, Gid)>> {
+        let c = &task.spec.container;
+        if c.command.is_empty() && c.args.is_empty() {
+            return Err(Error::InvalidSpec {
+                field: "container.command",
+                reason: "the process runtime needs a command to run".into(),
+            });
+        }
+        sys::parse_signal(&c.stop_signal)?;
+        if c.user.is_empty() {
+            return Ok(None);
+        }
+        let (uid, gid) = sys::resolve_user(&c.user)?;
+        if Uid::effective().is_root() {
+            Ok(Some((uid, gid)))
+        } else if uid == Uid::effective() {
+            Ok(None)
+        } else {
+            Err(Error::InvalidSpec {
+                field: "container.user",
+                reason: format!("cannot run as {:?}: the runtime is not root", c.user),
+            })
+        }
+    }
+
+    /// Waits for a task this instance did not start: polls /proc, then reads the
+    /// exit code its parent may have recorded.
+    async fn wait_adopted(&self, task_id: &str, td: &TaskDir) -> Result<i32> {
+        loop {
+            let state = td.read_state()?.ok_or_else(|| Error::not_found(task_id))?;
+            if let Some(code) = state.exit_code {
+                return Ok(code);
+            }
+            if !sys::is_alive(state.pid, state.start_ticks) {
+                // The parent (an earlier instance in this process) may be about to
+                // record the code: give it a moment.
+                for _ in 0..20 {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                    if let Some(code) = td.read_state()?.and_then(|s| s.exit_code) {
+                        return Ok(code);
+                    }
+                }
+                return Err(Error::StartFailed {
+                    message: "task: exit status unknown (it exited while no runtime watched it)"
+                        .into(),
+                    rejected: false,
+                });
+            }
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+    }
+
+    fn signal_group(state: &ProcState, signal: Signal) -> Result<()> {
+        if state.exit_code.is_some() || !sys::is_alive(state.pid, state.start_ticks) {
+            return Ok(());
+        }
+        match killpg(Pid::from_raw(state.pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::io(format!("signalling process group {}", state.pid), e.into())),
+        }
+    }
+
+    fn inspect_dir(&self, task_id: &str, td: &TaskDir) -> Result<Inspection> {
+        let record = td.read_record(task_id)?;
+        let state = td.read_state()?;
+        let (state_kind, exit_code, pid) = match &state {
+            None => (ContainerState::Created, None, 0),
+            Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
+            Some(s) if sys::is_alive(s.pid, s.start_ticks) => (ContainerState::Running, None, s.pid),
+            Some(_) => (ContainerState::Exited, None, 0),
+        };
+        let ports = if state_kind == ContainerState::Running {
+            record.ports.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(Inspection {
+            labels: record.labels,
+            image: record.image,
+            state: state_kind,
+            exit_code,
+            container: ContainerStatus {
+                container_id: task_id.to_string(),
+                pid,
+                exit_code: exit_code.unwrap_or(0),
+            },
+            ports,
+            started_at: state.as_ref().map(|s| s.started_at),
+            finished_at: state.and_then(|s| s.finished_at),
+        })
+    }
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("state_dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn prepare(&self, task: &Task) -> Result<()> {
+        self.task_dir(&task.id)?;
+        Self::check_spec(task).map(|_| ())
+    }
+
+    async fn create(&self, task: &Task) -> Result<ContainerStatus> {
+        Self::check_spec(task)?;
+        let td = self.task_dir(&task.id)?;
+        if td.exists() {
+            return Err(Error::AlreadyExists {
+                task_id: task.id.to_string(),
+            });
+        }
+        std::fs::create_dir_all(&td.root)
+            .map_err(|e| Error::io(format!("creating {}", td.root.display()), e))?;
+        let c = &task.spec.container;
+        let ports = host_ports(task)
+            .into_iter()
+            .map(|p| PortConfig {
+                published_port: p.target_port,
+                ..p
+            })
+            .collect();
+        td.write_record(&Record {
+            labels: TaskLabels::of(task),
+            image: c.image.clone(),
+            argv: c.command.iter().chain(&c.args).cloned().collect(),
+            env: c.env.clone(),
+            dir: c.dir.clone(),
+            user: c.user.clone(),
+            stop_signal: c.stop_signal.clone(),
+            stop_grace: stop_grace(task),
+            ports,
+        })?;
+        Ok(ContainerStatus {
+            container_id: task.id.to_string(),
+            pid: 0,
+            exit_code: 0,
+        })
+    }
+
+    async fn start(&self, task_id: &str) -> Result<()> {
+        let td = self.task_dir(task_id)?;
+        let record = td.read_record(task_id)?;
+        if td.read_state()?.is_some() {
+            return Ok(());
+        }
+        let open = |path: PathBuf| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+        };
+        let (program, args) = record.argv.split_first().ok_or(Error::InvalidSpec {
+            field: "container.command",
+            reason: "empty".into(),
+        })?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(record.env.iter().map(|kv| kv.split_once('=').unwrap_or((kv, ""))))
+            .current_dir(if record.dir.is_empty() { &td.root } else { Path::new(&record.dir) })
+            .stdin(Stdio::null())
+            .stdout(open(td.stdout_path())?)
+            .stderr(open(td.stderr_path())?)
+            .process_group(0);
+        if !record.user.is_empty() && Uid::effective().is_root() {
+            let (uid, gid) = sys::resolve_user(&record.user)?;
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+            // SAFETY: setgroups is async-signal-safe and touches no memory of the
+            // parent; it drops root's supplementary groups before setuid.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::setgroups(&[gid]).map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| Error::StartFailed {
+            message: match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("exec: {program:?}: executable file not found in $PATH")
+                }
+                _ => format!("exec: {program:?}: {e}"),
+            },
+            rejected: false,
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let start_ticks = sys::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+        let state = ProcState {
+            pid,
+            start_ticks,
+            started_at: Timestamp::now(),
+            exit_code: None,
+            finished_at: None,
+        };
+        td.write_state(&state)?;
+        let (tx, rx) = watch::channel(None);
+        self.inner
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task_id.to_string(), rx);
+        let task = task_id.to_string();
+        // The reaper outlives this handle: it records the exit even if the runtime
+        // is dropped (and a new instance adopts the task).
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => sys::exit_code(status),
+                Err(e) => {
+                    tracing::warn!(task = %task, error = %e, "waiting for task process");
+                    255
+                }
+            };
+            // The rest of the group dies with the task. The leader is reaped, but its
+            // pid cannot be reused while group members remain.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let mut done = state;
+            done.exit_code = Some(code);
+            done.finished_at = Some(Timestamp::now());
+            if td.root.exists()
+                && let Err(e) = td.write_state(&done)
+            {
+                tracing::warn!(task = %task, error = %e, "recording task exit");
+            }
+            let _ = tx.send(Some(code));
+        });
+        Ok(())
+    }
+
+    async fn wait(&self, task_id: &str) -> Result<i32> {
+        let td = self.task_dir(task_id)?;
+        if !td.exists() {
+            return Err(Error::not_found(task_id));
+        }
+        if let Some(mut rx) = self.child_watch(task_id) {
+            let code = rx
+                .wait_for(|c| c.is_some())
+                .await
+                .map_err(|_| Error::Unavailable("task reaper stopped".into()))?;
+            return Ok(code.unwrap_or(255));
+        }
+        self.wait_adopted(task_id, &td).await
+    }
+
+    async fn stop(&self, task_id: &str, grace: Option<Duration>) -> Result<()> {
+        let td = self.task_dir(task_id)?;
+        let record = td.read_record(task_id)?;
+        let Some(state) = td.read_state()? else {
+            return Ok(());
+        };
+        let signal = sys::parse_signal(&record.stop_signal)?;
+        Self::signal_group(&state, signal)?;
+        let grace = grace.unwrap_or(record.stop_grace);
+        if tokio::time::timeout(grace, self.wait(task_id)).await.is_ok() {
+            return Ok(());
+        }
+        tracing::debug!(task = task_id, "grace period over; killing");
+        Self::signal_group(&state, Signal::SIGKILL)?;
+        match tokio::time::timeout(KILL_TIMEOUT, self.wait(task_id)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(Error::StartFailed { .. })) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable(format!(
+                "task {task_id} survived SIGKILL for {KILL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    async fn remove(&self, task_id: &str) -> Result<()> {
+        let td = self.task_dir(task_id)?;
+        if !td.root.exists() {
+            return Err(Error::not_found(task_id));
+        }
+        if let Some(state) = td.read_state()?
+            && state.exit_code.is_none()
+            && sys::is_alive(state.pid, state.start_ticks)
+        {
+            self.stop(task_id, Some(Duration::ZERO)).await?;
+        }
+        self.inner
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
+        std::fs::remove_dir_all(&td.root)
+            .map_err(|e| Error::io(format!("removing {}", td.root.display()), e))
+    }
+
+    async fn inspect(&self, task_id: &str) -> Result<Inspection> {
+        let td = self.task_dir(task_id)?;
+        self.inspect_dir(task_id, &td)
+    }
+
+    async fn list(&self) -> Result<Vec<Inspection>> {
+        let entries = std::fs::read_dir(&self.inner.dir)
+            .map_err(|e| Error::io(format!("listing {}", self.inner.dir.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(task_id) = name.to_str() else {
+                continue;
+            };
+            let Ok(td) = self.task_dir(task_id) else {
+                continue;
+            };
+            match self.inspect_dir(task_id, &td) {
+                Ok(i) => out.push(i),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(task = task_id, error = %e, "skipping unreadable task"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogChunks> {
+        let td = self.task_dir(task_id)?;
+        if !td.exists() {
+            return Err(Error::not_found(task_id));
+        }
+        let exited_td = td.clone();
+        let exited = Arc::new(move || match exited_td.read_state() {
+            Ok(Some(s)) => s.exit_code.is_some() || !sys::is_alive(s.pid, s.start_ticks),
+            Ok(None) => false,
+            Err(_) => true,
+        });
+        Ok(logs::stream(td.stdout_path(), td.stderr_path(), options, exited))
+    }
+}
