@@ -1,1 +1,34 @@
-//! tmp
+//! Swarm: Docker swarm mode rebuilt in Rust as an embeddable library.
+//!
+//! This facade crate gathers the layers; each is its own crate and can be used
+//! alone:
+//!
+//! | crate | what it holds |
+//! |---|---|
+//! | [`core`] (`swarm-core`) | the object model and the replicated state machine (store) |
+//! | [`raft`] (`swarm-raft`) | consensus for the managers |
+//! | [`sched`] (`swarm-sched`) | the `Scheduler` trait and the default spread scheduler |
+//! | [`runtime`] (`swarm-runtime`) | the `Runtime` trait, Docker and process runtimes |
+//! | [`net`] (`swarm-net`) | IPAM, routing mesh, service discovery, overlays |
+//!
+//! The manager, worker and `swarmd` daemon land here as their issues are built.
+//!
+//! ```
+//! use swarm::core::{Store, types::*};
+//!
+//! let store = Store::new();
+//! store.update_local(|tx| tx.create(Node { id: "n1".into(), ..Default::default() })).unwrap();
+//! assert_eq!(store.view().count::<Node>(), 1);
+//! ```
+#![deny(missing_docs)]
+
+pub use swarm_core as core;
+pub use swarm_net as net;
+pub use swarm_raft as raft;
+pub use swarm_runtime as runtime;
+pub use swarm_sched as sched;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -134,7 +134,7 @@ impl TaskIndexes {
 pub struct Table<T: StoreObject> {
     by_id: Map<Id, Arc<T>>,
     ids: imbl::GenericOrdSet<Id, DefaultSharedPtr>,
-    names: MultiIndex<Box<str>>,
+    names: MultiIndex<Arc<str>>,
 }
 
 impl<T: StoreObject> Clone for Table<T> {
@@ -180,7 +180,7 @@ impl<T: StoreObject> Table<T> {
         let id = obj.id().clone();
         let name = obj.index_name();
         if !name.is_empty() {
-            self.names.insert(fold_name(name).into(), id.clone());
+            self.names.insert(Arc::from(&*fold_name(name)), id.clone());
         }
         self.ids.insert(id.clone());
         self.by_id.insert(id, obj);
@@ -196,7 +196,7 @@ impl<T: StoreObject> Table<T> {
                 self.names.remove(&*fold_name(old_name), &id);
             }
             if !new_name.is_empty() {
-                self.names.insert(fold_name(new_name).into(), id);
+                self.names.insert(Arc::from(&*fold_name(new_name)), id);
             }
         }
         Some(old)

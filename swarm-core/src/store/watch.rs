@@ -46,12 +46,15 @@ pub struct Event {
     pub changes: Vec<Change>,
 }
 
+/// A caller-supplied test of a change.
+type Predicate = Arc<dyn Fn(&Change) -> bool + Send + Sync>;
+
 /// Which changes a watcher wants. The default wants everything.
 #[derive(Clone, Default)]
 pub struct Filter {
     kinds: u8,
     actions: u8,
-    predicate: Option<Arc<dyn Fn(&Change) -> bool + Send + Sync>>,
+    predicate: Option<Predicate>,
 }
 
 impl std::fmt::Debug for Filter {
