@@ -1,6 +1,7 @@
 //! Runtimes for Swarm workers.
 #![deny(missing_docs)]
 
+pub mod conformance;
 mod docker;
 mod error;
 mod machine;
