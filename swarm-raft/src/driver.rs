@@ -1,0 +1,505 @@
+//! The driver: one thread per member that owns the `RawNode`, ticks it, steps
+//! incoming messages, batches proposals, persists every ready (one fsync) before
+//! sending what depends on it, applies committed entries to the store in order,
+//! and snapshots/compacts the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+    MessageType,
+};
+use raft::{RawNode, SnapshotStatus};
+use raft_engine::LogBatch;
+use swarm_core::{Store, decode_batch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::error::{RaftError, Result};
+use crate::node::{Leadership, PeerProgress, Status};
+use crate::payload::{
+    decode_conf_context, decode_entry, decode_snapshot, encode_conf_context, encode_entry,
+    encode_snapshot,
+};
+use crate::storage::DiskStorage;
+use crate::transport::{Inbox, Transport};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A request from a handle to the driver.
+pub(crate) enum Cmd {
+    Propose {
+        seq: u64,
+        batch: Vec<u8>,
+        reply: Reply<u64>,
+    },
+    Read {
+        reply: Reply<()>,
+    },
+    Conf {
+        seq: u64,
+        cc: ConfChange,
+        addr: String,
+        reply: Reply<()>,
+    },
+    Transfer {
+        to: u64,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Stop,
+}
+
+pub(crate) struct Driver {
+    pub cfg: Config,
+    pub raw: RawNode<DiskStorage>,
+    pub store: Store,
+    pub transport: Arc<dyn Transport>,
+    pub inbox: Inbox,
+    pub cmds: mpsc::UnboundedReceiver<Cmd>,
+    pub leader: watch::Sender<Leadership>,
+    pub applied: u64,
+    pub last_snapshot: u64,
+    pub proposals: HashMap<u64, Reply<u64>>,
+    pub confs: HashMap<u64, Reply<()>>,
+    pub batch: Vec<(u64, Vec<u8>)>,
+    pub reads_sent: HashMap<u64, Reply<()>>,
+    pub reads_ready: Vec<(u64, Reply<()>)>,
+    pub next_read: u64,
+}
+
+fn no_leader() -> RaftError {
+    RaftError::NotLeader { leader: None }
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.cfg.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inbox_open = true;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.proposals.retain(|_, r| !r.is_closed());
+                    self.confs.retain(|_, r| !r.is_closed());
+                    self.reads_sent.retain(|_, r| !r.is_closed());
+                }
+                m = self.inbox.recv(), if inbox_open => match m {
+                    Some(m) => self.step(m),
+                    None => inbox_open = false,
+                },
+                c = self.cmds.recv() => match c {
+                    Some(Cmd::Stop) | None => break,
+                    Some(c) => self.command(c),
+                },
+            }
+            for _ in 0..4096 {
+                match self.inbox.try_recv() {
+                    Ok(m) => self.step(m),
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            for _ in 0..4096 {
+                match self.cmds.try_recv() {
+                    Ok(Cmd::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(c) => self.command(c),
+                    Err(_) => break,
+                }
+            }
+            self.flush_batch();
+            if self.raw.has_ready()
+                && let Err(e) = self.on_ready()
+            {
+                tracing::error!(id = self.cfg.id, error = %e, "raft member stops: storage failed");
+                break;
+            }
+            self.publish_leader();
+            if stop {
+                break;
+            }
+        }
+        tracing::debug!(id = self.cfg.id, "raft driver stopped");
+    }
+
+    fn step(&mut self, m: Message) {
+        match m.get_msg_type() {
+            MessageType::MsgUnreachable => self.raw.report_unreachable(m.from),
+            MessageType::MsgSnapStatus => {
+                let status = if m.reject {
+                    SnapshotStatus::Failure
+                } else {
+                    SnapshotStatus::Finish
+                };
+                self.raw.report_snapshot(m.from, status);
+            }
+            _ => {
+                if let Err(e) = self.raw.step(m) {
+                    tracing::debug!(id = self.cfg.id, error = %e, "raft: message not stepped");
+                }
+            }
+        }
+    }
+
+    fn leader_id(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|l| *l != raft::INVALID_ID)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == raft::StateRole::Leader
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Propose { seq, batch, reply } => {
+                self.proposals.insert(seq, reply);
+                self.batch.push((seq, batch));
+                if self.batch.len() >= self.cfg.max_batches_per_entry {
+                    self.flush_batch();
+                }
+            }
+            Cmd::Read { reply } => {
+                if self.leader_id().is_none() {
+                    let _ = reply.send(Err(no_leader()));
+                    return;
+                }
+                self.next_read += 1;
+                self.raw.read_index(self.next_read.to_le_bytes().to_vec());
+                self.reads_sent.insert(self.next_read, reply);
+            }
+            Cmd::Conf {
+                seq,
+                cc,
+                addr,
+                reply,
+            } => match self.check_conf(&cc) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(()) => {
+                    let mut cc = cc;
+                    cc.context = encode_conf_context(self.cfg.id, seq, &addr);
+                    match self.raw.propose_conf_change(vec![], cc) {
+                        Ok(()) => {
+                            self.confs.insert(seq, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
+                }
+            },
+            Cmd::Transfer { to } => self.raw.transfer_leader(to),
+            Cmd::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Stop => {}
+        }
+    }
+
+    /// Refuses a change that would lose quorum or the last voter.
+    fn check_conf(&self, cc: &ConfChange) -> Result<()> {
+        if !self.is_leader() {
+            return Err(RaftError::NotLeader {
+                leader: self.leader_id(),
+            });
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(RaftError::ChangeInProgress);
+        }
+        if cc.get_change_type() != ConfChangeType::RemoveNode {
+            return Ok(());
+        }
+        let cs = self.raw.store().conf_state();
+        let target = cc.node_id;
+        if cs.learners.contains(&target) {
+            return Ok(());
+        }
+        if !cs.voters.contains(&target) {
+            return Err(RaftError::NotMember(target));
+        }
+        let remaining: Vec<u64> = cs.voters.iter().copied().filter(|v| *v != target).collect();
+        if remaining.is_empty() {
+            return Err(RaftError::LastMember(target));
+        }
+        let prs = self.raw.raft.prs();
+        let reachable = remaining
+            .iter()
+            .filter(|v| **v == self.cfg.id || prs.get(**v).is_some_and(|p| p.recent_active))
+            .count();
+        let needed = remaining.len() / 2 + 1;
+        if reachable < needed {
+            return Err(RaftError::WouldLoseQuorum {
+                reachable,
+                remaining: remaining.len(),
+                needed,
+            });
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let cs = self.raw.store().conf_state();
+        let progress = if self.is_leader() {
+            self.raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(id, p)| {
+                    (
+                        *id,
+                        PeerProgress {
+                            matched: p.matched,
+                            recent_active: p.recent_active,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Status {
+            id: self.cfg.id,
+            leader: self.leader_id(),
+            term: self.raw.raft.term,
+            commit: self.raw.raft.raft_log.committed,
+            applied: self.applied,
+            store_index: self.store.index(),
+            voters: cs.voters.clone(),
+            learners: cs.learners.clone(),
+            progress,
+            snapshot_index: self.raw.store().snapshot_meta().index,
+            first_index: raft::Storage::first_index(self.raw.store()).unwrap_or(0),
+            last_index: raft::Storage::last_index(self.raw.store()).unwrap_or(0),
+            snapshot_files: self.raw.store().snapshot_files(),
+        }
+    }
+
+    /// Packs the queued proposals into one raft entry.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let dropped = if self.leader_id().is_none() {
+            true
+        } else {
+            let data = encode_entry(self.cfg.id, &batch);
+            self.raw.propose(vec![], data.to_vec()).is_err()
+        };
+        if dropped {
+            for (seq, _) in batch {
+                if let Some(r) = self.proposals.remove(&seq) {
+                    let _ = r.send(Err(no_leader()));
+                }
+            }
+        }
+    }
+
+    fn publish_leader(&mut self) {
+        let now = Leadership {
+            leader: self.leader_id(),
+            term: self.raw.raft.term,
+        };
+        self.leader.send_if_modified(|l| {
+            let changed = *l != now;
+            *l = now;
+            changed
+        });
+        if now.leader.is_none() {
+            // Reads waiting for a leader will not be answered by this term.
+            for (_, r) in self.reads_sent.drain() {
+                let _ = r.send(Err(no_leader()));
+            }
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.transport.send(m);
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        let mut rd = self.raw.ready();
+        self.send(rd.take_messages());
+        let mut batch = LogBatch::default();
+        let mut sync = rd.must_sync();
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            let (peers, store_bytes) = decode_snapshot(&snap.data)
+                .ok_or_else(|| RaftError::Storage("received a malformed snapshot".into()))?;
+            self.raw.mut_store().install_snapshot(&mut batch, &snap)?;
+            self.set_peers(&mut batch, &peers)?;
+            self.store.restore(store_bytes)?;
+            self.applied = snap.get_metadata().index;
+            self.last_snapshot = self.applied;
+            sync = true;
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(&mut batch, committed)?;
+        self.raw.mut_store().append(&mut batch, rd.entries())?;
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(&mut batch, hs)?;
+        }
+        if !batch.is_empty() {
+            self.raw.store().write(&mut batch, sync)?;
+        }
+        self.send(rd.take_persisted_messages());
+        for rs in rd.take_read_states() {
+            let ctx = rs
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            if let Some(r) = self.reads_sent.remove(&ctx) {
+                self.reads_ready.push((rs.index, r));
+            }
+        }
+        let mut light = self.raw.advance(rd);
+        let mut batch = LogBatch::default();
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(&mut batch, &hs)?;
+        }
+        self.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(&mut batch, committed)?;
+        if !batch.is_empty() {
+            self.raw.store().write(&mut batch, false)?;
+        }
+        self.raw.advance_apply();
+        let applied = self.applied;
+        let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_ready)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_ready = wait;
+        for (_, r) in done {
+            let _ = r.send(Ok(()));
+        }
+        self.maybe_snapshot()
+    }
+
+    fn set_peers(&mut self, batch: &mut LogBatch, peers: &BTreeMap<u64, String>) -> Result<()> {
+        let old: Vec<u64> = self.raw.store().peers().keys().copied().collect();
+        for id in old.into_iter().filter(|id| !peers.contains_key(id)) {
+            self.raw.mut_store().set_peer(batch, id, None)?;
+            self.transport.set_peer(id, None);
+        }
+        for (id, addr) in peers {
+            self.raw.mut_store().set_peer(batch, *id, Some(addr))?;
+            self.transport.set_peer(*id, Some(addr));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, batch: &mut LogBatch, entries: Vec<Entry>) -> Result<()> {
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&e),
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+                        RaftError::Storage(format!("conf change at {}: {err}", e.index))
+                    })?;
+                    let mut single = ConfChangeSingle::default();
+                    single.set_change_type(cc.get_change_type());
+                    single.node_id = cc.node_id;
+                    let mut v2 = ConfChangeV2::default();
+                    v2.mut_changes().push(single);
+                    self.apply_conf(batch, &v2, &cc.context)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        RaftError::Storage(format!("conf change at {}: {err}", e.index))
+                    })?;
+                    self.apply_conf(batch, &cc, &cc.context)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, e: &Entry) {
+        if e.data.is_empty() {
+            return;
+        }
+        let Some((origin, batches)) = decode_entry(&e.data) else {
+            tracing::warn!(index = e.index, "raft: skipping an undecodable entry");
+            return;
+        };
+        for t in batches {
+            let index = self.store.index() + 1;
+            let result = decode_batch(t.batch).and_then(|b| self.store.apply(index, &b));
+            if origin == self.cfg.id
+                && let Some(r) = self.proposals.remove(&t.seq)
+            {
+                let _ = r.send(result.map(|()| index).map_err(RaftError::Apply));
+            }
+        }
+    }
+
+    fn apply_conf(
+        &mut self,
+        batch: &mut LogBatch,
+        cc: &ConfChangeV2,
+        context: &[u8],
+    ) -> Result<()> {
+        let cs = self.raw.apply_conf_change(cc)?;
+        self.raw.mut_store().set_conf_state(batch, &cs)?;
+        let (origin, seq, addr) = decode_conf_context(context).unwrap_or_default();
+        for change in cc.get_changes() {
+            match change.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !addr.is_empty() => {
+                    self.raw
+                        .mut_store()
+                        .set_peer(batch, change.node_id, Some(&addr))?;
+                    self.transport.set_peer(change.node_id, Some(&addr));
+                }
+                ConfChangeType::RemoveNode if change.node_id != self.cfg.id => {
+                    self.raw.mut_store().set_peer(batch, change.node_id, None)?;
+                    self.transport.set_peer(change.node_id, None);
+                }
+                _ => {}
+            }
+        }
+        if origin == self.cfg.id
+            && let Some(r) = self.confs.remove(&seq)
+        {
+            let _ = r.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+            return Ok(());
+        }
+        let data = encode_snapshot(self.raw.store().peers(), &self.store.snapshot());
+        self.raw.mut_store().save_snapshot(
+            self.applied,
+            data,
+            self.cfg.log_entries_for_slow_followers,
+            self.cfg.keep_old_snapshots,
+        )?;
+        tracing::debug!(
+            id = self.cfg.id,
+            index = self.applied,
+            "raft: snapshot saved, log compacted"
+        );
+        self.last_snapshot = self.applied;
+        Ok(())
+    }
+}
