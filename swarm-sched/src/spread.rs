@@ -326,3 +326,7 @@ fn label_value<'a>(node: &'a NodeInfo, descriptor: &str) -> Option<&'a str> {
     }
     None
 }
+
+#[cfg(test)]
+#[path = "spread_tests.rs"]
+mod tests;
