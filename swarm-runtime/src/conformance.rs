@@ -63,6 +63,9 @@ pub enum Check {
     Logs,
     /// A new runtime instance lists a running task and stops and removes it.
     Adopt,
+    /// Through the state machine: a RUNNING task whose desired state becomes
+    /// SHUTDOWN is stopped and ends SHUTDOWN.
+    DesiredShutdown,
     /// A missing image is REJECTED with `No such image: <image>`.
     MissingImage,
     /// A command that does not exist fails the task with a message naming it.
@@ -71,13 +74,14 @@ pub enum Check {
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 8] = [
+    pub const ALL: [Check; 9] = [
         Check::Lifecycle,
         Check::ExitCodes,
         Check::StopWithinGrace,
         Check::KillAfterGrace,
         Check::Logs,
         Check::Adopt,
+        Check::DesiredShutdown,
         Check::MissingImage,
         Check::BadCommand,
     ];
@@ -90,6 +94,7 @@ impl Check {
             Check::KillAfterGrace => "kill",
             Check::Logs => "logs",
             Check::Adopt => "adopt",
+            Check::DesiredShutdown => "shutdown",
             Check::MissingImage => "image",
             Check::BadCommand => "badcmd",
         }
@@ -222,13 +227,16 @@ impl Ctx<'_> {
     /// Waits until the task printed `ready` (its signal handlers are in place).
     async fn ready(&self, task_id: &str) -> Outcome {
         let deadline = Instant::now() + Duration::from_secs(20);
-        if let Err(Error::Unsupported(_)) = self.runtime.logs(task_id, LogOptions::default()).await {
+        if let Err(Error::Unsupported(_)) = self.runtime.logs(task_id, LogOptions::default()).await
+        {
             // No logs to watch: give the shell time to set its traps.
             tokio::time::sleep(Duration::from_millis(500)).await;
             return Ok(());
         }
         while !self.output(task_id, false).await?.0.contains("ready") {
-            ensure(Instant::now() < deadline, || "task never printed ready".into())?;
+            ensure(Instant::now() < deadline, || {
+                "task never printed ready".into()
+            })?;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -242,32 +250,50 @@ impl Ctx<'_> {
             Check::KillAfterGrace => self.kill_after_grace().await,
             Check::Logs => self.logs().await,
             Check::Adopt => self.adopt().await,
+            Check::DesiredShutdown => self.desired_shutdown().await,
             Check::MissingImage => self.missing_image().await,
             Check::BadCommand => self.bad_command().await,
         }
     }
 
     async fn lifecycle(&mut self) -> Outcome {
-        let task = self.task("trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done", Duration::from_secs(10));
+        let task = self.task(
+            "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+            Duration::from_secs(10),
+        );
         let rt = self.runtime.clone();
         call("prepare", rt.prepare(&task).await)?;
         let created = call("create", rt.create(&task).await)?;
-        ensure(!created.container_id.is_empty(), || "create gave no container id".into())?;
+        ensure(!created.container_id.is_empty(), || {
+            "create gave no container id".into()
+        })?;
         let dup = rt.create(&task).await;
         ensure(matches!(dup, Err(Error::AlreadyExists { .. })), || {
             format!("second create: want AlreadyExists, got {dup:?}")
         })?;
         let i = call("inspect", rt.inspect(&task.id).await)?;
-        ensure(i.state == ContainerState::Created, || format!("after create: {:?}", i.state))?;
+        ensure(i.state == ContainerState::Created, || {
+            format!("after create: {:?}", i.state)
+        })?;
         call("start", rt.start(&task.id).await)?;
         call("second start", rt.start(&task.id).await)?;
         let i = call("inspect", rt.inspect(&task.id).await)?;
-        ensure(i.state == ContainerState::Running, || format!("after start: {:?}", i.state))?;
+        ensure(i.state == ContainerState::Running, || {
+            format!("after start: {:?}", i.state)
+        })?;
         ensure(i.container.pid > 0, || "running task has no pid".into())?;
-        ensure(i.labels.task_id == task.id, || format!("labels: {:?}", i.labels))?;
-        ensure(i.labels.service_id == task.service_id, || format!("labels: {:?}", i.labels))?;
-        ensure(i.labels.node_id == task.node_id, || format!("labels: {:?}", i.labels))?;
-        ensure(i.image == task.spec.container.image, || format!("image: {}", i.image))?;
+        ensure(i.labels.task_id == task.id, || {
+            format!("labels: {:?}", i.labels)
+        })?;
+        ensure(i.labels.service_id == task.service_id, || {
+            format!("labels: {:?}", i.labels)
+        })?;
+        ensure(i.labels.node_id == task.node_id, || {
+            format!("labels: {:?}", i.labels)
+        })?;
+        ensure(i.image == task.spec.container.image, || {
+            format!("image: {}", i.image)
+        })?;
         let listed = call("list", rt.list().await)?;
         ensure(listed.iter().any(|l| l.labels.task_id == task.id), || {
             "list does not show the running task".into()
@@ -276,11 +302,14 @@ impl Ctx<'_> {
         call("stop", rt.stop(&task.id, None).await)?;
         call("second stop", rt.stop(&task.id, None).await)?;
         let code = call("wait", rt.wait(&task.id).await)?;
-        ensure(code == 0, || format!("exit code after TERM handler: {code}"))?;
-        let i = call("inspect", rt.inspect(&task.id).await)?;
-        ensure(i.state == ContainerState::Exited && i.exit_code == Some(0), || {
-            format!("after stop: {:?} {:?}", i.state, i.exit_code)
+        ensure(code == 0, || {
+            format!("exit code after TERM handler: {code}")
         })?;
+        let i = call("inspect", rt.inspect(&task.id).await)?;
+        ensure(
+            i.state == ContainerState::Exited && i.exit_code == Some(0),
+            || format!("after stop: {:?} {:?}", i.state, i.exit_code),
+        )?;
         call("remove", rt.remove(&task.id).await)?;
         let gone = rt.inspect(&task.id).await;
         ensure(matches!(gone, Err(Error::NotFound { .. })), || {
@@ -307,27 +336,39 @@ impl Ctx<'_> {
             format!("exit 3: err {:?}", done.status.err)
         })?;
         let code = done.status.container_status.map(|c| c.exit_code);
-        ensure(code == Some(3), || format!("exit 3: container status {code:?}"))
+        ensure(code == Some(3), || {
+            format!("exit 3: container status {code:?}")
+        })
     }
 
     async fn stop_within_grace(&mut self) -> Outcome {
-        let task = self.task("trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done", Duration::from_secs(30));
+        let task = self.task(
+            "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+            Duration::from_secs(30),
+        );
         self.launch(&task).await?;
         self.ready(&task.id).await?;
         call("stop", self.runtime.stop(&task.id, None).await)?;
         let code = call("wait", self.runtime.wait(&task.id).await)?;
-        ensure(code == 0, || format!("want the handler's exit 0, got {code} (killed?)"))
+        ensure(code == 0, || {
+            format!("want the handler's exit 0, got {code} (killed?)")
+        })
     }
 
     async fn kill_after_grace(&mut self) -> Outcome {
         let grace = Duration::from_secs(1);
-        let task = self.task("trap '' TERM; echo ready; while :; do sleep 0.05; done", grace);
+        let task = self.task(
+            "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+            grace,
+        );
         self.launch(&task).await?;
         self.ready(&task.id).await?;
         let began = Instant::now();
         call("stop", self.runtime.stop(&task.id, Some(grace)).await)?;
         let took = began.elapsed();
-        ensure(took >= grace.mul_f32(0.9), || format!("killed after {took:?}, before the grace period"))?;
+        ensure(took >= grace.mul_f32(0.9), || {
+            format!("killed after {took:?}, before the grace period")
+        })?;
         let code = call("wait", self.runtime.wait(&task.id).await)?;
         ensure(code == 137, || format!("want 137 (SIGKILL), got {code}"))
     }
@@ -348,7 +389,10 @@ impl Ctx<'_> {
     }
 
     async fn adopt(&mut self) -> Outcome {
-        let task = self.task("trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done", Duration::from_secs(10));
+        let task = self.task(
+            "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+            Duration::from_secs(10),
+        );
         self.launch(&task).await?;
         self.ready(&task.id).await?;
         // The agent restarts: a new instance knows only what the node holds.
@@ -359,10 +403,13 @@ impl Ctx<'_> {
         let Some(found) = found else {
             return Err("the new instance does not list the running task".into());
         };
-        ensure(found.state == ContainerState::Running, || format!("listed as {:?}", found.state))?;
-        ensure(found.labels.service_id == task.service_id && found.labels.node_id == task.node_id, || {
-            format!("labels: {:?}", found.labels)
+        ensure(found.state == ContainerState::Running, || {
+            format!("listed as {:?}", found.state)
         })?;
+        ensure(
+            found.labels.service_id == task.service_id && found.labels.node_id == task.node_id,
+            || format!("labels: {:?}", found.labels),
+        )?;
         call("stop", rt.stop(&task.id, None).await)?;
         let code = call("wait", rt.wait(&task.id).await)?;
         ensure(code == 0, || format!("exit code {code}"))?;
@@ -370,6 +417,48 @@ impl Ctx<'_> {
         let listed = call("list", rt.list().await)?;
         ensure(!listed.iter().any(|l| l.labels.task_id == task.id), || {
             "removed task still listed".into()
+        })
+    }
+
+    async fn desired_shutdown(&mut self) -> Outcome {
+        let task = self.task(
+            "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+            Duration::from_secs(10),
+        );
+        let (tx, rx) = watch::channel(TaskState::Running);
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = self.runtime.clone();
+        let driver = tokio::spawn(async move {
+            crate::drive(runtime.as_ref(), &SystemClock, task, rx, move |s| {
+                let _ = seen_tx.send(s.state);
+            })
+            .await
+        });
+        let mut states = Vec::new();
+        while let Some(state) = seen.recv().await {
+            states.push(state);
+            if state >= TaskState::Running {
+                break;
+            }
+        }
+        let want = [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Ready,
+            TaskState::Starting,
+            TaskState::Running,
+        ];
+        ensure(states == want, || {
+            format!("states {states:?}, want {want:?}")
+        })?;
+        let _ = tx.send(TaskState::Shutdown);
+        let done = driver.await.map_err(|e| format!("driver: {e}"))?;
+        ensure(done.status.state == TaskState::Shutdown, || {
+            format!("state {:?} {:?}", done.status.state, done.status.err)
+        })?;
+        let i = call("inspect", self.runtime.inspect(&done.id).await)?;
+        ensure(i.state == ContainerState::Exited, || {
+            format!("after shutdown: {:?}", i.state)
         })
     }
 
@@ -387,7 +476,9 @@ impl Ctx<'_> {
                     format!("state {:?}", done.status.state)
                 })?;
                 let want = format!("No such image: {image}");
-                ensure(done.status.err == want, || format!("err {:?}, want {want:?}", done.status.err))
+                ensure(done.status.err == want, || {
+                    format!("err {:?}, want {want:?}", done.status.err)
+                })
             }
             None => {
                 task.spec.container.image = "swarm-conformance/not-an-image:1".into();

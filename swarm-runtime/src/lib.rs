@@ -14,6 +14,6 @@ pub use machine::{MAX_TEMPORARY_RETRIES, Step, advance, drive, plan};
 pub use process::ProcessRuntime;
 pub use runtime::{
     ContainerState, DEFAULT_STOP_GRACE, Inspection, LABEL_NODE_ID, LABEL_SERVICE_ID,
-    LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME, LogChunk, LogChunks, LogOptions,
-    LogStream, Runtime, TaskLabels, container_name, host_ports, stop_grace, task_name,
+    LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME, LogChunk, LogChunks, LogOptions, LogStream,
+    Runtime, TaskLabels, container_name, host_ports, stop_grace, task_name,
 };

@@ -147,7 +147,9 @@ pub async fn advance(
                 s.err = Error::NonZeroExit { code }.to_string();
                 s
             };
-            let container = s.container_status.get_or_insert_with(ContainerStatus::default);
+            let container = s
+                .container_status
+                .get_or_insert_with(ContainerStatus::default);
             container.exit_code = code;
             container.pid = 0;
             s
@@ -161,7 +163,9 @@ pub async fn advance(
             if let Ok(i) = runtime.inspect(&task.id).await
                 && let Some(code) = i.exit_code
             {
-                let container = s.container_status.get_or_insert_with(ContainerStatus::default);
+                let container = s
+                    .container_status
+                    .get_or_insert_with(ContainerStatus::default);
                 container.exit_code = code;
                 container.pid = 0;
             }

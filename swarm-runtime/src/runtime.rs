@@ -72,7 +72,9 @@ impl TaskLabels {
     }
 
     /// Reads the labels back; `None` when there is no task ID label (not a task).
-    pub fn from_map<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<Self> {
+    pub fn from_map<'a>(
+        labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Option<Self> {
         let mut out = TaskLabels::default();
         for (k, v) in labels {
             match k.as_str() {

@@ -19,7 +19,9 @@ struct DockerHarness;
 #[async_trait]
 impl Harness for DockerHarness {
     async fn runtime(&self) -> Arc<dyn Runtime> {
-        let rt = DockerRuntime::connect().await.expect("engine answered before");
+        let rt = DockerRuntime::connect()
+            .await
+            .expect("engine answered before");
         Arc::new(
             rt.with_pull_policy(PullPolicy::Missing)
                 .with_pull_timeout(Duration::from_secs(5)),
@@ -66,6 +68,7 @@ checks! {
     kill_after_grace => Check::KillAfterGrace,
     logs => Check::Logs,
     adopt => Check::Adopt,
+    desired_shutdown => Check::DesiredShutdown,
     missing_image => Check::MissingImage,
     bad_command => Check::BadCommand,
 }

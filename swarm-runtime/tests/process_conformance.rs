@@ -54,6 +54,7 @@ checks! {
     kill_after_grace => Check::KillAfterGrace,
     logs => Check::Logs,
     adopt => Check::Adopt,
+    desired_shutdown => Check::DesiredShutdown,
     missing_image => Check::MissingImage,
     bad_command => Check::BadCommand,
 }

@@ -19,8 +19,8 @@ use swarm_core::types::{ContainerStatus, Task};
 
 use crate::error::{Error, Result};
 use crate::runtime::{
-    Inspection, LABEL_NODE_ID, LABEL_TASK_ID, LogChunk, LogChunks, LogOptions, LogStream,
-    Runtime, container_name,
+    Inspection, LABEL_NODE_ID, LABEL_TASK_ID, LogChunk, LogChunks, LogOptions, LogStream, Runtime,
+    container_name,
 };
 
 /// When [`DockerRuntime::prepare`](Runtime::prepare) pulls an image.
@@ -115,7 +115,12 @@ impl DockerRuntime {
 
     /// The container of a task: remembered, else found by its task ID label.
     async fn container(&self, task_id: &str) -> Result<String> {
-        if let Some(id) = self.ids.lock().unwrap_or_else(|e| e.into_inner()).get(task_id) {
+        if let Some(id) = self
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task_id)
+        {
             return Ok(id.clone());
         }
         let filters = HashMap::from([(
@@ -321,7 +326,9 @@ impl Runtime for DockerRuntime {
                 Ok(code as i32)
             }
             Some(Err(e)) => Err(task_err(task_id, e)),
-            None => Err(Error::Unavailable("wait stream ended without a status".into())),
+            None => Err(Error::Unavailable(
+                "wait stream ended without a status".into(),
+            )),
         }
     }
 

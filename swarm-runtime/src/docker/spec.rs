@@ -10,7 +10,9 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use swarm_core::Timestamp;
-use swarm_core::types::{ContainerStatus, MountType as SpecMount, PortConfig, Protocol, PublishMode, Task};
+use swarm_core::types::{
+    ContainerStatus, MountType as SpecMount, PortConfig, Protocol, PublishMode, Task,
+};
 
 use crate::error::{Error, Result};
 use crate::runtime::{ContainerState, Inspection, TaskLabels, host_ports, stop_grace};
@@ -48,11 +50,7 @@ pub(crate) fn container_config(task: &Task) -> Result<ContainerCreateBody> {
             });
     }
 
-    let limits = task
-        .spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref());
+    let limits = task.spec.resources.as_ref().and_then(|r| r.limits.as_ref());
     let host_config = HostConfig {
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
@@ -121,10 +119,13 @@ fn mount(m: &swarm_core::types::Mount) -> Result<Mount> {
             out.volume_options = Some(MountVolumeOptions {
                 labels: (!m.volume_labels.is_empty())
                     .then(|| m.volume_labels.clone().into_iter().collect()),
-                driver_config: m.volume_driver.as_ref().map(|d| MountVolumeOptionsDriverConfig {
-                    name: Some(d.name.clone()),
-                    options: Some(d.options.clone().into_iter().collect()),
-                }),
+                driver_config: m
+                    .volume_driver
+                    .as_ref()
+                    .map(|d| MountVolumeOptionsDriverConfig {
+                        name: Some(d.name.clone()),
+                        options: Some(d.options.clone().into_iter().collect()),
+                    }),
                 ..Default::default()
             });
         }
@@ -168,7 +169,10 @@ pub(crate) fn inspection(resp: ContainerInspectResponse) -> Inspection {
     let exit_code = (state == ContainerState::Exited).then(|| st.exit_code.unwrap_or(0) as i32);
     let mut ports = Vec::new();
     if state == ContainerState::Running {
-        let map = resp.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        let map = resp
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default();
         for (key, bindings) in map {
             let Some((target, proto)) = key.split_once('/') else {
                 continue;
@@ -313,9 +317,15 @@ mod tests {
         let hc = body.host_config.unwrap();
         assert_eq!(hc.nano_cpus, Some(500_000_000));
         assert_eq!(hc.memory, Some(64 << 20));
-        assert_eq!(hc.restart_policy.unwrap().name, Some(RestartPolicyNameEnum::NO));
+        assert_eq!(
+            hc.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
         let binding = &hc.port_bindings.unwrap()["80/tcp"];
-        assert_eq!(binding.as_ref().unwrap()[0].host_port.as_deref(), Some("8080"));
+        assert_eq!(
+            binding.as_ref().unwrap()[0].host_port.as_deref(),
+            Some("8080")
+        );
         let m = &hc.mounts.unwrap()[0];
         assert_eq!((m.typ, m.read_only), (Some(MountType::BIND), Some(true)));
         assert_eq!(body.exposed_ports.unwrap(), vec!["80/tcp"]);
@@ -325,10 +335,16 @@ mod tests {
     fn bad_specs_are_rejected() {
         let mut t = task();
         t.spec.container.image.clear();
-        assert!(matches!(container_config(&t), Err(Error::InvalidSpec { .. })));
+        assert!(matches!(
+            container_config(&t),
+            Err(Error::InvalidSpec { .. })
+        ));
         let mut t = task();
         t.spec.container.mounts[0].bind_propagation = "sideways".into();
-        assert!(matches!(container_config(&t), Err(Error::InvalidSpec { .. })));
+        assert!(matches!(
+            container_config(&t),
+            Err(Error::InvalidSpec { .. })
+        ));
     }
 
     #[test]

@@ -37,7 +37,10 @@ impl Tail {
                     Ok(f) => self.file = Some(f),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Some(Err(Error::io(format!("opening {}", self.path.display()), e)));
+                        return Some(Err(Error::io(
+                            format!("opening {}", self.path.display()),
+                            e,
+                        )));
                     }
                 }
             }
@@ -52,7 +55,10 @@ impl Tail {
                         }));
                     }
                     Err(e) => {
-                        return Some(Err(Error::io(format!("reading {}", self.path.display()), e)));
+                        return Some(Err(Error::io(
+                            format!("reading {}", self.path.display()),
+                            e,
+                        )));
                     }
                 }
             }
@@ -78,7 +84,11 @@ fn tail(path: PathBuf, stream: LogStream, follow: bool, exited: Exited) -> LogCh
         exited,
         draining: false,
     };
-    futures::stream::unfold(t, |mut t| async move { t.next_chunk().await.map(|c| (c, t)) }).boxed()
+    futures::stream::unfold(
+        t,
+        |mut t| async move { t.next_chunk().await.map(|c| (c, t)) },
+    )
+    .boxed()
 }
 
 /// The log stream of a task whose output is in `stdout` and `stderr`. Without
@@ -91,7 +101,12 @@ pub(crate) fn stream(
 ) -> LogChunks {
     let mut parts = Vec::new();
     if options.stdout {
-        parts.push(tail(stdout, LogStream::Stdout, options.follow, exited.clone()));
+        parts.push(tail(
+            stdout,
+            LogStream::Stdout,
+            options.follow,
+            exited.clone(),
+        ));
     }
     if options.stderr {
         parts.push(tail(stderr, LogStream::Stderr, options.follow, exited));

@@ -20,8 +20,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::runtime::{
-    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, host_ports,
-    stop_grace,
+    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, host_ports, stop_grace,
 };
 use store::{ProcState, Record, TaskDir};
 
@@ -91,7 +90,11 @@ impl ProcessRuntime {
     }
 
     fn child_watch(&self, task_id: &str) -> Option<watch::Receiver<Option<i32>>> {
-        let children = self.inner.children.lock().unwrap_or_else(|e| e.into_inner());
+        let children = self
+            .inner
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         children.get(task_id).cloned()
     }
 
@@ -153,7 +156,10 @@ impl ProcessRuntime {
         }
         match killpg(Pid::from_raw(state.pid), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(Error::io(format!("signalling process group {}", state.pid), e.into())),
+            Err(e) => Err(Error::io(
+                format!("signalling process group {}", state.pid),
+                e.into(),
+            )),
         }
     }
 
@@ -163,7 +169,9 @@ impl ProcessRuntime {
         let (state_kind, exit_code, pid) = match &state {
             None => (ContainerState::Created, None, 0),
             Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
-            Some(s) if sys::is_alive(s.pid, s.start_ticks) => (ContainerState::Running, None, s.pid),
+            Some(s) if sys::is_alive(s.pid, s.start_ticks) => {
+                (ContainerState::Running, None, s.pid)
+            }
             Some(_) => (ContainerState::Exited, None, 0),
         };
         let ports = if state_kind == ContainerState::Running {
@@ -264,22 +272,25 @@ impl Runtime for ProcessRuntime {
         cmd.args(args)
             .env_clear()
             .env("PATH", DEFAULT_PATH)
-            .envs(record.env.iter().map(|kv| kv.split_once('=').unwrap_or((kv, ""))))
-            .current_dir(if record.dir.is_empty() { &td.root } else { Path::new(&record.dir) })
+            .envs(
+                record
+                    .env
+                    .iter()
+                    .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
+            )
+            .current_dir(if record.dir.is_empty() {
+                &td.root
+            } else {
+                Path::new(&record.dir)
+            })
             .stdin(Stdio::null())
             .stdout(open(td.stdout_path())?)
             .stderr(open(td.stderr_path())?)
             .process_group(0);
         if !record.user.is_empty() && Uid::effective().is_root() {
             let (uid, gid) = sys::resolve_user(&record.user)?;
+            // As root, std also drops the supplementary groups before setuid.
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
-            // SAFETY: setgroups is async-signal-safe and touches no memory of the
-            // parent; it drops root's supplementary groups before setuid.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::unistd::setgroups(&[gid]).map_err(std::io::Error::from)
-                });
-            }
         }
         let mut child = cmd.spawn().map_err(|e| Error::StartFailed {
             message: match e.kind() {
@@ -357,7 +368,10 @@ impl Runtime for ProcessRuntime {
         let signal = sys::parse_signal(&record.stop_signal)?;
         Self::signal_group(&state, signal)?;
         let grace = grace.unwrap_or(record.stop_grace);
-        if tokio::time::timeout(grace, self.wait(task_id)).await.is_ok() {
+        if tokio::time::timeout(grace, self.wait(task_id))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tracing::debug!(task = task_id, "grace period over; killing");
@@ -429,6 +443,11 @@ impl Runtime for ProcessRuntime {
             Ok(None) => false,
             Err(_) => true,
         });
-        Ok(logs::stream(td.stdout_path(), td.stderr_path(), options, exited))
+        Ok(logs::stream(
+            td.stdout_path(),
+            td.stderr_path(),
+            options,
+            exited,
+        ))
     }
 }

@@ -155,10 +155,10 @@ mod tests {
         };
         td.write_state(&st).unwrap();
         let back = td.read_state().unwrap().unwrap();
-        assert_eq!((back.pid, back.start_ticks, back.exit_code), (7, 9, Some(3)));
-        assert!(matches!(
-            td.read_record("t1"),
-            Err(Error::NotFound { .. })
-        ));
+        assert_eq!(
+            (back.pid, back.start_ticks, back.exit_code),
+            (7, 9, Some(3))
+        );
+        assert!(matches!(td.read_record("t1"), Err(Error::NotFound { .. })));
     }
 }

@@ -39,7 +39,8 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
 /// (a zombie has exited).
 pub(crate) fn is_alive(pid: i32, start_ticks: u64) -> bool {
     pid > 0
-        && proc_stat(pid).is_some_and(|s| s.start_ticks == start_ticks && !matches!(s.state, 'Z' | 'X'))
+        && proc_stat(pid)
+            .is_some_and(|s| s.start_ticks == start_ticks && !matches!(s.state, 'Z' | 'X'))
 }
 
 /// Parses a stop signal: `SIGTERM`, `TERM`, `term` or `15`. Empty means SIGTERM.

@@ -19,7 +19,8 @@ pub const PREFIX: &str = "swt-docker";
 fn setup() -> &'static Result<(), String> {
     static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-image.sh");
         let out = Command::new("sh")
             .arg(&script)
             .arg(TEST_IMAGE)
@@ -50,7 +51,10 @@ pub fn remove_leftovers() {
         .map(str::to_string)
         .collect();
     if !ids.is_empty() {
-        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
     }
 }
 
