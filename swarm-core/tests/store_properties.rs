@@ -169,7 +169,10 @@ fn check_indexes(t: &Tables) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        ..ProptestConfig::default()
+    })]
 
     /// Batches recorded on one store, applied to another in the same order,
     /// give the same state and the same events.

@@ -4,27 +4,52 @@
 //! randomness, no I/O. Every manager applying the same committed batches in the same
 //! order reaches the same state.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::object::{Object, StoreAction, StoreObject, each_object};
+use foldhash::fast::FixedState;
+
+use super::object::{Kind, Object, StoreAction, StoreObject, each_object};
 use super::table::Tables;
 use super::watch::{Action, Change};
 use crate::error::{Error, Result};
 use crate::types::{Cluster, Config, Network, Node, Secret, Service, Task};
 
-/// Applies one action at `index`, returning the change it made. On error the tables
-/// may hold a partial change: callers apply batches to a copy and drop it on error.
+/// The versions objects had before the batch began, recorded when the batch first
+/// touches them (0 for an object that did not exist). An update of an object the
+/// batch already changed is checked against this version, not the one the batch
+/// itself gave it, so a transaction that writes an object twice replays the same
+/// way at any index.
+#[derive(Default)]
+pub(crate) struct BatchVersions {
+    before: HashMap<(Kind, crate::id::Id), u64, FixedState>,
+}
+
+impl BatchVersions {
+    /// The version `id` had before the batch, if the batch touched it.
+    pub(crate) fn before(&self, kind: Kind, id: &crate::id::Id) -> Option<u64> {
+        self.before.get(&(kind, id.clone())).copied()
+    }
+
+    fn touch(&mut self, kind: Kind, id: &crate::id::Id, version: u64) {
+        self.before.entry((kind, id.clone())).or_insert(version);
+    }
+}
+
+/// Applies one action at `index`, returning the change it made. Checks come before
+/// any mutation, so on error `tables` is unchanged.
 pub(crate) fn apply_action(
     tables: &mut Tables,
     index: u64,
     action: &StoreAction,
+    batch: &mut BatchVersions,
 ) -> Result<Change> {
     match action {
-        StoreAction::Create(obj) => each_object!(obj, o => create(tables, index, o)),
-        StoreAction::Update(obj) => each_object!(obj, o => update(tables, index, o)),
+        StoreAction::Create(obj) => each_object!(obj, o => create(tables, index, o, batch)),
+        StoreAction::Update(obj) => each_object!(obj, o => update(tables, index, o, batch)),
         StoreAction::Remove { kind, id } => {
-            use super::object::Kind;
-            match kind {
+            let version = current_version(tables, *kind, id);
+            let change = match kind {
                 Kind::Node => remove::<Node>(tables, id),
                 Kind::Service => remove::<Service>(tables, id),
                 Kind::Task => remove::<Task>(tables, id),
@@ -32,8 +57,25 @@ pub(crate) fn apply_action(
                 Kind::Cluster => remove::<Cluster>(tables, id),
                 Kind::Secret => remove::<Secret>(tables, id),
                 Kind::Config => remove::<Config>(tables, id),
-            }
+            }?;
+            batch.touch(*kind, id, version);
+            Ok(change)
         }
+    }
+}
+
+fn current_version(tables: &Tables, kind: Kind, id: &str) -> u64 {
+    fn v<T: StoreObject>(t: &Tables, id: &str) -> u64 {
+        t.get::<T>(id).map_or(0, |o| o.meta().version.index)
+    }
+    match kind {
+        Kind::Node => v::<Node>(tables, id),
+        Kind::Service => v::<Service>(tables, id),
+        Kind::Task => v::<Task>(tables, id),
+        Kind::Network => v::<Network>(tables, id),
+        Kind::Cluster => v::<Cluster>(tables, id),
+        Kind::Secret => v::<Secret>(tables, id),
+        Kind::Config => v::<Config>(tables, id),
     }
 }
 
@@ -45,14 +87,20 @@ pub(crate) fn apply_batch(
 ) -> Result<(Tables, Vec<Change>)> {
     let mut next = tables.clone();
     let mut changes = Vec::with_capacity(actions.len());
+    let mut batch = BatchVersions::default();
     for action in actions {
-        changes.push(apply_action(&mut next, index, action)?);
+        changes.push(apply_action(&mut next, index, action, &mut batch)?);
     }
     next.index = index;
     Ok((next, changes))
 }
 
-fn create<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Result<Change> {
+fn create<T: StoreObject>(
+    tables: &mut Tables,
+    index: u64,
+    obj: &Arc<T>,
+    batch: &mut BatchVersions,
+) -> Result<Change> {
     let id = obj.id();
     if id.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -77,6 +125,7 @@ fn create<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Resu
     new.meta_mut().version.index = index;
     let new = Arc::new(new);
     tables.insert(new.clone());
+    batch.touch(T::KIND, id, 0);
     Ok(Change {
         action: Action::Create,
         object: T::wrap(new),
@@ -84,7 +133,12 @@ fn create<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Resu
     })
 }
 
-fn update<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Result<Change> {
+fn update<T: StoreObject>(
+    tables: &mut Tables,
+    index: u64,
+    obj: &Arc<T>,
+    batch: &mut BatchVersions,
+) -> Result<Change> {
     let id = obj.id();
     let Some(old) = tables.get::<T>(id) else {
         return Err(Error::NotFound {
@@ -92,7 +146,10 @@ fn update<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Resu
             id: id.to_string(),
         });
     };
-    let (read, current) = (obj.meta().version.index, old.meta().version.index);
+    let read = obj.meta().version.index;
+    let current = batch
+        .before(T::KIND, id)
+        .unwrap_or(old.meta().version.index);
     if read != current {
         return Err(Error::Conflict {
             kind: T::KIND,
@@ -115,6 +172,7 @@ fn update<T: StoreObject>(tables: &mut Tables, index: u64, obj: &Arc<T>) -> Resu
     meta.created_at = old.meta().created_at;
     let new = Arc::new(new);
     tables.replace(new.clone());
+    batch.touch(T::KIND, id, current);
     Ok(Change {
         action: Action::Update,
         object: T::wrap(new),

@@ -161,7 +161,7 @@ impl Store {
                 let base = self.inner.current.load_full();
                 let mut tx = Tx::new(&base, self.inner.clock.now());
                 let value = f(&mut tx)?;
-                let (_, batch, _) = tx.finish(&base);
+                let (_, batch, _) = tx.finish();
                 if !batch.is_empty() {
                     p.propose(batch).await?;
                 }
@@ -187,13 +187,17 @@ impl Store {
         let base = self.inner.current.load_full();
         let mut tx = Tx::new(&base, self.inner.clock.now());
         let value = f(&mut tx)?;
-        let (tables, batch, changes) = tx.finish(&base);
+        let (tables, batch, changes) = tx.finish();
         if batch.is_empty() {
             return Ok(value);
         }
         let index = tables.index;
         self.inner.current.store(Arc::new(tables));
         watchers.publish(index, &changes);
+        drop(watchers);
+        // The old state (unless a reader still holds it) is freed here, outside
+        // the commit lock.
+        drop(base);
         Ok(value)
     }
 

@@ -134,8 +134,7 @@ impl Object {
 /// One change in a replicated batch.
 ///
 /// A batch (a `Vec<StoreAction>`) is what a writer proposes and what
-/// [`Store::apply`](crate::Store::apply) applies, all or nothing. A batch holds at
-/// most one action per object, except a removal followed by a re-creation.
+/// [`Store::apply`](crate::Store::apply) applies, all or nothing, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StoreAction {
     /// Create the object. Fails if the ID exists or the name is taken.

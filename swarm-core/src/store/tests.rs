@@ -390,61 +390,88 @@ fn reads_in_a_transaction_see_its_own_writes() {
 }
 
 #[test]
-fn batches_coalesce_to_one_action_per_object() {
+fn batches_keep_every_write_and_replay_identically() {
     let s = store();
     seed(&s);
     let tables = s.view();
     let mut tx = Tx::new(&tables, Timestamp::ZERO);
-    // Update twice: one Update carrying the version first read.
+    // Update twice: two actions, both carrying the version from before the tx.
     let mut n = (*tx.get::<Node>("node-a").unwrap()).clone();
     n.spec.availability = Availability::Drain;
     let n = (*tx.update(n).unwrap()).clone();
     let mut n2 = n;
     n2.spec.availability = Availability::Pause;
     tx.update(n2).unwrap();
-    // Create then update: one Create. Create then delete: nothing.
+    // A stale read inside the transaction is still caught.
+    let stale = (*tables.get::<Node>("node-a").unwrap()).clone();
+    assert!(matches!(tx.update(stale), Err(Error::Conflict { .. })));
+    // Create then update, create then delete, update then delete.
     let c = (*tx.create(node("node-c", "gamma")).unwrap()).clone();
     tx.update(c).unwrap();
     tx.create(node("node-d", "delta")).unwrap();
     tx.delete::<Node>("node-d").unwrap();
-    // Update then delete: one Remove.
     let t = (*tx.get::<Task>("task-3").unwrap()).clone();
     tx.update(t).unwrap();
     tx.delete::<Task>("task-3").unwrap();
     let actions: Vec<_> = tx.actions().cloned().collect();
-    assert_eq!(actions.len(), 3, "{actions:#?}");
-    match &actions[0] {
-        StoreAction::Update(Object::Node(n)) => {
-            assert_eq!(n.spec.availability, Availability::Pause);
-            assert_eq!(n.meta.version.index, 1);
+    assert_eq!(actions.len(), 8, "{actions:#?}");
+    for a in &actions[..2] {
+        match a {
+            StoreAction::Update(Object::Node(n)) => assert_eq!(n.meta.version.index, 1),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
-    assert!(matches!(&actions[1], StoreAction::Create(Object::Node(n)) if n.id == "node-c"));
-    assert!(matches!(&actions[2], StoreAction::Remove { kind: Kind::Task, id } if id == "task-3"));
-    // The coalesced batch applies cleanly through the state machine.
+    assert!(
+        matches!(&actions[3], StoreAction::Update(Object::Node(n)) if n.meta.version.index == 0)
+    );
+    let (local, _, local_changes) = tx.finish();
+    // Replayed at another index through the state machine: the same state.
     let other = Store::new();
     other.restore(&s.snapshot()).unwrap();
+    let mut w = other.watch(Filter::all());
     other.apply(7, &actions).unwrap();
+    let replayed = other.view();
     assert_eq!(
-        other
-            .view()
-            .get::<Node>("node-a")
-            .unwrap()
-            .spec
-            .availability,
+        replayed.get::<Node>("node-a").unwrap().spec.availability,
         Availability::Pause
     );
     assert_eq!(
-        other
-            .view()
-            .get::<Node>("node-a")
-            .unwrap()
-            .meta
-            .version
-            .index,
+        replayed.get::<Node>("node-a").unwrap().meta.version.index,
         7
     );
+    assert!(replayed.contains::<Node>("node-c") && !replayed.contains::<Node>("node-d"));
+    assert!(!replayed.contains::<Task>("task-3"));
+    assert_eq!(local.count::<Node>(), replayed.count::<Node>());
+    assert_eq!(w.try_next().unwrap().changes.len(), local_changes.len());
+}
+
+#[test]
+fn renames_that_swap_names_within_one_transaction_replay() {
+    let s = store();
+    seed(&s);
+    let mut batch = Vec::new();
+    s.update_local(|tx| {
+        let rename = |tx: &mut Tx, id: &str, name: &str| {
+            let mut svc = (*tx.get::<Service>(id).unwrap()).clone();
+            svc.spec.annotations.name = name.into();
+            tx.update(svc).map(drop)
+        };
+        rename(tx, "svc-web", "tmp")?;
+        rename(tx, "svc-db", "web")?;
+        rename(tx, "svc-web", "db")?;
+        batch = tx.actions().cloned().collect();
+        Ok(())
+    })
+    .unwrap();
+    let other = Store::new();
+    seed(&other);
+    other.apply(2, &batch).unwrap();
+    for store in [&s, &other] {
+        let v = store.view();
+        assert_eq!(v.resolve::<Service>("db").unwrap().id, "svc-web");
+        assert_eq!(v.resolve::<Service>("web").unwrap().id, "svc-db");
+        assert!(v.get_by_name::<Service>("tmp").is_none());
+    }
 }
 
 #[test]

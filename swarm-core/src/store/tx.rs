@@ -1,16 +1,13 @@
 //! Write transactions.
 
-use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use foldhash::fast::FixedState;
-
-use super::apply::apply_action;
-use super::object::{Kind, StoreAction, StoreObject};
+use super::apply::{BatchVersions, apply_action};
+use super::object::{StoreAction, StoreObject};
 use super::table::Tables;
-use super::watch::{Action, Change};
-use crate::error::Result;
+use super::watch::Change;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::time::Timestamp;
 
@@ -22,15 +19,17 @@ use crate::time::Timestamp;
 /// [`Proposer`](crate::Proposer) the final version is the index the batch commits
 /// at. Read the object again after the commit for its final version.
 ///
-/// The batch holds at most one action per object: updating an object twice keeps
-/// the version first read (so the optimistic check still covers the whole
-/// transaction), creating then deleting leaves nothing.
+/// The batch keeps every write in order, so replaying it anywhere does exactly
+/// what the transaction did. An object written twice is checked, at commit, against
+/// the version it had before the transaction: a concurrent change to it fails the
+/// whole batch with `Conflict`.
 pub struct Tx {
     tables: Tables,
     index: u64,
     now: Timestamp,
-    actions: Vec<Option<StoreAction>>,
-    touched: HashMap<(Kind, Id), usize, FixedState>,
+    actions: Vec<StoreAction>,
+    changes: Vec<Change>,
+    batch: BatchVersions,
 }
 
 impl Deref for Tx {
@@ -48,7 +47,8 @@ impl Tx {
             index: base.index + 1,
             now,
             actions: Vec::new(),
-            touched: HashMap::default(),
+            changes: Vec::new(),
+            batch: BatchVersions::default(),
         }
     }
 
@@ -68,11 +68,7 @@ impl Tx {
         meta.version.index = 0;
         meta.created_at = self.now;
         meta.updated_at = self.now;
-        let obj = Arc::new(obj);
-        let action = StoreAction::Create(T::wrap(obj.clone()));
-        let stored = self.apply::<T>(&action)?;
-        self.record(T::KIND, obj.id().clone(), action, |_prev, new| new);
-        Ok(stored)
+        self.apply(StoreAction::Create(T::wrap(Arc::new(obj))))
     }
 
     /// Replaces the object with `obj.id()` by `obj`. `obj.meta.version` must be the
@@ -80,130 +76,59 @@ impl Tx {
     /// `updated_at` is stamped. Task states may only move forward.
     pub fn update<T: StoreObject>(&mut self, mut obj: T) -> Result<Arc<T>> {
         obj.meta_mut().updated_at = self.now;
-        let obj = Arc::new(obj);
-        let action = StoreAction::Update(T::wrap(obj.clone()));
-        let stored = self.apply::<T>(&action)?;
-        self.record(T::KIND, obj.id().clone(), action, |prev, new| {
-            match (prev, new) {
-                // Created in this transaction: still a creation, with the new content.
-                (StoreAction::Create(_), StoreAction::Update(o)) => StoreAction::Create(o),
-                // Updated twice: keep the version first read.
-                (StoreAction::Update(first), StoreAction::Update(o)) => {
-                    let mut o = (*T::unwrap(&o).expect("same kind")).as_ref().clone();
-                    o.meta_mut().version = T::unwrap(first).expect("same kind").meta().version;
-                    StoreAction::Update(T::wrap(Arc::new(o)))
-                }
-                (_, new) => new,
+        if let Some(before) = self.batch.before(T::KIND, obj.id()) {
+            // Written earlier in this transaction: the caller must have read that
+            // write; the batch then carries the version from before the transaction.
+            let Some(current) = self.tables.get::<T>(obj.id()) else {
+                return Err(Error::NotFound {
+                    kind: T::KIND,
+                    id: obj.id().to_string(),
+                });
+            };
+            let (read, current) = (obj.meta().version.index, current.meta().version.index);
+            if read != current {
+                return Err(Error::Conflict {
+                    kind: T::KIND,
+                    id: obj.id().clone(),
+                    read,
+                    current,
+                });
             }
-        });
-        Ok(stored)
+            obj.meta_mut().version.index = before;
+        }
+        self.apply(StoreAction::Update(T::wrap(Arc::new(obj))))
     }
 
     /// Deletes the object of kind `T` with ID `id`. Fails with `NotFound`.
     pub fn delete<T: StoreObject>(&mut self, id: &str) -> Result<()> {
-        let id = Id::from(id);
-        let action = StoreAction::Remove {
+        self.apply::<T>(StoreAction::Remove {
             kind: T::KIND,
-            id: id.clone(),
-        };
-        apply_action(&mut self.tables, self.index, &action)?;
-        let key = (T::KIND, id);
-        match self.touched.get(&key).copied() {
-            Some(slot) if matches!(self.actions[slot], Some(StoreAction::Create(_))) => {
-                self.actions[slot] = None;
-                self.touched.remove(&key);
-            }
-            Some(slot) => self.actions[slot] = Some(action),
-            None => {
-                self.touched.insert(key, self.actions.len());
-                self.actions.push(Some(action));
-            }
-        }
-        Ok(())
+            id: Id::from(id),
+        })
+        .map(drop)
     }
 
     /// The batch so far.
     pub fn actions(&self) -> impl Iterator<Item = &StoreAction> {
-        self.actions.iter().flatten()
+        self.actions.iter()
     }
 
-    fn apply<T: StoreObject>(&mut self, action: &StoreAction) -> Result<Arc<T>> {
-        let change = apply_action(&mut self.tables, self.index, action)?;
-        Ok(T::unwrap(&change.object)
-            .expect("change of the action's kind")
-            .clone())
+    fn apply<T: StoreObject>(&mut self, action: StoreAction) -> Result<Arc<T>> {
+        let change = apply_action(&mut self.tables, self.index, &action, &mut self.batch)?;
+        let obj = T::unwrap(&change.object)
+            .expect("a change of the action's kind")
+            .clone();
+        self.actions.push(action);
+        self.changes.push(change);
+        Ok(obj)
     }
 
-    fn record(
-        &mut self,
-        kind: Kind,
-        id: Id,
-        action: StoreAction,
-        merge: impl FnOnce(&StoreAction, StoreAction) -> StoreAction,
-    ) {
-        let key = (kind, id);
-        match self.touched.get(&key).copied() {
-            Some(slot) => match self.actions[slot].take() {
-                Some(StoreAction::Remove { kind, id }) => {
-                    // Removed then re-created: both stay, in order.
-                    self.actions[slot] = Some(StoreAction::Remove { kind, id });
-                    self.touched.insert(key, self.actions.len());
-                    self.actions.push(Some(action));
-                }
-                Some(prev) => self.actions[slot] = Some(merge(&prev, action)),
-                None => self.actions[slot] = Some(action),
-            },
-            None => {
-                self.touched.insert(key, self.actions.len());
-                self.actions.push(Some(action));
-            }
-        }
-    }
-
-    /// The batch and the state after it, with the changes it makes relative to
-    /// `base` (the state the transaction started from): the same changes
-    /// [`apply_batch`](super::apply::apply_batch) would report for the batch.
-    pub(crate) fn finish(self, base: &Tables) -> (Tables, Vec<StoreAction>, Vec<Change>) {
-        let actions: Vec<StoreAction> = self.actions.into_iter().flatten().collect();
-        let changes = actions
-            .iter()
-            .map(|a| {
-                let (kind, id) = (a.kind(), a.id());
-                match a {
-                    StoreAction::Create(_) => Change {
-                        action: Action::Create,
-                        object: current(&self.tables, kind, id).expect("created object present"),
-                        old: None,
-                    },
-                    StoreAction::Update(_) => Change {
-                        action: Action::Update,
-                        object: current(&self.tables, kind, id).expect("updated object present"),
-                        old: current(base, kind, id),
-                    },
-                    StoreAction::Remove { .. } => Change {
-                        action: Action::Remove,
-                        object: current(base, kind, id).expect("removed object existed"),
-                        old: None,
-                    },
-                }
-            })
-            .collect();
+    /// The batch, the state after it and its changes: what
+    /// [`apply_batch`](super::apply::apply_batch) gives for the same batch on the
+    /// state the transaction started from.
+    pub(crate) fn finish(self) -> (Tables, Vec<StoreAction>, Vec<Change>) {
         let mut tables = self.tables;
         tables.index = self.index;
-        (tables, actions, changes)
+        (tables, self.actions, self.changes)
     }
-}
-
-fn current(tables: &Tables, kind: Kind, id: &str) -> Option<super::object::Object> {
-    use super::object::Object;
-    use crate::types::*;
-    Some(match kind {
-        Kind::Node => Object::Node(tables.get::<Node>(id)?),
-        Kind::Service => Object::Service(tables.get::<Service>(id)?),
-        Kind::Task => Object::Task(tables.get::<Task>(id)?),
-        Kind::Network => Object::Network(tables.get::<Network>(id)?),
-        Kind::Cluster => Object::Cluster(tables.get::<Cluster>(id)?),
-        Kind::Secret => Object::Secret(tables.get::<Secret>(id)?),
-        Kind::Config => Object::Config(tables.get::<Config>(id)?),
-    })
 }
