@@ -232,7 +232,8 @@ mod tests {
         let a = Id::from(long.as_str());
         assert_eq!(a.as_str(), long);
         assert_eq!(a.clone(), a);
-        assert!(Id::from("a") < Id::from("b") && Id::from("b") < a);
+        let (x, y) = (Id::from("a"), Id::from("b"));
+        assert!(x < y && y < a);
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), a);
         use std::hash::{BuildHasher, RandomState};
