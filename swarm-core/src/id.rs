@@ -239,7 +239,7 @@ mod tests {
         use std::hash::{BuildHasher, RandomState};
         let h = RandomState::new();
         assert_eq!(
-            h.hash_one(&Id::from("abc")),
+            h.hash_one(Id::from("abc")),
             h.hash_one("abc"),
             "hashes like str"
         );
