@@ -22,6 +22,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ca;
+
 pub use swarm_core as core;
 pub use swarm_net as net;
 pub use swarm_raft as raft;
