@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod ca;
+pub mod orchestrator;
 
 pub use swarm_core as core;
 pub use swarm_net as net;
