@@ -156,7 +156,8 @@ pub fn is_wanted(t: &Task) -> bool {
 /// Whether a task may still be running somewhere: it has not reached a terminal
 /// state. (A task never assigned to a node runs nowhere.)
 pub fn is_alive(t: &Task) -> bool {
-    !t.status.state.is_terminal() && !(t.node_id.is_empty() && t.status.state < TaskState::Assigned)
+    let never_placed = t.node_id.is_empty() && t.status.state < TaskState::Assigned;
+    !t.status.state.is_terminal() && !never_placed
 }
 
 /// Whether the node a task is on can keep running it: it exists, is not down
