@@ -23,7 +23,11 @@
 #![deny(missing_docs)]
 
 pub mod ca;
+pub mod control;
+mod error;
 pub mod orchestrator;
+
+pub use error::{Error, Result};
 
 pub use swarm_core as core;
 pub use swarm_net as net;

@@ -1,0 +1,161 @@
+//! The typed control API: what `docker swarm|node|service|task` commands do,
+//! over the store. Every write validates first (nothing is written on error) and
+//! goes through [`Store::update`], so on a manager whose store has a proposer it
+//! is replicated (and forwarded to the leader) before it returns.
+
+mod nodes;
+mod services;
+mod validate;
+
+use std::sync::Arc;
+
+pub use nodes::NodeFilter;
+pub use services::{ServiceFilter, TaskFilter};
+pub use validate::{validate_name, validate_service_spec};
+
+use swarm_core::types::{
+    Annotations, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, JoinTokens, RootCa as RootCaObject,
+};
+use swarm_core::{Id, Store};
+
+use crate::ca::RootCa;
+use crate::error::{Error, Result};
+
+/// The control API of one manager.
+#[derive(Clone, Debug)]
+pub struct Control {
+    store: Store,
+}
+
+/// Which join tokens to rotate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rotate {
+    /// Rotate the worker token.
+    pub worker: bool,
+    /// Rotate the manager token.
+    pub manager: bool,
+}
+
+impl Control {
+    /// The control API over `store`.
+    pub fn new(store: Store) -> Control {
+        Control { store }
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates the cluster object (`docker swarm init`): ID, settings, the root CA
+    /// and fresh worker and manager join tokens. Fails if a swarm exists.
+    pub async fn init_cluster(&self, mut spec: ClusterSpec, ca: &RootCa) -> Result<Arc<Cluster>> {
+        spec.annotations = Annotations {
+            name: DEFAULT_CLUSTER_NAME.into(),
+            ..spec.annotations
+        };
+        let cluster = Cluster {
+            id: Id::generate(),
+            spec,
+            root_ca: RootCaObject {
+                ca_key: ca.key_pem().unwrap_or_default().as_bytes().to_vec(),
+                ca_cert: ca.cert_pem().as_bytes().to_vec(),
+                ca_cert_hash: ca.digest_string(),
+                join_tokens: JoinTokens {
+                    worker: ca.new_join_token(),
+                    manager: ca.new_join_token(),
+                },
+                ..Default::default()
+            },
+            default_address_pool: vec!["10.0.0.0/8".into()],
+            subnet_size: 24,
+            vxlan_udp_port: 4789,
+            ..Default::default()
+        };
+        self.store
+            .update(|tx| {
+                if tx.cluster().is_some() {
+                    return Err(swarm_core::Error::InvalidArgument(
+                        "this node is already part of a swarm".into(),
+                    ));
+                }
+                tx.create(cluster)
+            })
+            .await
+            .map_err(|e| match e {
+                swarm_core::Error::InvalidArgument(m) => Error::FailedPrecondition(m),
+                e => e.into(),
+            })
+    }
+
+    /// The cluster object, or `FailedPrecondition` before `init_cluster`.
+    pub fn cluster(&self) -> Result<Arc<Cluster>> {
+        self.store.view().cluster().ok_or_else(not_in_swarm)
+    }
+
+    /// The current join tokens.
+    pub fn join_tokens(&self) -> Result<JoinTokens> {
+        Ok(self.cluster()?.root_ca.join_tokens.clone())
+    }
+
+    /// Replaces the chosen join tokens by fresh ones; the old ones are refused
+    /// from then on. Returns the tokens now in force.
+    pub async fn rotate_join_tokens(&self, which: Rotate, ca: &RootCa) -> Result<JoinTokens> {
+        let updated = self
+            .store
+            .update(|tx| {
+                let mut c = (*tx.cluster().ok_or_else(|| swarm_core::Error::NotFound {
+                    kind: swarm_core::Kind::Cluster,
+                    id: DEFAULT_CLUSTER_NAME.into(),
+                })?)
+                .clone();
+                if which.worker {
+                    c.root_ca.join_tokens.worker = ca.new_join_token();
+                }
+                if which.manager {
+                    c.root_ca.join_tokens.manager = ca.new_join_token();
+                }
+                tx.update(c)
+            })
+            .await?;
+        Ok(updated.root_ca.join_tokens.clone())
+    }
+
+    /// Replaces the cluster settings (`docker swarm update`). `version` is the
+    /// cluster version the caller read.
+    pub async fn update_cluster(&self, version: u64, spec: ClusterSpec) -> Result<Arc<Cluster>> {
+        if spec.raft.election_tick <= spec.raft.heartbeat_tick {
+            return Err(Error::InvalidArgument(format!(
+                "Raft: ElectionTick ({}) must be greater than HeartbeatTick ({})",
+                spec.raft.election_tick, spec.raft.heartbeat_tick
+            )));
+        }
+        if spec.dispatcher.heartbeat_period.is_zero() {
+            return Err(Error::InvalidArgument(
+                "Dispatcher: HeartbeatPeriod must be positive".into(),
+            ));
+        }
+        if spec.orchestration.task_history_retention_limit < 0 {
+            return Err(Error::InvalidArgument(
+                "Orchestration: TaskHistoryRetentionLimit must not be negative".into(),
+            ));
+        }
+        let mut c = (*self.cluster()?).clone();
+        c.meta.version.index = version;
+        c.spec = ClusterSpec {
+            annotations: c.spec.annotations.clone(),
+            ..spec
+        };
+        Ok(self.store.update(|tx| tx.update(c)).await?)
+    }
+}
+
+fn not_in_swarm() -> Error {
+    Error::FailedPrecondition(
+        "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again."
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

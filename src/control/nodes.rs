@@ -1,0 +1,131 @@
+//! Nodes: list, inspect, update (availability, labels, role), remove.
+
+use std::sync::Arc;
+
+use swarm_core::types::{BlacklistedCertificate, Membership, Node, NodeRole, NodeSpec, NodeState};
+use swarm_core::{Kind, Timestamp};
+
+use super::Control;
+use crate::error::{Error, Result};
+
+/// Filters of `docker node ls` (every set field must match).
+#[derive(Clone, Debug, Default)]
+pub struct NodeFilter {
+    /// IDs or ID prefixes.
+    pub ids: Vec<String>,
+    /// Names (hostnames) or name prefixes.
+    pub names: Vec<String>,
+    /// Role.
+    pub role: Option<NodeRole>,
+    /// Membership.
+    pub membership: Option<Membership>,
+    /// `KEY` or `KEY=VALUE` node labels.
+    pub labels: Vec<String>,
+}
+
+impl NodeFilter {
+    fn matches(&self, n: &Node) -> bool {
+        (self.ids.is_empty() || self.ids.iter().any(|p| n.id.starts_with(p.as_str())))
+            && (self.names.is_empty()
+                || self.names.iter().any(|p| n.name().starts_with(p.as_str())))
+            && self.role.is_none_or(|r| n.role == r)
+            && self.membership.is_none_or(|m| n.spec.membership == m)
+            && self
+                .labels
+                .iter()
+                .all(|l| label_matches(&n.spec.annotations.labels, l))
+    }
+}
+
+pub(crate) fn label_matches(
+    labels: &std::collections::BTreeMap<String, String>,
+    filter: &str,
+) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
+    }
+}
+
+impl Control {
+    /// Nodes matching `filter`, sorted by name then ID.
+    pub fn list_nodes(&self, filter: &NodeFilter) -> Vec<Arc<Node>> {
+        let view = self.store.view();
+        let mut nodes: Vec<Arc<Node>> = view.list::<Node>().filter(|n| filter.matches(n)).collect();
+        nodes.sort_by(|a, b| (a.name(), &a.id).cmp(&(b.name(), &b.id)));
+        nodes
+    }
+
+    /// A node by ID, unique ID prefix or hostname.
+    pub fn inspect_node(&self, id_or_name: &str) -> Result<Arc<Node>> {
+        Ok(self.store.view().resolve::<Node>(id_or_name)?)
+    }
+
+    /// Replaces a node's spec (`docker node update`, `promote`, `demote`).
+    /// `version` is the node version the caller read. Demoting the last manager
+    /// is refused.
+    pub async fn update_node(
+        &self,
+        id_or_name: &str,
+        version: u64,
+        spec: NodeSpec,
+    ) -> Result<Arc<Node>> {
+        let view = self.store.view();
+        let node = view.resolve::<Node>(id_or_name)?;
+        if node.spec.desired_role == NodeRole::Manager && spec.desired_role == NodeRole::Worker {
+            let managers = view
+                .list::<Node>()
+                .filter(|n| n.spec.desired_role == NodeRole::Manager)
+                .count();
+            if managers <= 1 {
+                return Err(Error::FailedPrecondition(format!(
+                    "attempting to demote the last manager of the swarm (node {})",
+                    node.id
+                )));
+            }
+        }
+        let mut n = (*node).clone();
+        n.meta.version.index = version;
+        n.spec = spec;
+        Ok(self.store.update(|tx| tx.update(n)).await?)
+    }
+
+    /// Removes a node (`docker node rm`). A manager must be demoted first; a node
+    /// that is up needs `force`. Its certificate is refused from then on.
+    pub async fn remove_node(&self, id_or_name: &str, force: bool) -> Result<()> {
+        let node = self.inspect_node(id_or_name)?;
+        if node.role == NodeRole::Manager || node.spec.desired_role == NodeRole::Manager {
+            return Err(Error::FailedPrecondition(format!(
+                "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+                node.id
+            )));
+        }
+        if !force && node.status.state == NodeState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "node {} is not down and can't be removed (use force to remove it anyway)",
+                node.id
+            )));
+        }
+        let expiry = Timestamp::now().add(std::time::Duration::from_secs(2160 * 3600));
+        self.store
+            .update(|tx| {
+                if !tx.contains::<Node>(&node.id) {
+                    return Err(swarm_core::Error::NotFound {
+                        kind: Kind::Node,
+                        id: node.id.to_string(),
+                    });
+                }
+                if let Some(c) = tx.cluster() {
+                    let mut c = (*c).clone();
+                    c.blacklisted_certificates.push(BlacklistedCertificate {
+                        node_id: node.id.clone(),
+                        expiry,
+                    });
+                    tx.update(c)?;
+                }
+                tx.delete::<Node>(&node.id)
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,197 @@
+//! Services and tasks: create, inspect, list, update, scale, remove; task queries.
+
+use std::sync::Arc;
+
+use swarm_core::types::{Service, ServiceMode, ServiceSpec, Task, TaskState, Version};
+use swarm_core::{Id, Kind};
+
+use super::Control;
+use super::nodes::label_matches;
+use super::validate::validate_service_spec;
+use crate::error::{Error, Result};
+use crate::orchestrator;
+
+/// Filters of `docker service ls`.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceFilter {
+    /// IDs or ID prefixes.
+    pub ids: Vec<String>,
+    /// Names or name prefixes.
+    pub names: Vec<String>,
+    /// `KEY` or `KEY=VALUE` labels.
+    pub labels: Vec<String>,
+    /// `replicated` or `global` (job modes count as their kind).
+    pub global: Option<bool>,
+}
+
+/// Filters of `docker service ps` / `GET /tasks`.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    /// Service IDs or names.
+    pub services: Vec<String>,
+    /// Node IDs or names.
+    pub nodes: Vec<String>,
+    /// Desired states.
+    pub desired_states: Vec<TaskState>,
+}
+
+impl Control {
+    /// Creates a service (`docker service create`). The spec is validated and the
+    /// name must be free.
+    pub async fn create_service(&self, spec: ServiceSpec) -> Result<Arc<Service>> {
+        validate_service_spec(&self.store.view(), &spec)?;
+        let service = Service {
+            spec,
+            spec_version: Some(Version { index: 1 }),
+            ..Default::default()
+        };
+        Ok(self.store.update(|tx| tx.create(service)).await?)
+    }
+
+    /// A service by ID, unique ID prefix or name.
+    pub fn inspect_service(&self, id_or_name: &str) -> Result<Arc<Service>> {
+        Ok(self.store.view().resolve::<Service>(id_or_name)?)
+    }
+
+    /// Services matching `filter`, sorted by name.
+    pub fn list_services(&self, filter: &ServiceFilter) -> Vec<Arc<Service>> {
+        let view = self.store.view();
+        let mut v: Vec<Arc<Service>> = view
+            .list::<Service>()
+            .filter(|s| {
+                let name = &s.spec.annotations.name;
+                (filter.ids.is_empty() || filter.ids.iter().any(|p| s.id.starts_with(p.as_str())))
+                    && (filter.names.is_empty()
+                        || filter.names.iter().any(|p| name.starts_with(p.as_str())))
+                    && filter
+                        .labels
+                        .iter()
+                        .all(|l| label_matches(&s.spec.annotations.labels, l))
+                    && filter.global.is_none_or(|g| s.spec.mode.is_global() == g)
+            })
+            .collect();
+        v.sort_by(|a, b| a.spec.annotations.name.cmp(&b.spec.annotations.name));
+        v
+    }
+
+    /// Replaces a service's spec (`docker service update`); the old spec is kept
+    /// for rollback. `version` is the service version the caller read. The mode's
+    /// kind (replicated, global, job) cannot change.
+    pub async fn update_service(
+        &self,
+        id_or_name: &str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> Result<Arc<Service>> {
+        let view = self.store.view();
+        let current = view.resolve::<Service>(id_or_name)?;
+        validate_service_spec(&view, &spec)?;
+        if std::mem::discriminant(&current.spec.mode) != std::mem::discriminant(&spec.mode) {
+            return Err(Error::InvalidArgument(
+                "service mode change is not allowed".into(),
+            ));
+        }
+        let mut s = (*current).clone();
+        s.meta.version.index = version;
+        s.previous_spec = Some(s.spec.clone());
+        s.previous_spec_version = s.spec_version;
+        s.spec_version = Some(Version {
+            index: s.spec_version.map_or(1, |v| v.index + 1),
+        });
+        s.spec = spec;
+        Ok(self.store.update(|tx| tx.update(s)).await?)
+    }
+
+    /// Sets the replica count of a replicated service (`docker service scale`).
+    pub async fn scale_service(&self, id_or_name: &str, replicas: u64) -> Result<Arc<Service>> {
+        let current = self.inspect_service(id_or_name)?;
+        let mut spec = current.spec.clone();
+        match &mut spec.mode {
+            ServiceMode::Replicated { replicas: r } => *r = replicas,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: scale can only be used with replicated mode",
+                    current.spec.annotations.name
+                )));
+            }
+        }
+        self.update_service(&current.id, current.meta.version.index, spec)
+            .await
+    }
+
+    /// Removes a service (`docker service rm`): the service goes at once and its
+    /// tasks are marked for removal, so every node shuts them down.
+    pub async fn remove_service(&self, id_or_name: &str) -> Result<()> {
+        let service = self.inspect_service(id_or_name)?;
+        self.store
+            .update(|tx| {
+                if !tx.contains::<Service>(&service.id) {
+                    return Err(swarm_core::Error::NotFound {
+                        kind: Kind::Service,
+                        id: service.id.to_string(),
+                    });
+                }
+                let plan = orchestrator::remove_service_tasks(tx, &service.id);
+                tx.delete::<Service>(&service.id)?;
+                plan.apply(tx)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Tasks matching `filter`, by service name, slot, then newest first.
+    pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Arc<Task>>> {
+        let view = self.store.view();
+        let resolve_all = |names: &[String], kind: Kind| -> Result<Vec<Id>> {
+            names
+                .iter()
+                .map(|n| match kind {
+                    Kind::Service => view.resolve::<Service>(n).map(|s| s.id.clone()),
+                    _ => view
+                        .resolve::<swarm_core::types::Node>(n)
+                        .map(|s| s.id.clone()),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(Error::from)
+        };
+        let services = resolve_all(&filter.services, Kind::Service)?;
+        let nodes = resolve_all(&filter.nodes, Kind::Node)?;
+        let candidates: Vec<Arc<Task>> = if !services.is_empty() {
+            services
+                .iter()
+                .flat_map(|s| view.tasks_by_service(s))
+                .collect()
+        } else if !nodes.is_empty() {
+            nodes.iter().flat_map(|n| view.tasks_by_node(n)).collect()
+        } else {
+            view.list::<Task>().collect()
+        };
+        let mut tasks: Vec<Arc<Task>> = candidates
+            .into_iter()
+            .filter(|t| nodes.is_empty() || nodes.contains(&t.node_id))
+            .filter(|t| {
+                filter.desired_states.is_empty() || filter.desired_states.contains(&t.desired_state)
+            })
+            .collect();
+        tasks.sort_by(|a, b| {
+            (
+                &a.service_annotations.name,
+                a.slot,
+                &a.node_id,
+                std::cmp::Reverse(a.meta.created_at),
+            )
+                .cmp(&(
+                    &b.service_annotations.name,
+                    b.slot,
+                    &b.node_id,
+                    std::cmp::Reverse(b.meta.created_at),
+                ))
+        });
+        Ok(tasks)
+    }
+
+    /// A task by ID or unique ID prefix.
+    pub fn inspect_task(&self, id: &str) -> Result<Arc<Task>> {
+        Ok(self.store.view().resolve::<Task>(id)?)
+    }
+}
