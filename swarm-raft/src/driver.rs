@@ -69,6 +69,10 @@ pub(crate) struct Driver {
     pub reads_sent: HashMap<u64, Reply<()>>,
     pub reads_ready: Vec<(u64, Reply<()>)>,
     pub next_read: u64,
+    /// Set when a member was added: it needs a snapshot holding itself.
+    pub snapshot_now: bool,
+    /// When each member was last heard from (any message).
+    pub heard: HashMap<u64, std::time::Instant>,
 }
 
 fn no_leader() -> RaftError {
@@ -141,6 +145,7 @@ impl Driver {
                 self.raw.report_snapshot(m.from, status);
             }
             _ => {
+                self.heard.insert(m.from, std::time::Instant::now());
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(id = self.cfg.id, error = %e, "raft: message not stepped");
                 }
@@ -229,10 +234,9 @@ impl Driver {
         if remaining.is_empty() {
             return Err(RaftError::LastMember(target));
         }
-        let prs = self.raw.raft.prs();
         let reachable = remaining
             .iter()
-            .filter(|v| **v == self.cfg.id || prs.get(**v).is_some_and(|p| p.recent_active))
+            .filter(|v| **v == self.cfg.id || self.recently_heard(**v))
             .count();
         let needed = remaining.len() / 2 + 1;
         if reachable < needed {
@@ -245,8 +249,19 @@ impl Driver {
         Ok(())
     }
 
+    /// Heard from `id` within the election timeout.
+    fn recently_heard(&self, id: u64) -> bool {
+        self.heard
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < self.cfg.election_timeout())
+    }
+
     fn status(&self) -> Status {
         let cs = self.raw.store().conf_state();
+        let mut voters = cs.voters.clone();
+        voters.sort_unstable();
+        let mut learners = cs.learners.clone();
+        learners.sort_unstable();
         let progress = if self.is_leader() {
             self.raw
                 .raft
@@ -257,7 +272,7 @@ impl Driver {
                         *id,
                         PeerProgress {
                             matched: p.matched,
-                            recent_active: p.recent_active,
+                            recent_active: *id == self.cfg.id || self.recently_heard(*id),
                         },
                     )
                 })
@@ -272,8 +287,8 @@ impl Driver {
             commit: self.raw.raft.raft_log.committed,
             applied: self.applied,
             store_index: self.store.index(),
-            voters: cs.voters.clone(),
-            learners: cs.learners.clone(),
+            voters,
+            learners,
             progress,
             snapshot_index: self.raw.store().snapshot_meta().index,
             first_index: raft::Storage::first_index(self.raw.store()).unwrap_or(0),
@@ -462,11 +477,16 @@ impl Driver {
         let (origin, seq, addr) = decode_conf_context(context).unwrap_or_default();
         for change in cc.get_changes() {
             match change.get_change_type() {
-                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode if !addr.is_empty() => {
-                    self.raw
-                        .mut_store()
-                        .set_peer(batch, change.node_id, Some(&addr))?;
-                    self.transport.set_peer(change.node_id, Some(&addr));
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    // raft only installs a snapshot whose configuration holds
+                    // the receiver: take one that includes the newcomer.
+                    self.snapshot_now = true;
+                    if !addr.is_empty() {
+                        self.raw
+                            .mut_store()
+                            .set_peer(batch, change.node_id, Some(&addr))?;
+                        self.transport.set_peer(change.node_id, Some(&addr));
+                    }
                 }
                 ConfChangeType::RemoveNode if change.node_id != self.cfg.id => {
                     self.raw.mut_store().set_peer(batch, change.node_id, None)?;
@@ -484,9 +504,11 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+        let due = self.applied >= self.last_snapshot + self.cfg.snapshot_interval;
+        if !(due || self.snapshot_now && self.applied > self.last_snapshot) {
             return Ok(());
         }
+        self.snapshot_now = false;
         let data = encode_snapshot(self.raw.store().peers(), &self.store.snapshot());
         self.raw.mut_store().save_snapshot(
             self.applied,

@@ -47,7 +47,7 @@ pub struct Leadership {
 pub struct PeerProgress {
     /// Highest log index known to be on that member.
     pub matched: u64,
-    /// Whether it answered within the last election timeout.
+    /// Whether the leader heard from it within the last election timeout.
     pub recent_active: bool,
 }
 
@@ -177,6 +177,8 @@ impl RaftNode {
             reads_sent: HashMap::new(),
             reads_ready: Vec::new(),
             next_read: 0,
+            snapshot_now: false,
+            heard: HashMap::new(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
