@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod ca;
 pub mod control;
 mod error;
