@@ -66,7 +66,9 @@ pub(crate) struct Driver {
     pub proposals: HashMap<u64, Reply<u64>>,
     pub confs: HashMap<u64, Reply<()>>,
     pub batch: Vec<(u64, Vec<u8>)>,
-    pub reads_sent: HashMap<u64, Reply<()>>,
+    /// Reads sent to the leader, by context, with the tick they were last sent.
+    pub reads_sent: HashMap<u64, (Reply<()>, u64)>,
+    pub ticks: u64,
     pub reads_ready: Vec<(u64, Reply<()>)>,
     pub next_read: u64,
     /// Set when a member was added: it needs a snapshot holding itself.
@@ -90,7 +92,9 @@ impl Driver {
                     self.raw.tick();
                     self.proposals.retain(|_, r| !r.is_closed());
                     self.confs.retain(|_, r| !r.is_closed());
-                    self.reads_sent.retain(|_, r| !r.is_closed());
+                    self.reads_sent.retain(|_, (r, _)| !r.is_closed());
+                    self.ticks += 1;
+                    self.resend_reads();
                 }
                 m = self.inbox.recv(), if inbox_open => match m {
                     Some(m) => self.step(m),
@@ -153,6 +157,23 @@ impl Driver {
         }
     }
 
+    /// A leader drops a read that arrives before it committed an entry of its
+    /// term: ask again for reads unanswered for a few heartbeats.
+    fn resend_reads(&mut self) {
+        let every = (self.cfg.heartbeat_tick as u64 * 3).max(3);
+        let now = self.ticks;
+        let mut again = Vec::new();
+        for (ctx, (_, sent)) in self.reads_sent.iter_mut() {
+            if now >= *sent + every {
+                *sent = now;
+                again.push(*ctx);
+            }
+        }
+        for ctx in again {
+            self.raw.read_index(ctx.to_le_bytes().to_vec());
+        }
+    }
+
     fn leader_id(&self) -> Option<u64> {
         Some(self.raw.raft.leader_id).filter(|l| *l != raft::INVALID_ID)
     }
@@ -177,7 +198,7 @@ impl Driver {
                 }
                 self.next_read += 1;
                 self.raw.read_index(self.next_read.to_le_bytes().to_vec());
-                self.reads_sent.insert(self.next_read, reply);
+                self.reads_sent.insert(self.next_read, (reply, self.ticks));
             }
             Cmd::Conf {
                 seq,
@@ -330,7 +351,7 @@ impl Driver {
         });
         if now.leader.is_none() {
             // Reads waiting for a leader will not be answered by this term.
-            for (_, r) in self.reads_sent.drain() {
+            for (_, (r, _)) in self.reads_sent.drain() {
                 let _ = r.send(Err(no_leader()));
             }
         }
@@ -375,7 +396,7 @@ impl Driver {
                 .try_into()
                 .map(u64::from_le_bytes)
                 .unwrap_or(0);
-            if let Some(r) = self.reads_sent.remove(&ctx) {
+            if let Some((r, _)) = self.reads_sent.remove(&ctx) {
                 self.reads_ready.push((rs.index, r));
             }
         }

@@ -63,6 +63,7 @@
 mod config;
 mod driver;
 mod error;
+mod log;
 mod node;
 mod payload;
 mod snapfile;

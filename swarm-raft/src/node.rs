@@ -123,10 +123,6 @@ impl std::fmt::Debug for RaftNode {
     }
 }
 
-fn discard_logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
-}
-
 impl RaftNode {
     /// Opens the member's directory (creating it), restores `store` from it and
     /// starts the driver thread. `store` must be fresh (nothing committed).
@@ -158,7 +154,11 @@ impl RaftNode {
                 .ok_or_else(|| RaftError::Storage("the snapshot on disk is malformed".into()))?;
             store.restore(bytes)?;
         }
-        let raw = RawNode::new(&cfg.raft_config(meta.index), storage, &discard_logger())?;
+        let raw = RawNode::new(
+            &cfg.raft_config(meta.index),
+            storage,
+            &crate::log::logger(cfg.id),
+        )?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (leader_tx, leader_rx) = watch::channel(Leadership::default());
         let driver = Driver {
@@ -175,6 +175,7 @@ impl RaftNode {
             confs: HashMap::new(),
             batch: Vec::new(),
             reads_sent: HashMap::new(),
+            ticks: 0,
             reads_ready: Vec::new(),
             next_read: 0,
             snapshot_now: false,

@@ -14,7 +14,15 @@ use swarm_raft::{Config, MemNetwork, RaftError, RaftNode, Start, TcpTransport};
 pub const TICK: Duration = Duration::from_millis(20);
 pub const WAIT: Duration = Duration::from_secs(10);
 
+pub fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 pub fn config(id: u64, dir: PathBuf) -> Config {
+    init_log();
     let mut c = Config::new(id, dir, &RaftConfig::default());
     c.tick_interval = TICK;
     c.request_timeout = Duration::from_secs(3);
@@ -37,13 +45,17 @@ pub async fn put(store: &Store, name: &str) -> swarm_core::Result<()> {
     store.update(|tx| tx.create(s)).await.map(|_| ())
 }
 
-/// Retries `put` on retryable errors until `WAIT` passes.
+/// Retries `put` on retryable errors until `WAIT` passes. A write that timed
+/// out may still have committed: a name conflict after a retry means it did.
 pub async fn put_retry(store: &Store, name: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let mut retried = false;
     loop {
         match put(store, name).await {
             Ok(()) => return,
+            Err(swarm_core::Error::NameConflict { .. }) if retried => return,
             Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                retried = true;
                 tokio::time::sleep(TICK).await
             }
             Err(e) => panic!("write {name} failed: {e}"),
