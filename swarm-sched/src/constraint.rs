@@ -135,8 +135,21 @@ fn valid_value(value: &str) -> bool {
                 || c.is_whitespace()
                 || matches!(
                     c,
-                    ':' | '-' | '_' | '.' | '*' | '(' | ')' | '?' | '+' | '[' | ']' | '\\'
-                        | '^' | '$' | '|' | '/'
+                    ':' | '-'
+                        | '_'
+                        | '.'
+                        | '*'
+                        | '('
+                        | ')'
+                        | '?'
+                        | '+'
+                        | '['
+                        | ']'
+                        | '\\'
+                        | '^'
+                        | '$'
+                        | '|'
+                        | '/'
                 )
         })
 }
@@ -185,7 +198,10 @@ mod tests {
     fn matches_every_key() {
         let mut n = testing::node("n1", "host-a");
         n.role = NodeRole::Manager;
-        n.spec.annotations.labels.insert("zone".into(), "East".into());
+        n.spec
+            .annotations
+            .labels
+            .insert("zone".into(), "East".into());
         let d = n.description.as_mut().unwrap();
         d.engine.labels.insert("disk".into(), "ssd".into());
         let cases = [

@@ -106,7 +106,12 @@ impl<'v> Draft<'v> {
         self.check_counted(node, service, req)
     }
 
-    fn check_counted(&self, node: &NodeInfo, service: &str, req: &Requirements) -> Result<(), Filter> {
+    fn check_counted(
+        &self,
+        node: &NodeInfo,
+        service: &str,
+        req: &Requirements,
+    ) -> Result<(), Filter> {
         if !req.usage.host_ports.is_empty() {
             let taken = self.delta(node).map_or(&[][..], |d| &d.ports[..]);
             if req
@@ -118,7 +123,8 @@ impl<'v> Draft<'v> {
                 return Err(Filter::HostPort);
             }
         }
-        if req.max_replicas > 0 && u64::from(self.service_tasks(node, service)) >= req.max_replicas {
+        if req.max_replicas > 0 && u64::from(self.service_tasks(node, service)) >= req.max_replicas
+        {
             return Err(Filter::MaxReplicas);
         }
         Ok(())
@@ -128,7 +134,9 @@ impl<'v> Draft<'v> {
         let u = &req.usage;
         (u.nano_cpus == 0 || u.nano_cpus <= self.free_nano_cpus(node))
             && (u.memory_bytes == 0 || u.memory_bytes <= self.free_memory_bytes(node))
-            && u.generic.iter().all(|(k, n)| *n <= self.free_generic(node, k))
+            && u.generic
+                .iter()
+                .all(|(k, n)| *n <= self.free_generic(node, k))
     }
 
     /// Records a task of `service` with requirements `req` as placed on `node`.

@@ -24,7 +24,7 @@ use crate::draft::Draft;
 use crate::error::Result;
 use crate::filter::{Explanation, Filter, Requirements};
 use crate::scheduler::{Plan, Scheduler};
-use crate::view::{FastMap, FastSet, NodeView};
+use crate::view::{FastMap, NodeView};
 
 /// The message an assigned task carries, as in SwarmKit.
 pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
@@ -127,7 +127,11 @@ impl Driver {
     }
 
     /// A driver with an explicit configuration.
-    pub fn with_config(store: Store, scheduler: Box<dyn Scheduler>, config: DriverConfig) -> Driver {
+    pub fn with_config(
+        store: Store,
+        scheduler: Box<dyn Scheduler>,
+        config: DriverConfig,
+    ) -> Driver {
         let (snapshot, watch) = store.view_and_watch(WatchFilter::kinds([Kind::Node, Kind::Task]));
         let view = NodeView::from_tables(&snapshot);
         let mut driver = Driver {
@@ -185,6 +189,7 @@ impl Driver {
         events.extend(self.watch.drain());
         report.events = events.len();
         for event in events {
+            self.pending.reserve(event.changes.len());
             for change in event.changes {
                 self.apply_change(change);
             }
@@ -213,6 +218,7 @@ impl Driver {
         report.considered = free.len() + preset.len();
         let plan = self.scheduler.schedule(&self.view, &free);
         let decisions = validate(&self.view, &free, &preset, plan, &mut report);
+        self.view.reserve_tasks(decisions.len());
         for d in &decisions {
             if let Decision::Assign { task, node } = d {
                 self.view.account_placement(task, node);
@@ -305,9 +311,7 @@ impl Driver {
             }
             for (id, current) in stale {
                 report.conflicts += 1;
-                if let Some(Decision::Assign { .. }) =
-                    chunk.iter().find(|d| d.task().id == id)
-                {
+                if let Some(Decision::Assign { .. }) = chunk.iter().find(|d| d.task().id == id) {
                     report.assigned -= 1;
                 }
                 match current {
@@ -376,32 +380,43 @@ fn validate(
     report: &mut TickReport,
 ) -> Vec<Decision> {
     let mut draft = Draft::new(view);
-    let batch: FastMap<&str, &Arc<Task>> = free.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut decided: FastSet<Id> = FastSet::default();
+    let batch: FastMap<&str, usize> = free
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut decided = vec![false; free.len()];
     let mut decisions = Vec::with_capacity(plan.placements.len() + plan.unplaced.len());
-    let mut last: Option<(&Arc<Task>, Requirements)> = None;
+    // Tasks of one service at one spec version share their requirements.
+    let mut known: FastMap<(&Id, u64), Requirements> = FastMap::default();
     for p in plan.placements {
-        let Some(&task) = batch.get(p.task.as_str()) else {
+        let Some(&i) = batch.get(p.task.as_str()) else {
             tracing::warn!(task = %p.task, "plan places a task that was not offered");
             report.rejected += 1;
             continue;
         };
-        if !decided.insert(p.task.clone()) {
+        if std::mem::replace(&mut decided[i], true) {
             continue;
         }
+        let task = &free[i];
         let Some(node) = view.node(&p.node) else {
             tracing::warn!(task = %p.task, node = %p.node, "plan names an unknown node");
             report.rejected += 1;
             continue;
         };
-        // Consecutive tasks of one service usually share their requirements.
-        let req = match last.take() {
-            Some((prev, req)) if prev.service_id == task.service_id && prev.spec == task.spec => req,
-            _ => Requirements::of(task),
+        let computed;
+        let req = match (&task.spec_version, task.service_id.is_empty()) {
+            (Some(v), false) => known
+                .entry((&task.service_id, v.index))
+                .or_insert_with(|| Requirements::of(task)),
+            _ => {
+                computed = Requirements::of(task);
+                &computed
+            }
         };
-        match draft.check(node, &task.service_id, &req) {
+        match draft.check(node, &task.service_id, req) {
             Ok(()) => {
-                draft.place(node, &task.service_id, &req);
+                draft.place(node, &task.service_id, req);
                 decisions.push(Decision::Assign {
                     task: task.clone(),
                     node: node.id().clone(),
@@ -412,13 +427,13 @@ fn validate(
                 report.rejected += 1;
             }
         }
-        last = Some((task, req));
     }
     for u in plan.unplaced {
-        let Some(&task) = batch.get(u.task.as_str()) else {
+        let Some(&i) = batch.get(u.task.as_str()) else {
             continue;
         };
-        if decided.insert(u.task.clone()) {
+        if !std::mem::replace(&mut decided[i], true) {
+            let task = &free[i];
             report.unplaced += 1;
             if task.status.err != u.reason {
                 decisions.push(Decision::Fail {

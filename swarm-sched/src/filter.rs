@@ -43,8 +43,14 @@ impl Filter {
     /// SwarmKit's words for this filter rejecting `nodes` nodes.
     pub fn explain(&self, nodes: usize) -> String {
         let (one, many) = match self {
-            Filter::Ready => ("1 node not available for new tasks", "nodes not available for new tasks"),
-            Filter::Resources => ("insufficient resources on 1 node", "insufficient resources on"),
+            Filter::Ready => (
+                "1 node not available for new tasks",
+                "nodes not available for new tasks",
+            ),
+            Filter::Resources => (
+                "insufficient resources on 1 node",
+                "insufficient resources on",
+            ),
             Filter::Plugin => ("missing plugin on 1 node", "missing plugin on"),
             Filter::Constraint => (
                 "scheduling constraints not satisfied on 1 node",
@@ -91,7 +97,7 @@ impl Explanation {
             .map(|&f| (self.count(f), f))
             .filter(|&(n, _)| n > 0)
             .collect();
-        reasons.sort_by(|a, b| b.0.cmp(&a.0));
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
         if reasons.is_empty() {
             return "no suitable node".into();
         }
@@ -215,8 +221,7 @@ impl Requirements {
         let has = |kind: &str, name: &str| {
             plugins.iter().any(|p| {
                 p.r#type == kind
-                    && (p.name == name
-                        || p.name.strip_prefix(name).is_some_and(|r| r == ":latest"))
+                    && (p.name == name || p.name.strip_prefix(name).is_some_and(|r| r == ":latest"))
             })
         };
         if !self.plugins.iter().all(|(kind, name)| has(kind, name)) {
@@ -236,7 +241,10 @@ impl Requirements {
         let Some(desc) = &node.node().description else {
             return false;
         };
-        let (os, arch) = (&desc.platform.os, normalize_arch(&desc.platform.architecture));
+        let (os, arch) = (
+            &desc.platform.os,
+            normalize_arch(&desc.platform.architecture),
+        );
         self.platforms.iter().any(|p| {
             (p.architecture.is_empty() || normalize_arch(&p.architecture) == arch)
                 && (p.os.is_empty() || p.os == *os)
@@ -258,17 +266,35 @@ mod tests {
 
     #[test]
     fn explanations_use_swarmkit_words() {
-        assert_eq!(Filter::Ready.explain(2), "2 nodes not available for new tasks");
-        assert_eq!(Filter::Resources.explain(1), "insufficient resources on 1 node");
-        assert_eq!(Filter::Resources.explain(3), "insufficient resources on 3 nodes");
+        assert_eq!(
+            Filter::Ready.explain(2),
+            "2 nodes not available for new tasks"
+        );
+        assert_eq!(
+            Filter::Resources.explain(1),
+            "insufficient resources on 1 node"
+        );
+        assert_eq!(
+            Filter::Resources.explain(3),
+            "insufficient resources on 3 nodes"
+        );
         assert_eq!(Filter::Plugin.explain(2), "missing plugin on 2 nodes");
         assert_eq!(
             Filter::Constraint.explain(5),
             "scheduling constraints not satisfied on 5 nodes"
         );
-        assert_eq!(Filter::Platform.explain(1), "unsupported platform on 1 node");
-        assert_eq!(Filter::HostPort.explain(2), "host-mode port already in use on 2 nodes");
-        assert_eq!(Filter::MaxReplicas.explain(4), "max replicas per node limit exceed");
+        assert_eq!(
+            Filter::Platform.explain(1),
+            "unsupported platform on 1 node"
+        );
+        assert_eq!(
+            Filter::HostPort.explain(2),
+            "host-mode port already in use on 2 nodes"
+        );
+        assert_eq!(
+            Filter::MaxReplicas.explain(4),
+            "max replicas per node limit exceed"
+        );
     }
 
     #[test]

@@ -319,7 +319,10 @@ fn label_value<'a>(node: &'a NodeInfo, descriptor: &str) -> Option<&'a str> {
         let label = &descriptor[descriptor.len() - label.len()..];
         return Some(n.spec.annotations.labels.get(label).map_or("", |v| v));
     }
-    if let Some(label) = lower.strip_prefix("engine.labels.").filter(|l| !l.is_empty()) {
+    if let Some(label) = lower
+        .strip_prefix("engine.labels.")
+        .filter(|l| !l.is_empty())
+    {
         let label = &descriptor[descriptor.len() - label.len()..];
         let labels = n.description.as_ref().map(|d| &d.engine.labels);
         return Some(labels.and_then(|l| l.get(label)).map_or("", |v| v));

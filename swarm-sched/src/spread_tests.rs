@@ -17,7 +17,10 @@ fn node(id: &str) -> Node {
 fn labeled(id: &str, labels: &[(&str, &str)]) -> Node {
     let mut n = node(id);
     for (k, v) in labels {
-        n.spec.annotations.labels.insert(k.to_string(), v.to_string());
+        n.spec
+            .annotations
+            .labels
+            .insert(k.to_string(), v.to_string());
     }
     n
 }
@@ -277,8 +280,14 @@ fn platform_filter_treats_arch_aliases_as_equal() {
             }];
         })
     };
-    assert_eq!(per_node(&schedule(&view, &want("amd64"))), counts(&[("x86", 2)]));
-    assert_eq!(per_node(&schedule(&view, &want("arm64"))), counts(&[("arm", 2)]));
+    assert_eq!(
+        per_node(&schedule(&view, &want("amd64"))),
+        counts(&[("x86", 2)])
+    );
+    assert_eq!(
+        per_node(&schedule(&view, &want("arm64"))),
+        counts(&[("arm", 2)])
+    );
     let plan = schedule(&view, &want("s390x"));
     assert_eq!(
         plan.unplaced[0].reason,
@@ -319,7 +328,9 @@ fn host_ports_are_taken_once_per_node() {
 #[test]
 fn max_replicas_per_node() {
     let view = view_of([node("a"), node("b")]);
-    let tasks = with_spec(pending(&service("web"), 5), |t| placement(t).max_replicas = 2);
+    let tasks = with_spec(pending(&service("web"), 5), |t| {
+        placement(t).max_replicas = 2
+    });
     let plan = schedule(&view, &tasks);
     assert_eq!(per_node(&plan), counts(&[("a", 2), ("b", 2)]));
     assert_eq!(

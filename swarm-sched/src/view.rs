@@ -45,7 +45,12 @@ impl Usage {
     /// What `task` reserves (its spec's reservations) and publishes in host mode.
     pub fn of(task: &Task) -> Usage {
         let mut usage = Usage::default();
-        if let Some(r) = task.spec.resources.as_ref().and_then(|r| r.reservations.as_ref()) {
+        if let Some(r) = task
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.reservations.as_ref())
+        {
             usage.nano_cpus = r.nano_cpus.max(0);
             usage.memory_bytes = r.memory_bytes.max(0);
             let mut generic: BTreeMap<String, i64> = BTreeMap::new();
@@ -111,7 +116,7 @@ pub struct NodeInfo {
     pub(crate) slot: usize,
     node: Arc<Node>,
     schedulable: bool,
-    tasks: FastSet<Id>,
+    tasks: usize,
     active: u32,
     by_service: FastMap<Id, u32>,
     total: Capacity,
@@ -137,7 +142,7 @@ impl NodeInfo {
 
     /// Tasks holding resources on the node (ASSIGNED up to RUNNING).
     pub fn task_count(&self) -> usize {
-        self.tasks.len()
+        self.tasks
     }
 
     /// Active tasks (desired state not past COMPLETE): what spreading counts.
@@ -276,7 +281,11 @@ impl NodeView {
 
     /// Slots of the nodes holding active tasks of `service`.
     pub(crate) fn nodes_of_service(&self, service: &str) -> impl Iterator<Item = usize> + '_ {
-        self.service_nodes.get(service).into_iter().flatten().copied()
+        self.service_nodes
+            .get(service)
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// Adds or replaces a node (a store create or update).
@@ -302,7 +311,7 @@ impl NodeView {
             total: Capacity::of_node(&node),
             node,
             schedulable,
-            tasks: FastSet::default(),
+            tasks: 0,
             active: 0,
             by_service: FastMap::default(),
             reserved: Capacity::default(),
@@ -339,10 +348,18 @@ impl NodeView {
         for service in info.by_service.keys() {
             self.unlink_service(service, slot);
         }
-        self.orphans
-            .entry(info.node.id.clone())
-            .or_default()
-            .extend(info.tasks);
+        if info.tasks > 0 {
+            // Rare: find the node's tasks among all accounted ones.
+            let on_node = self
+                .tasks
+                .iter()
+                .filter(|(_, acc)| acc.node == info.node.id)
+                .map(|(id, _)| id.clone());
+            self.orphans
+                .entry(info.node.id.clone())
+                .or_default()
+                .extend(on_node);
+        }
         self.free_slots.push(slot);
     }
 
@@ -351,6 +368,11 @@ impl NodeView {
     pub fn account_task(&mut self, task: &Task) -> bool {
         let acc = Accounted::of(task, &task.node_id, task.status.state);
         self.set(&task.id, acc)
+    }
+
+    /// Makes room for `additional` more accounted tasks.
+    pub(crate) fn reserve_tasks(&mut self, additional: usize) {
+        self.tasks.reserve(additional);
     }
 
     /// Counts `task` as assigned to `node` (before the store says so).
@@ -417,9 +439,9 @@ impl NodeView {
         }
         let (mut linked, mut unlinked) = (false, false);
         if sign > 0 {
-            info.tasks.insert(task.clone());
+            info.tasks += 1;
         } else {
-            info.tasks.remove(task);
+            info.tasks = info.tasks.saturating_sub(1);
         }
         if acc.active {
             if sign > 0 {

@@ -148,7 +148,11 @@ fn finished_task_frees_resources_for_a_waiting_one() {
     add_tasks(&store, "db", 2, reserve_all_memory);
     let report = tick(&mut driver);
     assert_eq!((report.assigned, report.unplaced), (1, 1));
-    let waiting = if task(&store, "db.1").node_id.is_empty() { "db.2" } else { "db.1" };
+    let waiting = if task(&store, "db.1").node_id.is_empty() {
+        "db.2"
+    } else {
+        "db.1"
+    };
     let mut done = (*task(&store, waiting)).clone();
     done.status.state = TaskState::Failed;
     store.update_local(|tx| tx.update(done)).unwrap();

@@ -105,7 +105,11 @@ fn apply(store: &Store, op: &Op, seq: &mut usize) {
             Op::Drain(n, drain) => {
                 if let Some(node) = tx.get::<Node>(&format!("n{n}")) {
                     let mut node = (*node).clone();
-                    node.spec.availability = if *drain { Availability::Drain } else { Availability::Active };
+                    node.spec.availability = if *drain {
+                        Availability::Drain
+                    } else {
+                        Availability::Active
+                    };
                     tx.update(node)?;
                 }
             }
@@ -117,7 +121,10 @@ fn apply(store: &Store, op: &Op, seq: &mut usize) {
                     t.status.state = TaskState::Pending;
                     t.spec.resources = Some(ResourceRequirements {
                         limits: None,
-                        reservations: Some(Resources { nano_cpus: 1_000_000_000, ..Default::default() }),
+                        reservations: Some(Resources {
+                            nano_cpus: 1_000_000_000,
+                            ..Default::default()
+                        }),
                     });
                     tx.create(t)?;
                 }
@@ -145,7 +152,13 @@ fn summary(view: &NodeView) -> BTreeMap<String, (bool, u32, usize, i64, Vec<u32>
             let services = (0..3).map(|s| n.service_tasks(&format!("s{s}"))).collect();
             (
                 n.id().to_string(),
-                (n.is_schedulable(), n.active_tasks(), n.task_count(), n.free_nano_cpus(), services),
+                (
+                    n.is_schedulable(),
+                    n.active_tasks(),
+                    n.task_count(),
+                    n.free_nano_cpus(),
+                    services,
+                ),
             )
         })
         .collect()
