@@ -521,6 +521,103 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// TLS settings for a manager's cluster port: like [`server_config`], but a
+/// client without a certificate may connect too (a node joining with a token);
+/// each RPC then checks the peer's role, and only the CA service serves
+/// anonymous clients.
+pub fn cluster_server_config(
+    ca: &RootCa,
+    identity: &NodeIdentity,
+) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(crypto)?;
+    let (chain, key) = identity.chain()?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(crypto)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(crypto)?;
+    Ok(Arc::new(config))
+}
+
+/// TLS settings for a joining node that has no certificate yet: it trusts only
+/// `ca` (already checked against the join token) and presents nothing.
+pub fn anonymous_client_config(ca: &RootCa) -> Result<Arc<rustls::ClientConfig>, CaError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(crypto)?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// TLS settings that accept any server certificate: only for fetching the root
+/// CA at join time, whose digest the caller then checks against the join token
+/// before trusting it. Never use it for anything else.
+pub fn unverified_client_config() -> Result<Arc<rustls::ClientConfig>, CaError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(crypto)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (signatures are still checked, so the server
+/// holds the key of the certificate it shows). See [`unverified_client_config`].
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// TLS settings for a node connecting out: it trusts only `ca` and presents
 /// `identity`. Connect to managers with the server name [`MANAGER_OU`].
 pub fn client_config(

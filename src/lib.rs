@@ -27,6 +27,7 @@ pub mod ca;
 pub mod control;
 mod error;
 pub mod orchestrator;
+pub mod rpc;
 
 pub use error::{Error, Result};
 

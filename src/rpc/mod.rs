@@ -1,0 +1,21 @@
+//! The cluster RPC: gRPC (tonic) over mutual TLS between nodes.
+//!
+//! tonic was picked over a hand-made framing because it gives HTTP/2 streams
+//! (raft message streams, dispatcher sessions), deadlines, status codes and
+//! connection management for free, and it takes our own rustls settings: the
+//! server accepts TLS connections itself ([`tls::serve`]) and hands tonic each
+//! connection with the peer's identity read from its certificate, so every RPC
+//! can be authorised by role.
+
+pub mod ca;
+pub mod raft;
+pub mod tls;
+
+/// Generated code of `proto/swarm.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("swarm.rpc.v1");
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Raft over the cluster RPC: a [`swarm_raft::Transport`] that streams each
+//! member's messages to each peer over mutual TLS, and the service that receives
+//! them (manager certificates only).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use swarm_raft::{InboxSender, Message, MessageType, Transport, snapshot_status, unreachable};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::raft_client::RaftClient;
+use super::proto::raft_server::Raft;
+use super::proto::{Empty, RaftFrame};
+use super::tls::{channel, require_manager};
+use crate::ca::MANAGER_OU;
+
+/// Largest frame on the wire; bigger messages are split.
+const CHUNK: usize = 1 << 20;
+/// Largest message accepted (a whole snapshot).
+const MAX_MESSAGE: usize = 1 << 30;
+/// Messages queued for one peer before new ones are dropped.
+const QUEUE: usize = 4096;
+
+fn frames(m: &Message) -> Vec<RaftFrame> {
+    let bytes = m.write_to_bytes().unwrap_or_default();
+    let chunks: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        bytes.chunks(CHUNK).collect()
+    };
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| RaftFrame {
+            chunk: c.to_vec(),
+            last: i + 1 == n,
+        })
+        .collect()
+}
+
+/// Receives raft messages from other managers into this member's inbox.
+#[derive(Clone, Debug)]
+pub struct RaftService {
+    inbox: InboxSender,
+}
+
+impl RaftService {
+    /// Delivers received messages to `inbox`.
+    pub fn new(inbox: InboxSender) -> RaftService {
+        RaftService { inbox }
+    }
+
+    /// The tonic server for this service, with limits fit for snapshots.
+    pub fn server(self) -> super::proto::raft_server::RaftServer<RaftService> {
+        super::proto::raft_server::RaftServer::new(self).max_decoding_message_size(2 * CHUNK)
+    }
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(&self, req: Request<Streaming<RaftFrame>>) -> Result<Response<Empty>, Status> {
+        require_manager(&req)?;
+        let mut stream = req.into_inner();
+        let mut buf = Vec::new();
+        while let Some(frame) = stream.next().await {
+            let frame = frame?;
+            if buf.len() + frame.chunk.len() > MAX_MESSAGE {
+                return Err(Status::resource_exhausted("raft message too large"));
+            }
+            buf.extend_from_slice(&frame.chunk);
+            if frame.last {
+                match Message::parse_from_bytes(&buf) {
+                    Ok(m) => {
+                        if self.inbox.send(m).is_err() {
+                            return Err(Status::unavailable("this raft member is shutting down"));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(Status::invalid_argument(format!(
+                            "malformed raft message: {e}"
+                        )));
+                    }
+                }
+                buf.clear();
+            }
+        }
+        Ok(Response::new(Empty {}))
+    }
+}
+
+struct Link {
+    addr: String,
+    tx: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+}
+
+/// Sends this member's raft messages to the other managers over mutual TLS: one
+/// stream per peer, re-established with backoff; while a peer cannot be reached
+/// its messages are dropped and reported unreachable to the local member.
+pub struct RpcTransport {
+    me: u64,
+    inbox: InboxSender,
+    tls: Arc<rustls::ClientConfig>,
+    links: Mutex<HashMap<u64, Link>>,
+}
+
+impl std::fmt::Debug for RpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcTransport")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcTransport {
+    /// A transport for member `me`, whose own inbox is `inbox` (for unreachable
+    /// reports), dialling with `tls` (a manager's client settings).
+    pub fn new(me: u64, inbox: InboxSender, tls: Arc<rustls::ClientConfig>) -> Arc<RpcTransport> {
+        Arc::new(RpcTransport {
+            me,
+            inbox,
+            tls,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn report(&self, m: &Message) {
+        let report = if m.get_msg_type() == MessageType::MsgSnapshot {
+            snapshot_status(self.me, m.to, false)
+        } else {
+            unreachable(self.me, m.to)
+        };
+        let _ = self.inbox.send(report);
+    }
+
+    fn link(&self, peer: u64, addr: String) -> Link {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(run_link(
+            self.me,
+            peer,
+            addr.clone(),
+            self.tls.clone(),
+            self.inbox.clone(),
+            rx,
+        ));
+        Link { addr, tx, task }
+    }
+}
+
+impl Transport for RpcTransport {
+    fn send(&self, msg: Message) {
+        let links = self.links.lock();
+        match links.get(&msg.to) {
+            Some(link) => {
+                if let Err(e) = link.tx.try_send(msg) {
+                    let m = match e {
+                        mpsc::error::TrySendError::Full(m)
+                        | mpsc::error::TrySendError::Closed(m) => m,
+                    };
+                    drop(links);
+                    self.report(&m);
+                }
+            }
+            None => {
+                drop(links);
+                self.report(&msg);
+            }
+        }
+    }
+
+    fn set_peer(&self, id: u64, addr: Option<&str>) {
+        if id == self.me {
+            return;
+        }
+        let mut links = self.links.lock();
+        match addr {
+            None => {
+                if let Some(l) = links.remove(&id) {
+                    l.task.abort();
+                }
+            }
+            Some(a) if links.get(&id).is_some_and(|l| l.addr == a) => {}
+            Some(a) => {
+                let new = self.link(id, a.to_string());
+                if let Some(old) = links.insert(id, new) {
+                    old.task.abort();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RpcTransport {
+    fn drop(&mut self) {
+        for (_, l) in self.links.lock().drain() {
+            l.task.abort();
+        }
+    }
+}
+
+async fn run_link(
+    me: u64,
+    peer: u64,
+    addr: String,
+    tls: Arc<rustls::ClientConfig>,
+    inbox: InboxSender,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let channel = match channel(&addr, tls.clone(), MANAGER_OU) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(peer, addr, error = %e, "bad raft peer address");
+                return;
+            }
+        };
+        let mut client = RaftClient::new(channel).max_encoding_message_size(2 * CHUNK);
+        let (ftx, frx) = mpsc::channel::<RaftFrame>(64);
+        let call = client.send(tokio_stream::wrappers::ReceiverStream::new(frx));
+        tokio::pin!(call);
+        let mut sent_any = false;
+        loop {
+            tokio::select! {
+                res = &mut call => {
+                    if let Err(e) = res {
+                        tracing::debug!(me, peer, addr, error = %e, "raft stream ended");
+                    }
+                    break;
+                }
+                msg = rx.recv() => {
+                    let Some(m) = msg else { return };
+                    let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                    let mut ok = true;
+                    for f in frames(&m) {
+                        if ftx.send(f).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if !ok {
+                        let report = if snapshot { snapshot_status(me, peer, false) } else { unreachable(me, peer) };
+                        let _ = inbox.send(report);
+                        break;
+                    }
+                    sent_any = true;
+                    backoff = Duration::from_millis(50);
+                    if snapshot {
+                        let _ = inbox.send(snapshot_status(me, peer, true));
+                    }
+                }
+            }
+        }
+        let _ = inbox.send(unreachable(me, peer));
+        // Drop what queued while the link was down: raft resends what matters.
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(if sent_any {
+            Duration::from_millis(50)
+        } else {
+            backoff
+        })
+        .await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
