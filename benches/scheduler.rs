@@ -13,7 +13,9 @@
 //! commit and events, the view update, the pass, validation and the batched
 //! write-back are all inside.
 //!
-//! `cargo bench --bench scheduler` runs criterion (throughput in tasks/s).
+//! `cargo bench --bench scheduler` runs criterion (throughput in tasks/s),
+//! then the `pass` group: the scheduling pass alone on a prebuilt view, to show
+//! the cost per placement against the number of nodes.
 //! `SCHED_BENCH_FIGURES=3 cargo bench --bench scheduler` instead prints a table
 //! (median of 3 runs per workload); `SCHED_BENCH_ONLY=1k-100k` keeps only the
 //! workloads whose name contains that text (e.g. for `/usr/bin/time -v`).
@@ -26,7 +28,7 @@ use futures::StreamExt;
 use futures::executor::block_on;
 use swarm_core::types::*;
 use swarm_core::{Action, Filter, Kind, Store};
-use swarm_sched::{Driver as Scheduling, SpreadScheduler};
+use swarm_sched::{Driver as Scheduling, NodeView, Scheduler, SpreadScheduler};
 
 #[derive(Clone, Copy)]
 struct Workload {
@@ -237,12 +239,46 @@ fn criterion_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The scheduling pass alone (no store): a view of `nodes` nodes built once,
+/// then `tasks` tasks placed. Shows how the cost per placement grows with the
+/// number of nodes.
+fn pass_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pass");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for (nodes, tasks) in [
+        (1_000, 1_000),
+        (10_000, 1_000),
+        (100_000, 1_000),
+        (1_000, 100_000),
+    ] {
+        let mut view = NodeView::new();
+        for n in self::nodes(nodes) {
+            view.upsert_node(Arc::new(n));
+        }
+        let batch: Vec<Arc<Task>> = self::tasks(tasks, false)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        group.throughput(Throughput::Elements(tasks as u64));
+        group.bench_function(format!("{nodes}-nodes-{tasks}-tasks"), |b| {
+            b.iter(|| SpreadScheduler.schedule(&view, &batch))
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     match std::env::var("SCHED_BENCH_FIGURES") {
         Ok(runs) => figures(runs.parse().unwrap_or(3).max(1)),
         Err(_) => {
             let mut c = Criterion::default().configure_from_args();
             criterion_benches(&mut c);
+            if std::env::var("SCHED_BENCH_ONLY").is_err() {
+                pass_benches(&mut c);
+            }
             c.final_summary();
         }
     }
