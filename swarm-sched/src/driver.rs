@@ -15,8 +15,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::future::{Either, select};
+use futures::{FutureExt, StreamExt};
 use swarm_core::types::{Task, TaskState, TaskStatus};
 use swarm_core::{Action, Change, Event, Filter as WatchFilter, Id, Kind, Object, Store, Watch};
 
@@ -172,6 +172,13 @@ impl Driver {
             let report = self.tick().await?;
             if report.considered > 0 {
                 tracing::debug!(?report, "scheduling pass");
+            }
+            if !self.queue.is_empty() {
+                // More than one pass's worth queued: go on at once.
+                if stop.as_mut().now_or_never().is_some() {
+                    return Ok(());
+                }
+                continue;
             }
             match select(stop.as_mut(), self.watch.next()).await {
                 Either::Left(_) => return Ok(()),

@@ -281,3 +281,21 @@ fn run_follows_the_store_until_stopped() {
         assert_eq!(store.view().tasks_by_node(n).count(), 10);
     }
 }
+
+#[test]
+fn large_queues_are_split_into_passes_and_chunks() {
+    let store = Store::new();
+    add_nodes(&store, &["n1", "n2"]);
+    add_tasks(&store, "web", 5, |_| {});
+    let config = swarm_sched::DriverConfig {
+        max_writes_per_transaction: 1,
+        max_tasks_per_pass: 2,
+    };
+    let mut driver = Driver::with_config(store.clone(), Box::new(SpreadScheduler), config);
+    let index = store.index();
+    let assigned: Vec<usize> = (0..3).map(|_| tick(&mut driver).assigned).collect();
+    assert_eq!(assigned, [2, 2, 1]);
+    // One transaction per write.
+    assert_eq!(store.index(), index + 5);
+    assert_eq!(store.view().tasks_by_node("n1").count(), 3);
+}
