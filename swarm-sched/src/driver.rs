@@ -189,18 +189,11 @@ impl Driver {
     }
 
     /// One step: applies the queued store events to the view, schedules the
-    /// queued tasks, validates the plan and writes it back.
+    /// queued tasks, validates the plan, writes it back, and takes in the
+    /// events of its own writes (so [`view`](Driver::view) includes them).
     pub async fn tick(&mut self) -> Result<TickReport> {
         let mut report = TickReport::default();
-        let mut events = std::mem::take(&mut self.buffered);
-        events.extend(self.watch.drain());
-        report.events = events.len();
-        for event in events {
-            self.pending.reserve(event.changes.len());
-            for change in event.changes {
-                self.apply_change(change);
-            }
-        }
+        self.take_events(&mut report);
         if self.retry_waiting {
             self.retry_waiting = false;
             for (id, p) in self.pending.iter_mut().filter(|(_, p)| !p.queued) {
@@ -225,14 +218,25 @@ impl Driver {
         report.considered = free.len() + preset.len();
         let plan = self.scheduler.schedule(&self.view, &free);
         let decisions = validate(&self.view, &free, &preset, plan, &mut report);
+        // The view learns of the assignments from the store's events, queued by
+        // the time `write` returns (a commit publishes before it resolves).
         self.view.reserve_tasks(decisions.len());
-        for d in &decisions {
-            if let Decision::Assign { task, node } = d {
-                self.view.account_placement(task, node);
+        self.write(decisions, &mut report).await?;
+        self.take_events(&mut report);
+        Ok(report)
+    }
+
+    /// Applies every queued store event to the view and the pending tasks.
+    fn take_events(&mut self, report: &mut TickReport) {
+        let mut events = std::mem::take(&mut self.buffered);
+        events.extend(self.watch.drain());
+        report.events += events.len();
+        for event in events {
+            self.pending.reserve(event.changes.len());
+            for change in event.changes {
+                self.apply_change(change);
             }
         }
-        self.write(decisions, &mut report).await?;
-        Ok(report)
     }
 
     fn apply_change(&mut self, change: Change) {
@@ -298,13 +302,12 @@ impl Driver {
             let stale = match outcome {
                 Ok(stale) => stale,
                 Err(e) => {
-                    // Nothing from here on was written: undo and re-queue it.
+                    // Nothing from here on was written: re-queue it.
                     for d in &decisions[i * chunk_size..] {
-                        let task = d.task().clone();
-                        self.view.account_task(&task);
-                        if let Some(p) = self.pending.get_mut(&task.id).filter(|p| !p.queued) {
+                        let id = &d.task().id;
+                        if let Some(p) = self.pending.get_mut(id).filter(|p| !p.queued) {
                             p.queued = true;
-                            self.queue.push(task.id.clone());
+                            self.queue.push(id.clone());
                         }
                     }
                     return Err(e.into());
