@@ -61,8 +61,24 @@ pub struct ProcessRuntime {
 
 struct Inner {
     dir: PathBuf,
-    /// Exit watches of the tasks this instance started.
-    children: Mutex<HashMap<String, watch::Receiver<Option<i32>>>>,
+    /// Tasks this instance created or started, kept in memory so that the hot path
+    /// (start, inspect, wait) reads no files. The disk stays the source of truth
+    /// for other instances.
+    known: Mutex<HashMap<String, Known>>,
+}
+
+#[derive(Clone)]
+struct Known {
+    record: Arc<Record>,
+    child: Option<Child>,
+}
+
+/// A task process this instance started (its parent).
+#[derive(Clone)]
+struct Child {
+    state: ProcState,
+    /// Exit code and time, once reaped.
+    exit: watch::Receiver<Option<(i32, Timestamp)>>,
 }
 
 impl ProcessRuntime {
@@ -75,7 +91,7 @@ impl ProcessRuntime {
         Ok(ProcessRuntime {
             inner: Arc::new(Inner {
                 dir,
-                children: Mutex::new(HashMap::new()),
+                known: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -89,13 +105,36 @@ impl ProcessRuntime {
         TaskDir::new(&self.inner.dir, task_id)
     }
 
-    fn child_watch(&self, task_id: &str) -> Option<watch::Receiver<Option<i32>>> {
-        let children = self
-            .inner
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        children.get(task_id).cloned()
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.inner.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn child(&self, task_id: &str) -> Option<Child> {
+        self.known().get(task_id).and_then(|k| k.child.clone())
+    }
+
+    /// The task's record: from memory, else from its directory.
+    fn record(&self, task_id: &str, td: &TaskDir) -> Result<Arc<Record>> {
+        if let Some(k) = self.known().get(task_id) {
+            return Ok(k.record.clone());
+        }
+        td.read_record(task_id).map(Arc::new)
+    }
+
+    /// The task's process state: from memory for this instance's children, else
+    /// from its directory.
+    fn proc_state(&self, td: &TaskDir, task_id: &str) -> Result<Option<ProcState>> {
+        match self.child(task_id) {
+            Some(child) => {
+                let mut state = child.state.clone();
+                if let Some((code, at)) = *child.exit.borrow() {
+                    state.exit_code = Some(code);
+                    state.finished_at = Some(at);
+                }
+                Ok(Some(state))
+            }
+            None => td.read_state(),
+        }
     }
 
     fn check_spec(task: &Task) -> Result<Option<(Uid, Gid)>> {
@@ -164,12 +203,14 @@ impl ProcessRuntime {
     }
 
     fn inspect_dir(&self, task_id: &str, td: &TaskDir) -> Result<Inspection> {
-        let record = td.read_record(task_id)?;
-        let state = td.read_state()?;
+        let record = self.record(task_id, td)?;
+        let ours = self.child(task_id).is_some();
+        let state = self.proc_state(td, task_id)?;
         let (state_kind, exit_code, pid) = match &state {
             None => (ContainerState::Created, None, 0),
             Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
-            Some(s) if sys::is_alive(s.pid, s.start_ticks) => {
+            // A child of ours runs until it is reaped.
+            Some(s) if ours || sys::is_alive(s.pid, s.start_ticks) => {
                 (ContainerState::Running, None, s.pid)
             }
             Some(_) => (ContainerState::Exited, None, 0),
@@ -180,8 +221,8 @@ impl ProcessRuntime {
             Vec::new()
         };
         Ok(Inspection {
-            labels: record.labels,
-            image: record.image,
+            labels: record.labels.clone(),
+            image: record.image.clone(),
             state: state_kind,
             exit_code,
             container: ContainerStatus {
@@ -233,7 +274,7 @@ impl Runtime for ProcessRuntime {
                 ..p
             })
             .collect();
-        td.write_record(&Record {
+        let record = Record {
             labels: TaskLabels::of(task),
             image: c.image.clone(),
             argv: c.command.iter().chain(&c.args).cloned().collect(),
@@ -243,7 +284,15 @@ impl Runtime for ProcessRuntime {
             stop_signal: c.stop_signal.clone(),
             stop_grace: stop_grace(task),
             ports,
-        })?;
+        };
+        td.write_record(&record)?;
+        self.known().insert(
+            task.id.to_string(),
+            Known {
+                record: Arc::new(record),
+                child: None,
+            },
+        );
         Ok(ContainerStatus {
             container_id: task.id.to_string(),
             pid: 0,
@@ -253,8 +302,8 @@ impl Runtime for ProcessRuntime {
 
     async fn start(&self, task_id: &str) -> Result<()> {
         let td = self.task_dir(task_id)?;
-        let record = td.read_record(task_id)?;
-        if td.read_state()?.is_some() {
+        let record = self.record(task_id, &td)?;
+        if self.child(task_id).is_some() || td.read_state()?.is_some() {
             return Ok(());
         }
         let open = |path: PathBuf| {
@@ -312,11 +361,16 @@ impl Runtime for ProcessRuntime {
         };
         td.write_state(&state)?;
         let (tx, rx) = watch::channel(None);
-        self.inner
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(task_id.to_string(), rx);
+        self.known().insert(
+            task_id.to_string(),
+            Known {
+                record: record.clone(),
+                child: Some(Child {
+                    state: state.clone(),
+                    exit: rx,
+                }),
+            },
+        );
         let task = task_id.to_string();
         // The reaper outlives this handle: it records the exit even if the runtime
         // is dropped (and a new instance adopts the task).
@@ -332,37 +386,39 @@ impl Runtime for ProcessRuntime {
             // pid cannot be reused while group members remain.
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             let mut done = state;
+            let finished_at = Timestamp::now();
             done.exit_code = Some(code);
-            done.finished_at = Some(Timestamp::now());
+            done.finished_at = Some(finished_at);
             if td.root.exists()
                 && let Err(e) = td.write_state(&done)
             {
                 tracing::warn!(task = %task, error = %e, "recording task exit");
             }
-            let _ = tx.send(Some(code));
+            let _ = tx.send(Some((code, finished_at)));
         });
         Ok(())
     }
 
     async fn wait(&self, task_id: &str) -> Result<i32> {
         let td = self.task_dir(task_id)?;
-        if !td.exists() {
-            return Err(Error::not_found(task_id));
-        }
-        if let Some(mut rx) = self.child_watch(task_id) {
-            let code = rx
+        if let Some(mut child) = self.child(task_id) {
+            let exit = child
+                .exit
                 .wait_for(|c| c.is_some())
                 .await
                 .map_err(|_| Error::Unavailable("task reaper stopped".into()))?;
-            return Ok(code.unwrap_or(255));
+            return Ok(exit.map_or(255, |(code, _)| code));
+        }
+        if !td.exists() {
+            return Err(Error::not_found(task_id));
         }
         self.wait_adopted(task_id, &td).await
     }
 
     async fn stop(&self, task_id: &str, grace: Option<Duration>) -> Result<()> {
         let td = self.task_dir(task_id)?;
-        let record = td.read_record(task_id)?;
-        let Some(state) = td.read_state()? else {
+        let record = self.record(task_id, &td)?;
+        let Some(state) = self.proc_state(&td, task_id)? else {
             return Ok(());
         };
         let signal = sys::parse_signal(&record.stop_signal)?;
@@ -391,17 +447,13 @@ impl Runtime for ProcessRuntime {
         if !td.root.exists() {
             return Err(Error::not_found(task_id));
         }
-        if let Some(state) = td.read_state()?
+        if let Some(state) = self.proc_state(&td, task_id)?
             && state.exit_code.is_none()
             && sys::is_alive(state.pid, state.start_ticks)
         {
             self.stop(task_id, Some(Duration::ZERO)).await?;
         }
-        self.inner
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(task_id);
+        self.known().remove(task_id);
         std::fs::remove_dir_all(&td.root)
             .map_err(|e| Error::io(format!("removing {}", td.root.display()), e))
     }
