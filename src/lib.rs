@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod ca;
 pub mod control;
+pub mod dispatcher;
 mod error;
 pub mod orchestrator;
 pub mod rpc;

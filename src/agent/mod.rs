@@ -15,6 +15,8 @@ use swarm_runtime::{ContainerState, Inspection, Runtime, drive};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod session;
+
 /// A status change of one task, for the dispatcher.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusUpdate {

@@ -1,0 +1,459 @@
+//! The dispatcher: the manager side of worker sessions. A node opens a session
+//! (authenticated by its certificate), is marked READY, receives the tasks
+//! assigned to it — the complete set first, then only what changes — sends
+//! heartbeats, and reports task statuses, which the dispatcher writes to the store
+//! in batches. A node that misses its heartbeats for three periods is marked DOWN
+//! (`heartbeat failure`), and the orchestrator moves its tasks.
+
+pub mod protocol;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use swarm_core::types::{Node, NodeState, Task, TaskState, TaskStatus};
+use swarm_core::{Action, Filter, Id, Kind, Store};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::rpc::proto::Payload;
+use crate::rpc::proto::dispatcher_server::{Dispatcher as DispatcherRpc, DispatcherServer};
+use crate::rpc::tls::{PeerInfo, require_node};
+use protocol::*;
+
+/// Heartbeat periods a node may miss before it is marked DOWN.
+const GRACE_PERIODS: u32 = 3;
+/// How long status updates wait to be written together.
+const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+struct Session {
+    id: String,
+    last_heartbeat: Instant,
+}
+
+struct Inner {
+    store: Store,
+    sessions: Mutex<HashMap<Id, Session>>,
+    statuses: mpsc::UnboundedSender<(Id, Vec<(Id, TaskStatus)>)>,
+}
+
+/// The dispatcher of one manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("sessions", &self.inner.sessions.lock().len())
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store`; starts its status writer and its heartbeat
+    /// checker (they stop when every clone of the dispatcher is dropped).
+    pub fn start(store: Store) -> Dispatcher {
+        let (statuses, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store,
+            sessions: Mutex::new(HashMap::new()),
+            statuses,
+        });
+        tokio::spawn(write_statuses(inner.store.clone(), rx));
+        tokio::spawn(expire_sessions(Arc::downgrade(&inner)));
+        Dispatcher { inner }
+    }
+
+    /// The tonic server for this dispatcher.
+    pub fn server(self) -> DispatcherServer<Dispatcher> {
+        DispatcherServer::new(self)
+    }
+
+    /// Nodes with an open session here.
+    pub fn connected_nodes(&self) -> Vec<Id> {
+        self.inner.sessions.lock().keys().cloned().collect()
+    }
+
+    fn heartbeat_period(&self) -> Duration {
+        heartbeat_period(&self.inner.store)
+    }
+
+    fn check_session(&self, node: &Id, session_id: &str) -> Result<(), Status> {
+        let mut sessions = self.inner.sessions.lock();
+        match sessions.get_mut(node) {
+            Some(s) if s.id == session_id => {
+                s.last_heartbeat = Instant::now();
+                Ok(())
+            }
+            _ => Err(Status::not_found("session expired: open a new session")),
+        }
+    }
+}
+
+fn heartbeat_period(store: &Store) -> Duration {
+    store.view().cluster().map_or(Duration::from_secs(5), |c| {
+        c.spec.dispatcher.heartbeat_period
+    })
+}
+
+/// Every manager's address, for nodes to fail over to.
+fn manager_addrs(store: &Store) -> Vec<String> {
+    let mut v: Vec<String> = store
+        .view()
+        .list::<Node>()
+        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+        .filter(|a| !a.is_empty())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Marks a node's status, retrying on conflicts with other writers.
+async fn set_node_status(
+    store: &Store,
+    node: &Id,
+    f: impl Fn(&mut Node),
+) -> swarm_core::Result<()> {
+    for _ in 0..5 {
+        let r = store
+            .update(|tx| {
+                let Some(n) = tx.get::<Node>(node) else {
+                    return Err(swarm_core::Error::NotFound {
+                        kind: Kind::Node,
+                        id: node.to_string(),
+                    });
+                };
+                let mut n = (*n).clone();
+                f(&mut n);
+                tx.update(n).map(drop)
+            })
+            .await;
+        match r {
+            Err(swarm_core::Error::Conflict { .. }) => continue,
+            other => return other,
+        }
+    }
+    Err(swarm_core::Error::Unavailable(format!(
+        "node {node}: too many concurrent updates"
+    )))
+}
+
+/// Whether a task belongs in a node's assignment set.
+fn assigned_to(t: &Task, node: &Id) -> bool {
+    t.node_id == *node && t.status.state >= TaskState::Assigned
+}
+
+#[tonic::async_trait]
+impl DispatcherRpc for Dispatcher {
+    type SessionStream = ReceiverStream<Result<Payload, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Payload>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let node_id = require_node(&req)?.node_id.clone();
+        let addr: Option<SocketAddr> = req.extensions().get::<PeerInfo>().and_then(|p| p.addr);
+        let open: SessionRequest =
+            protocol::decode(&req.get_ref().data).map_err(crate::rpc::tls::to_status)?;
+        let store = self.inner.store.clone();
+        let view = store.view();
+        if view.cluster().is_some_and(|c| {
+            c.blacklisted_certificates
+                .iter()
+                .any(|b| b.node_id == node_id)
+        }) {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} was removed from the swarm"
+            )));
+        }
+        if !view.contains::<Node>(&node_id) {
+            return Err(Status::not_found(format!(
+                "node {node_id} is not part of this swarm"
+            )));
+        }
+        drop(view);
+        let description = open.description;
+        set_node_status(&store, &node_id, |n| {
+            n.description = Some(description.clone());
+            n.status.state = NodeState::Ready;
+            n.status.message = String::new();
+            if let Some(a) = addr {
+                n.status.addr = a.ip().to_string();
+            }
+        })
+        .await
+        .map_err(|e| crate::rpc::tls::to_status(e.into()))?;
+
+        let session_id = Id::generate().to_string();
+        self.inner.sessions.lock().insert(
+            node_id.clone(),
+            Session {
+                id: session_id.clone(),
+                last_heartbeat: Instant::now(),
+            },
+        );
+        tracing::info!(node = %node_id, session = %session_id, "session opened");
+
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let ended = stream_assignments(&me, &node_id, &session_id, tx).await;
+            tracing::debug!(node = %node_id, session = %session_id, reason = ended, "session stream ended");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn heartbeat(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let node = require_node(&req)?.node_id.clone();
+        let hb: Heartbeat =
+            protocol::decode(&req.get_ref().data).map_err(crate::rpc::tls::to_status)?;
+        self.check_session(&node, &hb.session_id)?;
+        let ack = HeartbeatAck {
+            period: self.heartbeat_period(),
+        };
+        Ok(Response::new(Payload {
+            data: protocol::encode(&ack),
+        }))
+    }
+
+    async fn update_task_status(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let node = require_node(&req)?.node_id.clone();
+        let batch: StatusBatch =
+            protocol::decode(&req.get_ref().data).map_err(crate::rpc::tls::to_status)?;
+        self.check_session(&node, &batch.session_id)?;
+        if self.inner.statuses.send((node, batch.updates)).is_err() {
+            return Err(Status::unavailable("the dispatcher is shutting down"));
+        }
+        Ok(Response::new(Payload { data: Vec::new() }))
+    }
+}
+
+/// Streams the session's messages until the node goes away or the session is
+/// replaced; returns why it ended.
+async fn stream_assignments(
+    d: &Dispatcher,
+    node: &Id,
+    session_id: &str,
+    tx: mpsc::Sender<Result<Payload, Status>>,
+) -> &'static str {
+    let store = &d.inner.store;
+    let watched = node.clone();
+    let filter = Filter::kinds([Kind::Task, Kind::Node]).matching(move |c| {
+        match c.object.downcast::<Task>() {
+            Some(t) => {
+                t.node_id == watched
+                    || c.old
+                        .as_ref()
+                        .and_then(|o| o.downcast::<Task>())
+                        .is_some_and(|o| o.node_id == watched)
+            }
+            None => true,
+        }
+    });
+    let (view, mut watch) = store.view_and_watch(filter);
+    let send = |m: SessionMessage| {
+        let tx = tx.clone();
+        async move {
+            tx.send(Ok(Payload {
+                data: protocol::encode(&m),
+            }))
+            .await
+            .is_ok()
+        }
+    };
+    let mut managers = manager_addrs(store);
+    let started = SessionMessage::Started {
+        session_id: session_id.to_string(),
+        heartbeat_period: d.heartbeat_period(),
+        managers: managers.clone(),
+    };
+    if !send(started).await {
+        return "node went away";
+    }
+    let mut sent: HashSet<Id> = HashSet::new();
+    let full: Vec<Task> = view
+        .tasks_by_node(node)
+        .filter(|t| assigned_to(t, node))
+        .map(|t| (*t).clone())
+        .collect();
+    sent.extend(full.iter().map(|t| t.id.clone()));
+    drop(view);
+    if !send(SessionMessage::Assignments {
+        full: true,
+        updated: full,
+        removed: Vec::new(),
+    })
+    .await
+    {
+        return "node went away";
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let event = tokio::select! {
+            e = futures::StreamExt::next(&mut watch) => match e { Some(e) => e, None => return "store closed" },
+            _ = tick.tick() => {
+                let current = d.inner.sessions.lock().get(node).is_some_and(|s| s.id == session_id);
+                if !current {
+                    return "session replaced or expired";
+                }
+                if tx.is_closed() {
+                    return "node went away";
+                }
+                continue;
+            }
+        };
+        let mut updated: Vec<Task> = Vec::new();
+        let mut removed: Vec<Id> = Vec::new();
+        let mut managers_changed = false;
+        for c in &event.changes {
+            let Some(t) = c.object.downcast::<Task>() else {
+                managers_changed = true;
+                continue;
+            };
+            let now_assigned = c.action != Action::Remove && assigned_to(t, node);
+            if now_assigned {
+                let old = c.old.as_ref().and_then(|o| o.downcast::<Task>());
+                let unchanged = sent.contains(&t.id)
+                    && old.is_some_and(|o| {
+                        o.desired_state == t.desired_state
+                            && o.spec == t.spec
+                            && o.node_id == t.node_id
+                    });
+                if !unchanged {
+                    sent.insert(t.id.clone());
+                    updated.retain(|u| u.id != t.id);
+                    updated.push((**t).clone());
+                }
+            } else if sent.remove(&t.id) {
+                updated.retain(|u| u.id != t.id);
+                removed.push(t.id.clone());
+            }
+        }
+        if (!updated.is_empty() || !removed.is_empty())
+            && !send(SessionMessage::Assignments {
+                full: false,
+                updated,
+                removed,
+            })
+            .await
+        {
+            return "node went away";
+        }
+        if managers_changed {
+            let now = manager_addrs(store);
+            if now != managers {
+                managers = now;
+                if !send(SessionMessage::Managers(managers.clone())).await {
+                    return "node went away";
+                }
+            }
+        }
+    }
+}
+
+/// Writes reported task statuses in batched transactions: a status is applied
+/// only to a task assigned to the reporting node, and only if it moves forward.
+async fn write_statuses(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(Id, Vec<(Id, TaskStatus)>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut pending = vec![first];
+        let deadline = tokio::time::sleep(STATUS_BATCH_WINDOW);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                more = rx.recv() => match more {
+                    Some(m) => pending.push(m),
+                    None => break,
+                },
+            }
+        }
+        // The newest status per task wins.
+        let mut latest: HashMap<Id, (Id, TaskStatus)> = HashMap::new();
+        for (node, updates) in pending {
+            for (task, status) in updates {
+                match latest.get(&task) {
+                    Some((_, s)) if s.state > status.state => {}
+                    _ => {
+                        latest.insert(task, (node.clone(), status));
+                    }
+                }
+            }
+        }
+        for attempt in 0..5 {
+            let r = store
+                .update(|tx| {
+                    for (task_id, (node, status)) in &latest {
+                        let Some(t) = tx.get::<Task>(task_id) else {
+                            continue;
+                        };
+                        if t.node_id != *node || status.state < t.status.state {
+                            continue;
+                        }
+                        let mut t = (*t).clone();
+                        t.status = status.clone();
+                        t.status.applied_by = node.clone();
+                        tx.update(t)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(()) => break,
+                Err(swarm_core::Error::Conflict { .. }) if attempt < 4 => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, updates = latest.len(), "could not write task statuses");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Marks DOWN the nodes whose sessions missed their heartbeats.
+async fn expire_sessions(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        let period = heartbeat_period(&inner.store);
+        let expired: Vec<Id> = {
+            let mut sessions = inner.sessions.lock();
+            let limit = period * GRACE_PERIODS;
+            let dead: Vec<Id> = sessions
+                .iter()
+                .filter(|(_, s)| s.last_heartbeat.elapsed() > limit)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &dead {
+                sessions.remove(n);
+            }
+            dead
+        };
+        for node in expired {
+            tracing::warn!(node = %node, "node missed its heartbeats: marking it down");
+            let r = set_node_status(&inner.store, &node, |n| {
+                n.status.state = NodeState::Down;
+                n.status.message = "heartbeat failure".into();
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(node = %node, error = %e, "could not mark the node down");
+            }
+        }
+        let store = inner.store.clone();
+        drop(inner);
+        tokio::time::sleep((period / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)))
+            .await;
+        drop(store);
+    }
+}
+
+#[cfg(test)]
+mod tests;
