@@ -1,19 +1,5 @@
 //! The default scheduler: SwarmKit's spread strategy with placement preferences,
 //! at O(log nodes) per placement.
-//!
-//! ```text
-//! tasks ──group by (service, requirements)──► one group = interchangeable tasks
-//!   per group: preferences? ──no──► Leaf: heap of nodes already holding the
-//!                           │        service or touched in this pass, merged with
-//!                           │        a cursor over the view's load index
-//!                           │        (fewest active tasks first)
-//!                           └─yes─► Tree: one level per `spread=` descriptor,
-//!                                    branches picked by fewest service tasks,
-//!                                    a Leaf of filtered nodes at the bottom
-//! ```
-//!
-//! Order of preference, per task: fewest active tasks of the same service, then
-//! fewest active tasks overall, then the smaller node ID.
 
 use std::cmp::Reverse;
 use std::collections::btree_set;
@@ -30,6 +16,24 @@ use crate::view::{FastMap, FastSet, LoadKey, NodeInfo, NodeView};
 
 /// SwarmKit's default strategy: spread each service's tasks evenly over the
 /// nodes that pass the filters, following placement preferences.
+///
+/// Per task it prefers the node with the fewest active tasks of the same
+/// service, then the fewest active tasks overall, then the smaller node ID.
+/// With placement preferences (`spread=node.labels.X`, nested in order) it first
+/// picks the label value with the fewest tasks of the service (nodes without
+/// the label form their own group), then the node within it.
+///
+/// ```text
+/// tasks ──group by (service, requirements)──► one group = interchangeable tasks
+///   per group: preferences? ──no──► heap of nodes already holding the service
+///                           │        (or touched in this pass), merged with a
+///                           │        cursor over the view's load index
+///                           └─yes─► tree: one level per descriptor, branches
+///                                    by fewest service tasks, a heap per leaf
+/// ```
+///
+/// Nodes are filtered once per group, not per task; each placement costs
+/// O(log nodes). Explaining a failure scans every node once per failed group.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpreadScheduler;
 

@@ -210,6 +210,17 @@ impl Accounted {
 
 /// The nodes with their tasks, reservations and ports. Read-only to a
 /// [`Scheduler`](crate::Scheduler); the [`Driver`](crate::Driver) keeps it current.
+///
+/// It is built once from a store snapshot ([`from_tables`](NodeView::from_tables)),
+/// then follows the store's events: a node created, updated or removed
+/// ([`upsert_node`](NodeView::upsert_node), [`remove_node`](NodeView::remove_node)),
+/// a task changed or removed ([`account_task`](NodeView::account_task),
+/// [`forget_task`](NodeView::forget_task)). Each costs O(log nodes); nothing is
+/// rescanned. Accounting is idempotent per task: the view remembers what it
+/// counted for each task and replaces it, so seeing the same task twice counts
+/// it once. A task counts on its node from ASSIGNED to RUNNING (resources and
+/// host ports); it counts as *active* for spreading while its desired state is
+/// not past COMPLETE.
 #[derive(Clone, Debug, Default)]
 pub struct NodeView {
     slots: Vec<Option<NodeInfo>>,
