@@ -299,3 +299,13 @@ fn large_queues_are_split_into_passes_and_chunks() {
     assert_eq!(store.index(), index + 5);
     assert_eq!(store.view().tasks_by_node("n1").count(), 3);
 }
+
+#[test]
+fn the_run_loop_can_be_spawned_on_a_multi_threaded_runtime() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let driver = Driver::new(Store::new(), Box::new(SpreadScheduler));
+    let run = driver.run(futures::future::ready(()));
+    assert_send(&run);
+    // A stop that is already complete ends the loop after its first tick.
+    block_on(run).unwrap();
+}
