@@ -27,6 +27,7 @@ pub mod ca;
 pub mod control;
 pub mod dispatcher;
 mod error;
+pub mod leader;
 pub mod orchestrator;
 pub mod rpc;
 

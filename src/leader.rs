@@ -1,0 +1,260 @@
+//! The loops only the raft leader runs: the orchestrator (replicated, global,
+//! restarts, reaper), the allocator (NEW → PENDING), and the scheduler driver
+//! (PENDING → ASSIGNED). They start when this manager becomes leader and stop
+//! when it loses leadership; all their state is in the store, so a new leader
+//! picks up exactly where the old one stopped.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use swarm_core::types::{Node, Service, Task, TaskState};
+use swarm_core::{Clock, Filter, Id, Kind, Store, Timestamp};
+use swarm_sched::{Driver, Scheduler};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::orchestrator;
+
+/// Makes the scheduler each new leader term runs.
+pub type SchedulerFactory = Arc<dyn Fn() -> Box<dyn Scheduler> + Send + Sync>;
+
+/// The running leader loops; dropping or [`stop`](LeaderLoops::stop)ping ends them.
+pub struct LeaderLoops {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LeaderLoops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderLoops")
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl LeaderLoops {
+    /// Starts the loops over `store`.
+    pub fn start(store: Store, scheduler: SchedulerFactory, clock: Arc<dyn Clock>) -> LeaderLoops {
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(orchestrate(store.clone(), clock, rx.clone())));
+        tasks.push(tokio::spawn(allocate(store.clone(), rx.clone())));
+        let driver = Driver::new(store, scheduler());
+        let mut srx = rx;
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = srx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = driver.run(stopped).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }));
+        LeaderLoops { stop, tasks }
+    }
+
+    /// Stops the loops and waits for them.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for LeaderLoops {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn stopped(rx: &watch::Receiver<bool>) -> bool {
+    *rx.borrow()
+}
+
+/// The orchestrator loop: reconciles every service touched by a change (all of
+/// them when nodes or the cluster change), and services whose delayed restarts
+/// come due; removes the tasks of deleted services.
+async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    let filter = Filter::kinds([Kind::Service, Kind::Task, Kind::Node, Kind::Cluster]);
+    let (view, mut watch) = store.view_and_watch(filter);
+    let mut dirty: BTreeSet<Id> = view.list::<Service>().map(|s| s.id.clone()).collect();
+    dirty.extend(
+        view.list::<Task>()
+            .filter(|t| !t.service_id.is_empty())
+            .map(|t| t.service_id.clone()),
+    );
+    drop(view);
+    let mut wake_at: Option<Timestamp> = None;
+    loop {
+        if stopped(&stop) {
+            return;
+        }
+        if !dirty.is_empty() {
+            let view = store.view();
+            let now = clock.now();
+            let mut plan = orchestrator::Plan::default();
+            let mut next_wake: Option<Timestamp> = None;
+            for sid in &dirty {
+                let p = match view.get::<Service>(sid) {
+                    Some(s) => orchestrator::reconcile(&view, &s, now),
+                    None => orchestrator::remove_service_tasks(&view, sid),
+                };
+                if let Some(w) = p.wake_at {
+                    next_wake = Some(next_wake.map_or(w, |n: Timestamp| n.min(w)));
+                }
+                plan.create.extend(p.create);
+                plan.update.extend(p.update);
+                plan.delete.extend(p.delete);
+            }
+            drop(view);
+            wake_at = next_wake;
+            if plan.is_empty() {
+                dirty.clear();
+            } else {
+                match store.update(|tx| plan.clone().apply(tx)).await {
+                    Ok(()) => dirty.clear(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "orchestration plan not committed; retrying");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+        }
+        let sleep = match wake_at {
+            Some(w) => w.since(clock.now()).max(Duration::from_millis(1)),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            e = watch.next() => {
+                let Some(first) = e else { return };
+                let mut events = vec![first];
+                while let Some(e) = watch.try_next() {
+                    events.push(e);
+                }
+                for e in events {
+                    for c in &e.changes {
+                        match c.object.kind() {
+                            Kind::Service => {
+                                dirty.insert(c.object.id().clone());
+                            }
+                            Kind::Task => {
+                                if let Some(t) = c.object.downcast::<Task>()
+                                    && !t.service_id.is_empty()
+                                {
+                                    dirty.insert(t.service_id.clone());
+                                }
+                            }
+                            Kind::Node | Kind::Cluster => {
+                                if c.object.downcast::<Node>().is_none_or(|_| node_change_matters(c)) {
+                                    dirty.extend(store.view().list::<Service>().map(|s| s.id.clone()));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let view = store.view();
+                dirty.extend(view.list::<Service>().map(|s| s.id.clone()));
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Whether a node change can change what the orchestrator wants: state,
+/// availability, role or labels (constraints), or the node coming or going.
+fn node_change_matters(c: &swarm_core::Change) -> bool {
+    let (Some(new), Some(old)) = (
+        c.object.downcast::<Node>(),
+        c.old.as_ref().and_then(|o| o.downcast::<Node>()),
+    ) else {
+        return true;
+    };
+    new.status.state != old.status.state
+        || new.spec != old.spec
+        || new.role != old.role
+        || new
+            .description
+            .as_ref()
+            .map(|d| (&d.platform, &d.engine.labels))
+            != old
+                .description
+                .as_ref()
+                .map(|d| (&d.platform, &d.engine.labels))
+}
+
+/// The allocator placeholder: moves NEW tasks that are wanted to PENDING, in
+/// batches (networks, VIPs and ports land with the networking issue).
+async fn allocate(store: Store, mut stop: watch::Receiver<bool>) {
+    let (view, mut watch) = store.view_and_watch(Filter::kinds([Kind::Task]));
+    let mut todo: BTreeSet<Id> = view
+        .list::<Task>()
+        .filter(|t| t.status.state == TaskState::New)
+        .map(|t| t.id.clone())
+        .collect();
+    drop(view);
+    loop {
+        if stopped(&stop) {
+            return;
+        }
+        if !todo.is_empty() {
+            let ids: Vec<Id> = std::mem::take(&mut todo).into_iter().collect();
+            let r = store
+                .update(|tx| {
+                    for id in &ids {
+                        let Some(t) = tx.get::<Task>(id) else {
+                            continue;
+                        };
+                        if t.status.state != TaskState::New || t.desired_state > TaskState::Running
+                        {
+                            continue;
+                        }
+                        let mut t = (*t).clone();
+                        t.status.state = TaskState::Pending;
+                        t.status.message = "pending task scheduling".into();
+                        t.status.timestamp = tx.now();
+                        tx.update(t)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "allocation not committed; retrying");
+                todo.extend(ids);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            e = watch.next() => {
+                let Some(first) = e else { return };
+                let mut events = vec![first];
+                while let Some(e) = watch.try_next() {
+                    events.push(e);
+                }
+                for e in events {
+                    for c in &e.changes {
+                        if let Some(t) = c.object.downcast::<Task>()
+                            && c.action != swarm_core::Action::Remove
+                            && t.status.state == TaskState::New
+                        {
+                            todo.insert(t.id.clone());
+                        }
+                    }
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
