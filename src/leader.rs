@@ -150,10 +150,10 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
                                     dirty.insert(t.service_id.clone());
                                 }
                             }
-                            Kind::Node | Kind::Cluster => {
-                                if c.object.downcast::<Node>().is_none_or(|_| node_change_matters(c)) {
-                                    dirty.extend(store.view().list::<Service>().map(|s| s.id.clone()));
-                                }
+                            Kind::Node | Kind::Cluster
+                                if c.object.downcast::<Node>().is_none_or(|_| node_change_matters(c)) =>
+                            {
+                                dirty.extend(store.view().list::<Service>().map(|s| s.id.clone()));
                             }
                             _ => {}
                         }

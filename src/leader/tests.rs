@@ -7,7 +7,7 @@ use swarm_core::{Id, Store, SystemClock};
 use super::*;
 
 fn factory() -> SchedulerFactory {
-    Arc::new(|| Box::new(swarm_sched::SpreadScheduler::default()) as Box<dyn Scheduler>)
+    Arc::new(|| Box::new(swarm_sched::SpreadScheduler) as Box<dyn Scheduler>)
 }
 
 async fn eventually(store: &Store, what: &str, f: impl Fn(&swarm_core::View) -> bool) {
