@@ -173,8 +173,9 @@ impl Driver {
             if report.considered > 0 {
                 tracing::debug!(?report, "scheduling pass");
             }
-            if !self.queue.is_empty() {
-                // More than one pass's worth queued: go on at once.
+            if !self.queue.is_empty() || self.retry_waiting {
+                // Work left (a capped pass, or events taken in after the
+                // write): go on at once.
                 if stop.as_mut().now_or_never().is_some() {
                     return Ok(());
                 }
