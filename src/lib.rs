@@ -28,10 +28,15 @@ pub mod control;
 pub mod dispatcher;
 mod error;
 pub mod leader;
+mod manager;
 pub mod orchestrator;
 pub mod rpc;
+pub mod state;
+mod worker;
 
 pub use error::{Error, Result};
+pub use manager::{Manager, ManagerConfig, hostname};
+pub use worker::{Worker, WorkerConfig};
 
 pub use swarm_core as core;
 pub use swarm_net as net;

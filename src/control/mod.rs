@@ -49,13 +49,24 @@ impl Control {
 
     /// Creates the cluster object (`docker swarm init`): ID, settings, the root CA
     /// and fresh worker and manager join tokens. Fails if a swarm exists.
-    pub async fn init_cluster(&self, mut spec: ClusterSpec, ca: &RootCa) -> Result<Arc<Cluster>> {
+    pub async fn init_cluster(&self, spec: ClusterSpec, ca: &RootCa) -> Result<Arc<Cluster>> {
+        self.init_cluster_as(Id::generate(), spec, ca).await
+    }
+
+    /// [`init_cluster`](Control::init_cluster) with a chosen cluster ID (the one
+    /// the first manager's certificate already names).
+    pub async fn init_cluster_as(
+        &self,
+        id: Id,
+        mut spec: ClusterSpec,
+        ca: &RootCa,
+    ) -> Result<Arc<Cluster>> {
         spec.annotations = Annotations {
             name: DEFAULT_CLUSTER_NAME.into(),
             ..spec.annotations
         };
         let cluster = Cluster {
-            id: Id::generate(),
+            id,
             spec,
             root_ca: RootCaObject {
                 ca_key: ca.key_pem().unwrap_or_default().as_bytes().to_vec(),

@@ -1,0 +1,410 @@
+//! A manager node: raft member, control API, CA, dispatcher, the leader loops
+//! when it leads, and (unless given no runtime) an agent running tasks like any
+//! worker.
+//!
+//! ```text
+//!   cluster port (mTLS, tonic) ──► Ca · Raft · Dispatcher services
+//!   RaftNode ◄── RpcTransport ──► other managers        Store ◄── Control API
+//!   leadership watch ──► LeaderLoops (orchestrator, allocator, scheduler)
+//!   Agent ── session ──► its own dispatcher
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_core::types::{ClusterSpec, ManagerStatus, Node, NodeRole, NodeState, Reachability};
+use swarm_core::{Id, Kind, Store, SystemClock};
+use swarm_raft::{RaftNode, Start};
+use swarm_runtime::Runtime;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::agent::Agent;
+use crate::agent::session::{SessionConfig, run as run_session};
+use crate::ca::{NodeIdentity, RootCa, client_config, cluster_server_config};
+use crate::control::Control;
+use crate::dispatcher::Dispatcher;
+use crate::error::{Error, Result};
+use crate::leader::{LeaderLoops, SchedulerFactory};
+use crate::rpc::ca::CaService;
+use crate::rpc::raft::{RaftService, RpcTransport};
+use crate::state::{DataDir, NodeFile, describe};
+
+/// How to run a manager.
+#[derive(Clone)]
+pub struct ManagerConfig {
+    /// Where the node keeps its identity, raft log and task state.
+    pub data_dir: PathBuf,
+    /// Where the cluster port listens (`host:port`; port 0 picks one).
+    pub listen_addr: String,
+    /// The address other nodes reach this one on (default: the bound address).
+    pub advertise_addr: Option<String>,
+    /// The host name the node reports.
+    pub hostname: String,
+    /// The runtime the manager's own agent runs tasks with (`None`: it runs none).
+    pub runtime: Option<Arc<dyn Runtime>>,
+    /// The scheduler the leader runs (default: SwarmKit's spread).
+    pub scheduler: SchedulerFactory,
+    /// Settings of a new swarm (`init`).
+    pub cluster_spec: ClusterSpec,
+    /// Raft tick interval (default 100 ms: a lost leader is replaced in ~1–2 s).
+    pub tick_interval: Duration,
+}
+
+impl std::fmt::Debug for ManagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen_addr", &self.listen_addr)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerConfig {
+    /// A manager keeping its state in `data_dir` and listening on `listen_addr`,
+    /// with the default scheduler, no runtime, and SwarmKit's default settings.
+    pub fn new(data_dir: impl Into<PathBuf>, listen_addr: impl Into<String>) -> ManagerConfig {
+        ManagerConfig {
+            data_dir: data_dir.into(),
+            listen_addr: listen_addr.into(),
+            advertise_addr: None,
+            hostname: hostname(),
+            runtime: None,
+            scheduler: Arc::new(|| {
+                Box::new(swarm_sched::SpreadScheduler) as Box<dyn swarm_sched::Scheduler>
+            }),
+            cluster_spec: ClusterSpec::default(),
+            tick_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Sets the advertised address.
+    pub fn advertise_addr(mut self, addr: impl Into<String>) -> Self {
+        self.advertise_addr = Some(addr.into());
+        self
+    }
+
+    /// Sets the host name.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = name.into();
+        self
+    }
+
+    /// Runs tasks on this manager with `runtime`.
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Uses another scheduler.
+    pub fn scheduler(mut self, factory: SchedulerFactory) -> Self {
+        self.scheduler = factory;
+        self
+    }
+
+    /// Settings for a new swarm.
+    pub fn cluster_spec(mut self, spec: ClusterSpec) -> Self {
+        self.cluster_spec = spec;
+        self
+    }
+
+    /// Raft tick interval.
+    pub fn tick_interval(mut self, tick: Duration) -> Self {
+        self.tick_interval = tick;
+        self
+    }
+}
+
+/// The host's name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A running manager.
+pub struct Manager {
+    node_id: Id,
+    addr: String,
+    control: Control,
+    raft: Arc<RaftNode>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("node_id", &self.node_id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Starts a manager: restarts the one saved in the data directory, or else
+    /// creates a new swarm (`docker swarm init`) with this node as its first
+    /// manager.
+    pub async fn start(cfg: ManagerConfig) -> Result<Manager> {
+        let dir = DataDir::open(&cfg.data_dir)?;
+        if dir.has_node() {
+            let (node, identity, ca) = dir.load()?;
+            if node.role != NodeRole::Manager {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds a worker; start it as a worker",
+                    cfg.data_dir.display()
+                )));
+            }
+            return Manager::run(cfg, dir, node, identity, ca, None).await;
+        }
+        let ca = RootCa::generate()?;
+        let cluster_id = Id::generate();
+        let node_id = Id::generate();
+        let (key, csr) = crate::ca::new_key_and_csr()?;
+        let expiry = cfg.cluster_spec.ca_config.node_cert_expiry;
+        let cert = ca.issue(&csr, &node_id, NodeRole::Manager, &cluster_id, expiry)?;
+        let identity = NodeIdentity::from_pem(&key, &cert)?;
+        let raft_id = loop {
+            let r: u64 = rand::random();
+            if r != 0 {
+                break r;
+            }
+        };
+        let node = NodeFile {
+            node_id,
+            cluster_id,
+            role: NodeRole::Manager,
+            raft_id,
+            managers: Vec::new(),
+        };
+        dir.save(&node, &identity, &ca)?;
+        Manager::run(cfg, dir, node, identity, ca, Some(())).await
+    }
+
+    async fn run(
+        cfg: ManagerConfig,
+        dir: DataDir,
+        node: NodeFile,
+        identity: NodeIdentity,
+        ca: RootCa,
+        init: Option<()>,
+    ) -> Result<Manager> {
+        let listener = TcpListener::bind(&cfg.listen_addr).await.map_err(|e| {
+            Error::InvalidArgument(format!("cannot listen on {}: {e}", cfg.listen_addr))
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .to_string();
+        let addr = cfg.advertise_addr.clone().unwrap_or(bound);
+
+        let store = Store::new();
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let transport = RpcTransport::new(
+            node.raft_id,
+            inbox_tx.clone(),
+            client_config(&ca, &identity)?,
+        );
+        let mut raft_cfg =
+            swarm_raft::Config::new(node.raft_id, dir.raft_dir(), &cfg.cluster_spec.raft);
+        raft_cfg.tick_interval = cfg.tick_interval;
+        let start = match init {
+            Some(()) => Start::NewCluster(BTreeMap::from([(node.raft_id, addr.clone())])),
+            None => Start::Join,
+        };
+        let raft = Arc::new(
+            RaftNode::start(raft_cfg, store.clone(), transport, inbox_rx, start)
+                .map_err(|e| Error::Unavailable(format!("raft: {e}")))?,
+        );
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let router = tonic::transport::Server::builder()
+            .add_service(crate::rpc::proto::ca_server::CaServer::new(CaService::new(
+                ca.clone(),
+                store.clone(),
+            )))
+            .add_service(RaftService::new(inbox_tx).server())
+            .add_service(Dispatcher::start(store.clone()).server());
+        let tls = cluster_server_config(&ca, &identity)?;
+        let mut srv_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = crate::rpc::tls::incoming(listener, tls);
+            let shutdown = async move {
+                let _ = srv_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "cluster RPC server stopped");
+            }
+        }));
+
+        raft.wait_for_leader(Duration::from_secs(30))
+            .await
+            .map_err(|e| Error::Unavailable(format!("raft: {e}")))?;
+        let control = Control::new(store.clone());
+        if init.is_some() {
+            control
+                .init_cluster_as(node.cluster_id.clone(), cfg.cluster_spec.clone(), &ca)
+                .await?;
+            let me = Node {
+                id: node.node_id.clone(),
+                spec: swarm_core::types::NodeSpec {
+                    desired_role: NodeRole::Manager,
+                    ..Default::default()
+                },
+                role: NodeRole::Manager,
+                description: Some(describe(&cfg.hostname)),
+                status: swarm_core::types::NodeStatus {
+                    state: NodeState::Ready,
+                    ..Default::default()
+                },
+                manager_status: Some(ManagerStatus {
+                    raft_id: node.raft_id,
+                    addr: addr.clone(),
+                    leader: true,
+                    reachability: Reachability::Reachable,
+                }),
+                ..Default::default()
+            };
+            store.update(|tx| tx.create(me).map(drop)).await?;
+        }
+
+        tasks.push(tokio::spawn(follow_leadership(
+            raft.clone(),
+            store.clone(),
+            node.node_id.clone(),
+            cfg.scheduler.clone(),
+            stop_rx.clone(),
+        )));
+
+        if let Some(runtime) = cfg.runtime.clone() {
+            let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
+                .await
+                .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+            let session = SessionConfig {
+                managers: vec![addr.clone()],
+                tls: client_config(&ca, &identity)?,
+                description: describe(&cfg.hostname),
+            };
+            let srx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                run_session(session, agent, updates, srx).await.detach();
+            }));
+        }
+        tracing::info!(node = %node.node_id, addr = %addr, "manager started");
+        Ok(Manager {
+            node_id: node.node_id,
+            addr,
+            control,
+            raft,
+            stop,
+            tasks,
+        })
+    }
+
+    /// This node's ID.
+    pub fn node_id(&self) -> &Id {
+        &self.node_id
+    }
+
+    /// The address other nodes reach this manager on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The control API.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Whether this manager is the raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Stops the manager. Tasks its agent runs keep running; a restart adopts them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.raft.shutdown();
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.raft.shutdown();
+    }
+}
+
+/// Starts the leader loops while this member leads, stops them when it does not,
+/// and records who leads in the managers' node objects.
+async fn follow_leadership(
+    raft: Arc<RaftNode>,
+    store: Store,
+    node_id: Id,
+    scheduler: SchedulerFactory,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leadership = raft.watch_leadership();
+    let mut loops: Option<LeaderLoops> = None;
+    loop {
+        let leading = leadership.borrow_and_update().leader == Some(raft.id());
+        if leading && loops.is_none() {
+            tracing::info!(node = %node_id, "leading: starting the orchestrator, allocator and scheduler");
+            loops = Some(LeaderLoops::start(
+                store.clone(),
+                scheduler.clone(),
+                Arc::new(SystemClock),
+            ));
+            let raft_id = raft.id();
+            let r = store
+                .update(|tx| {
+                    let managers: Vec<_> = tx
+                        .list::<Node>()
+                        .filter(|n| n.manager_status.is_some())
+                        .collect();
+                    for n in managers {
+                        let ms = n.manager_status.as_ref().expect("filtered");
+                        let lead = ms.raft_id == raft_id;
+                        if ms.leader != lead {
+                            let mut n = (*n).clone();
+                            if let Some(ms) = n.manager_status.as_mut() {
+                                ms.leader = lead;
+                            }
+                            tx.update(n)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not record the new leader");
+            }
+        } else if !leading && let Some(l) = loops.take() {
+            tracing::info!(node = %node_id, "no longer leading: stopping the leader loops");
+            l.stop().await;
+        }
+        tokio::select! {
+            r = leadership.changed() => if r.is_err() { break },
+            _ = stop.changed() => if *stop.borrow() { break },
+        }
+    }
+    if let Some(l) = loops.take() {
+        l.stop().await;
+    }
+    let _ = Kind::Node;
+}

@@ -1,0 +1,182 @@
+//! What a node keeps in its data directory so it comes back as itself after a
+//! restart: its identity (key, certificate, the root CA), its role and raft ID,
+//! and the managers it knows.
+//!
+//! ```text
+//! <data dir>/node.json               node ID, cluster ID, role, raft ID, managers
+//! <data dir>/certificates/ca.crt     root CA certificate
+//! <data dir>/certificates/ca.key     root CA key (managers)
+//! <data dir>/certificates/node.key   the node's key (mode 0600)
+//! <data dir>/certificates/node.crt   the node's certificate
+//! <data dir>/raft/                   the raft log and snapshots (managers)
+//! <data dir>/runtime/                the process runtime's state
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use swarm_core::Id;
+use swarm_core::types::NodeRole;
+
+use crate::ca::{NodeIdentity, RootCa};
+use crate::error::{Error, Result};
+
+/// The node's saved facts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// The node ID.
+    pub node_id: Id,
+    /// The cluster ID.
+    pub cluster_id: Id,
+    /// The role the certificate grants.
+    pub role: NodeRole,
+    /// The raft member ID (managers).
+    pub raft_id: u64,
+    /// Manager addresses known.
+    pub managers: Vec<String>,
+}
+
+/// A data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Unavailable(format!("{}: {e}", path.display()))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+impl DataDir {
+    /// The data directory at `root`, created if missing.
+    pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
+        let root = root.into();
+        fs::create_dir_all(root.join("certificates")).map_err(|e| io(&root, e))?;
+        Ok(DataDir { root })
+    }
+
+    /// The root path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where raft keeps its files.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
+    }
+
+    /// Where the process runtime keeps its state.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.root.join("certificates")
+    }
+
+    /// Whether a node was saved here (the node belongs to a swarm).
+    pub fn has_node(&self) -> bool {
+        self.root.join("node.json").exists()
+    }
+
+    /// Saves the node's facts, identity and CA.
+    pub fn save(&self, node: &NodeFile, identity: &NodeIdentity, ca: &RootCa) -> Result<()> {
+        let certs = self.certs();
+        write_atomic(&certs.join("ca.crt"), ca.cert_pem().as_bytes(), false)?;
+        if let Some(key) = ca.key_pem() {
+            write_atomic(&certs.join("ca.key"), key.as_bytes(), true)?;
+        }
+        write_atomic(&certs.join("node.key"), identity.key_pem().as_bytes(), true)?;
+        write_atomic(
+            &certs.join("node.crt"),
+            identity.cert_pem().as_bytes(),
+            false,
+        )?;
+        self.save_node(node)
+    }
+
+    /// Saves the node's facts only (e.g. a new manager list).
+    pub fn save_node(&self, node: &NodeFile) -> Result<()> {
+        let json = serde_json::to_vec_pretty(node).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&self.root.join("node.json"), &json, false)
+    }
+
+    /// Loads what [`save`](DataDir::save) wrote. A missing or damaged file is an
+    /// error naming it.
+    pub fn load(&self) -> Result<(NodeFile, NodeIdentity, RootCa)> {
+        let read = |p: PathBuf| fs::read_to_string(&p).map_err(|e| io(&p, e));
+        let node: NodeFile =
+            serde_json::from_str(&read(self.root.join("node.json"))?).map_err(|e| {
+                Error::InvalidArgument(format!("{}: {e}", self.root.join("node.json").display()))
+            })?;
+        let certs = self.certs();
+        let ca_key = fs::read_to_string(certs.join("ca.key")).ok();
+        let ca = RootCa::from_pem(&read(certs.join("ca.crt"))?, ca_key.as_deref())?;
+        let identity = NodeIdentity::from_pem(
+            &read(certs.join("node.key"))?,
+            &read(certs.join("node.crt"))?,
+        )?;
+        if identity.peer.node_id != node.node_id {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the certificate is for node {}, not {}",
+                certs.display(),
+                identity.peer.node_id,
+                node.node_id
+            )));
+        }
+        Ok((node, identity, ca))
+    }
+}
+
+/// What this host reports about itself: hostname, platform, CPUs and memory.
+pub fn describe(hostname: &str) -> swarm_core::types::NodeDescription {
+    use swarm_core::types::*;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let memory = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<i64>().ok())
+                })
+        })
+        .map_or(0, |kb| kb * 1024);
+    NodeDescription {
+        hostname: hostname.to_string(),
+        platform: Platform {
+            architecture: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+        },
+        resources: Resources {
+            nano_cpus: cpus * 1_000_000_000,
+            memory_bytes: memory,
+            generic: Vec::new(),
+        },
+        engine: EngineDescription {
+            engine_version: format!("swarm-{}", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        },
+        tls_root_ca: Vec::new(),
+    }
+}

@@ -1,0 +1,148 @@
+//! A worker node: joins the swarm with a token (once), then keeps a dispatcher
+//! session with some manager and runs the tasks assigned to it through its
+//! runtime. Restarted with the same data directory it comes back as the same
+//! node and adopts the tasks it was running.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_core::types::NodeRole;
+use swarm_core::{Id, SystemClock};
+use swarm_runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::Agent;
+use crate::agent::session::{SessionConfig, run as run_session};
+use crate::ca::client_config;
+use crate::error::{Error, Result};
+use crate::rpc::ca::join;
+use crate::state::{DataDir, NodeFile, describe};
+
+/// How to run a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Where the node keeps its identity and task state.
+    pub data_dir: PathBuf,
+    /// The host name the node reports.
+    pub hostname: String,
+    /// The address the node is reached on (for host-published ports).
+    pub advertise_addr: String,
+    /// A manager's address and a join token, for the first start.
+    pub join: Option<(String, String)>,
+}
+
+impl WorkerConfig {
+    /// A worker keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> WorkerConfig {
+        WorkerConfig {
+            data_dir: data_dir.into(),
+            hostname: crate::hostname(),
+            advertise_addr: String::new(),
+            join: None,
+        }
+    }
+
+    /// Joins through the manager at `remote` with `token` on the first start.
+    pub fn join(mut self, remote: impl Into<String>, token: impl Into<String>) -> Self {
+        self.join = Some((remote.into(), token.into()));
+        self
+    }
+
+    /// Sets the host name.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = name.into();
+        self
+    }
+}
+
+/// A running worker.
+pub struct Worker {
+    node_id: Id,
+    stop: watch::Sender<bool>,
+    session: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts a worker: the one saved in the data directory, or else joins with
+    /// `config.join`. A wrong or rotated token is refused and nothing is saved.
+    pub async fn start(config: WorkerConfig, runtime: Arc<dyn Runtime>) -> Result<Worker> {
+        let dir = DataDir::open(&config.data_dir)?;
+        let (node, identity, ca) = if dir.has_node() {
+            dir.load()?
+        } else {
+            let Some((remote, token)) = &config.join else {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds no node: give a manager address and a join token",
+                    config.data_dir.display()
+                )));
+            };
+            let joined = join(remote, token, &config.hostname, &config.advertise_addr).await?;
+            if joined.identity.peer.role == NodeRole::Manager {
+                return Err(Error::InvalidArgument(
+                    "this is a manager join token: start the node as a manager, or use the worker token".into(),
+                ));
+            }
+            let mut managers = vec![remote.clone()];
+            managers.extend(joined.managers.iter().filter(|m| *m != remote).cloned());
+            let node = NodeFile {
+                node_id: joined.identity.peer.node_id.clone(),
+                cluster_id: joined.identity.peer.cluster_id.clone(),
+                role: NodeRole::Worker,
+                raft_id: 0,
+                managers,
+            };
+            dir.save(&node, &joined.identity, &joined.ca)?;
+            (node, joined.identity, joined.ca)
+        };
+        let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
+            .await
+            .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+        let session = SessionConfig {
+            managers: node.managers.clone(),
+            tls: client_config(&ca, &identity)?,
+            description: describe(&config.hostname),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            run_session(session, agent, updates, stop_rx).await.detach();
+        });
+        tracing::info!(node = %node.node_id, "worker started");
+        Ok(Worker {
+            node_id: node.node_id,
+            stop,
+            session: Some(handle),
+        })
+    }
+
+    /// This node's ID.
+    pub fn node_id(&self) -> &Id {
+        &self.node_id
+    }
+
+    /// Stops the worker. Its tasks keep running; a restart adopts them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.session.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = &self.session {
+            h.abort();
+        }
+    }
+}

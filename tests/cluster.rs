@@ -1,0 +1,173 @@
+//! A whole swarm in one process over real sockets: one manager and two workers,
+//! each with its own data directory and process runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm::control::TaskFilter;
+use swarm::core::types::*;
+use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
+
+struct Cluster {
+    _dirs: Vec<tempfile::TempDir>,
+    manager: Manager,
+    workers: Vec<Worker>,
+    runtimes: Vec<Arc<dyn Runtime>>,
+}
+
+fn runtime(dir: &std::path::Path) -> Arc<dyn Runtime> {
+    Arc::new(ProcessRuntime::new(dir.join("runtime")).unwrap())
+}
+
+async fn cluster(workers: usize) -> Cluster {
+    let mut dirs = Vec::new();
+    let mut runtimes = Vec::new();
+    let d = tempfile::tempdir().unwrap();
+    let rt = runtime(d.path());
+    runtimes.push(rt.clone());
+    let manager = Manager::start(
+        ManagerConfig::new(d.path(), "127.0.0.1:0")
+            .hostname("manager1")
+            .runtime(rt)
+            .tick_interval(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    dirs.push(d);
+    let token = manager.control().join_tokens().unwrap().worker;
+    let mut ws = Vec::new();
+    for i in 1..=workers {
+        let d = tempfile::tempdir().unwrap();
+        let rt = runtime(d.path());
+        runtimes.push(rt.clone());
+        let cfg = WorkerConfig::new(d.path())
+            .hostname(format!("worker{i}"))
+            .join(manager.addr(), &token);
+        ws.push(Worker::start(cfg, rt).await.unwrap());
+        dirs.push(d);
+    }
+    Cluster {
+        _dirs: dirs,
+        manager,
+        workers: ws,
+        runtimes,
+    }
+}
+
+async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn spec(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        annotations: Annotations::named(name),
+        task: TaskSpec {
+            container: ContainerSpec {
+                image: "busybox".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), "sleep 600".into()],
+                stop_grace_period: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        mode: ServiceMode::Replicated { replicas },
+        ..Default::default()
+    }
+}
+
+fn running(c: &Cluster, service: &str) -> Vec<std::sync::Arc<Task>> {
+    c.manager
+        .control()
+        .list_tasks(&TaskFilter {
+            services: vec![service.into()],
+            ..Default::default()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_join_and_a_service_runs_scales_and_goes() {
+    let c = cluster(2).await;
+    let control = c.manager.control().clone();
+    eventually("three ready nodes", || {
+        control
+            .list_nodes(&Default::default())
+            .iter()
+            .filter(|n| n.status.state == NodeState::Ready)
+            .count()
+            == 3
+    })
+    .await;
+
+    control.create_service(spec("web", 3)).await.unwrap();
+    eventually("3 running tasks", || running(&c, "web").len() == 3).await;
+    let mut nodes: Vec<_> = running(&c, "web")
+        .iter()
+        .map(|t| t.node_id.clone())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one per node");
+
+    control.scale_service("web", 5).await.unwrap();
+    eventually("5 running tasks", || running(&c, "web").len() == 5).await;
+    control.scale_service("web", 2).await.unwrap();
+    eventually("2 running tasks", || {
+        let all = control
+            .list_tasks(&TaskFilter {
+                services: vec!["web".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        running(&c, "web").len() == 2
+            && all
+                .iter()
+                .filter(|t| t.status.state == TaskState::Running)
+                .count()
+                == 2
+    })
+    .await;
+
+    control.remove_service("web").await.unwrap();
+    let runtimes = c.runtimes.clone();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut left = 0;
+            for rt in &runtimes {
+                left += rt.list().await.unwrap().len();
+            }
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every task of the removed service is gone from every node");
+    for w in c.workers {
+        w.shutdown().await;
+    }
+    c.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_and_the_node_stays_out() {
+    let c = cluster(0).await;
+    let d = tempfile::tempdir().unwrap();
+    let ca_other = swarm::ca::RootCa::generate().unwrap();
+    let cfg = WorkerConfig::new(d.path()).join(c.manager.addr(), ca_other.new_join_token());
+    let err = Worker::start(cfg, runtime(d.path())).await.unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert_eq!(c.manager.control().list_nodes(&Default::default()).len(), 1);
+    c.manager.shutdown().await;
+}
