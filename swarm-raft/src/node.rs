@@ -240,10 +240,12 @@ impl RaftNode {
         }
     }
 
-    /// Stops the driver (after its current step) and detaches it from the store.
-    /// Later calls fail with `Stopped`.
+    /// Stops the driver (after its current step). Later calls fail with
+    /// `Stopped`, and so do writes to the store: it never commits on its own
+    /// again, which would make it diverge from the group. Call it before
+    /// dropping the last handle: the store holds the node until then.
     pub fn shutdown(&self) {
-        self.shared.store.clear_proposer();
+        self.shared.store.set_proposer(Arc::new(Stopped));
         let _ = self.shared.cmds.send(Cmd::Stop);
         if let Some(t) = self.shared.thread.lock().take() {
             let _ = t.join();
@@ -433,6 +435,16 @@ impl RaftNode {
                 return Err(RaftError::Timeout(self.shared.timeout));
             }
         }
+    }
+}
+
+/// The proposer of a store whose member has stopped.
+struct Stopped;
+
+#[async_trait]
+impl Proposer for Stopped {
+    async fn propose(&self, _batch: Vec<StoreAction>) -> swarm_core::Result<u64> {
+        Err(RaftError::Stopped.into())
     }
 }
 

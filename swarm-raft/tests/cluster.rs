@@ -27,9 +27,11 @@ async fn one_three_and_five_members_replicate_every_write() {
             w.await.unwrap();
         }
         let total = 20 * n as usize;
-        assert_eq!(services(c.store(leader)), total);
         for id in c.members.keys() {
             c.node(*id).read_index().await.unwrap();
+        }
+        assert_eq!(services(c.store(leader)), total);
+        for id in c.members.keys() {
             assert_eq!(services(c.store(*id)), total, "member {id} of {n}");
             assert_eq!(c.store(*id).index(), c.store(leader).index());
         }
@@ -157,4 +159,16 @@ async fn read_index_sees_writes_made_through_other_members() {
         assert!(has(c.store(id), &format!("w{id}")));
     }
     let _ = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_refuses_writes_instead_of_diverging() {
+    let mut c = MemCluster::new(1);
+    let leader = c.leader().await;
+    put_retry(c.store(leader), "a").await;
+    let store = c.store(leader).clone();
+    c.stop(leader);
+    let err = put(&store, "b").await.unwrap_err();
+    assert!(matches!(err, swarm_core::Error::Unavailable(_)), "{err}");
+    assert!(!has(&store, "b"));
 }

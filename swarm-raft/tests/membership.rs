@@ -48,6 +48,7 @@ async fn add_and_remove_members() {
     c.stop(3);
     assert_eq!(c.node(leader).status().await.unwrap().voters, vec![1, 2]);
     put_retry(c.store(2), "two").await;
+    c.node(leader).read_index().await.unwrap();
     assert!(has(c.store(leader), "two"));
 }
 

@@ -67,5 +67,6 @@ async fn a_new_member_receives_the_snapshot_then_the_log() {
     let st = c.node(leader).status().await.unwrap();
     assert_eq!(st.voters, vec![1, 2]);
     put_retry(c.store(2), "from-new").await;
+    c.node(leader).read_index().await.unwrap();
     assert!(has(c.store(leader), "from-new"));
 }

@@ -30,6 +30,10 @@ pub type InboxSender = mpsc::UnboundedSender<Message>;
 /// [`unreachable`] report (or, for a snapshot, a [`snapshot_status`] report) into
 /// the sender's own inbox; the member steps those reports. Messages from one
 /// member to another should keep their order on a healthy link.
+///
+/// Both methods are called from the member's driver thread, which runs its own
+/// single-threaded runtime and blocks on fsync: do not block in them, and spawn
+/// any task onto a runtime handle captured beforehand, not with `tokio::spawn`.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `msg` to member `msg.to`.
     fn send(&self, msg: Message);

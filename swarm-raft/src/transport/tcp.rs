@@ -39,6 +39,9 @@ pub struct TcpTransport {
     peers: Mutex<HashMap<u64, Peer>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime `bind` ran on: writers spawned later (from the member's
+    /// driver thread) run there too.
+    rt: tokio::runtime::Handle,
 }
 
 impl TcpTransport {
@@ -60,6 +63,7 @@ impl TcpTransport {
             peers: Mutex::new(HashMap::new()),
             stop,
             tasks: Mutex::new(Vec::new()),
+            rt: tokio::runtime::Handle::current(),
         });
         let accept = tokio::spawn(accept_loop(listener, inbox, t.stop.subscribe()));
         t.tasks.lock().push(accept);
@@ -127,7 +131,7 @@ impl Transport for TcpTransport {
                     addr: a.to_string(),
                     inbox: self.inbox.clone(),
                 };
-                let task = tokio::spawn(w.run(rx, self.stop.subscribe()));
+                let task = self.rt.spawn(w.run(rx, self.stop.subscribe()));
                 let mut tasks = self.tasks.lock();
                 tasks.retain(|t| !t.is_finished());
                 tasks.push(task);
