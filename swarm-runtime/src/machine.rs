@@ -286,4 +286,137 @@ mod tests {
             }
         }
     }
+
+    /// A runtime whose calls fail as scripted: `unavailable` temporary failures of
+    /// `start` before it works, then an exit with `exit_code`.
+    struct Scripted {
+        unavailable: std::sync::Mutex<u32>,
+        exit_code: i32,
+        prepare_error: Option<fn() -> Error>,
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        async fn prepare(&self, _: &Task) -> Result<()> {
+            self.prepare_error.map_or(Ok(()), |e| Err(e()))
+        }
+        async fn create(&self, t: &Task) -> Result<ContainerStatus> {
+            Ok(ContainerStatus {
+                container_id: format!("c-{}", t.id),
+                ..Default::default()
+            })
+        }
+        async fn start(&self, _: &str) -> Result<()> {
+            let mut left = self.unavailable.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(Error::Unavailable("engine restarting".into()));
+            }
+            Ok(())
+        }
+        async fn wait(&self, _: &str) -> Result<i32> {
+            Ok(self.exit_code)
+        }
+        async fn stop(&self, _: &str, _: Option<Duration>) -> Result<()> {
+            Ok(())
+        }
+        async fn remove(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn inspect(&self, id: &str) -> Result<crate::Inspection> {
+            Ok(crate::Inspection {
+                labels: Default::default(),
+                image: String::new(),
+                state: crate::ContainerState::Running,
+                exit_code: None,
+                container: ContainerStatus {
+                    container_id: format!("c-{id}"),
+                    pid: 42,
+                    exit_code: 0,
+                },
+                ports: Vec::new(),
+                started_at: None,
+                finished_at: None,
+            })
+        }
+        async fn list(&self) -> Result<Vec<crate::Inspection>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn scripted(unavailable: u32, exit_code: i32) -> Scripted {
+        Scripted {
+            unavailable: std::sync::Mutex::new(unavailable),
+            exit_code,
+            prepare_error: None,
+        }
+    }
+
+    fn new_task() -> Task {
+        Task {
+            id: swarm_core::Id::from("t"),
+            desired_state: Running,
+            status: TaskStatus {
+                state: Assigned,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    async fn run(rt: &Scripted) -> (Task, Vec<TaskState>) {
+        let clock = swarm_core::ManualClock::new(Timestamp::ZERO);
+        let (_tx, rx) = watch::channel(Running);
+        let mut seen = Vec::new();
+        let task = drive(rt, &clock, new_task(), rx, |s| seen.push(s.state)).await;
+        (task, seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn temporary_errors_are_retried_then_fail_the_task() {
+        let (task, seen) = run(&scripted(3, 0)).await;
+        assert_eq!(
+            seen,
+            [Accepted, Preparing, Ready, Starting, Running, Complete]
+        );
+        let container = task.status.container_status.unwrap();
+        assert_eq!(
+            (container.container_id.as_str(), container.exit_code),
+            ("c-t", 0)
+        );
+
+        let (task, seen) = run(&scripted(MAX_TEMPORARY_RETRIES + 1, 0)).await;
+        assert_eq!(seen.last(), Some(&Failed));
+        assert_eq!(task.status.message, "runtime unavailable");
+        assert_eq!(task.status.err, "runtime unavailable: engine restarting");
+    }
+
+    #[tokio::test]
+    async fn errors_become_statuses() {
+        let rt = Scripted {
+            prepare_error: Some(|| Error::NoSuchImage {
+                image: "redis:3.0.7".into(),
+            }),
+            ..scripted(0, 0)
+        };
+        let (task, seen) = run(&rt).await;
+        assert_eq!(seen, [Accepted, Preparing, Rejected]);
+        assert_eq!(task.status.err, "No such image: redis:3.0.7");
+        assert_eq!(task.status.timestamp, Timestamp::ZERO, "the injected clock");
+
+        let mut t = new_task();
+        t.status.state = Running;
+        let clock = swarm_core::ManualClock::new(Timestamp::ZERO);
+        let s = advance(&scripted(0, 2), &clock, &t).await.unwrap().unwrap();
+        assert_eq!(
+            (s.state, s.err.as_str()),
+            (Failed, "task: non-zero exit (2)")
+        );
+        assert_eq!(s.container_status.unwrap().exit_code, 2);
+        t.status.state = Complete;
+        assert_eq!(advance(&scripted(0, 0), &clock, &t).await.unwrap(), None);
+    }
 }
