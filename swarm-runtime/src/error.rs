@@ -46,6 +46,13 @@ pub enum Error {
         /// Whether the failure is permanent on this node.
         rejected: bool,
     },
+    /// The task exited but its exit code is lost: it was not a child of this
+    /// process (the agent restarted while it ran). The task is FAILED.
+    #[error("task: exit status unknown (it exited while no runtime watched it)")]
+    ExitUnknown {
+        /// The task ID.
+        task_id: String,
+    },
     /// The runtime knows no task with this ID (never created, or removed).
     #[error("no such task: {task_id}")]
     NotFound {

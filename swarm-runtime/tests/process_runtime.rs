@@ -195,3 +195,55 @@ async fn bad_specs_are_rejected_by_the_state_machine() {
         Err(Error::InvalidSpec { .. })
     ));
 }
+
+/// Not a check on its own: the other process of `adopts_tasks_of_another_process`,
+/// which starts a task and exits without waiting for it.
+#[tokio::test]
+#[ignore = "run by adopts_tasks_of_another_process in a child process"]
+async fn helper_start_task_and_exit() {
+    let Ok(dir) = std::env::var("SWARM_ADOPT_DIR") else {
+        return;
+    };
+    let rt = ProcessRuntime::new(dir).unwrap();
+    let t = task("crossproc", "sleep 300 & wait");
+    rt.prepare(&t).await.unwrap();
+    rt.create(&t).await.unwrap();
+    rt.start(&t.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn adopts_tasks_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_start_task_and_exit"])
+        .env("SWARM_ADOPT_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The agent that started it is gone; a new one finds it running.
+    let rt = ProcessRuntime::new(dir.path()).unwrap();
+    let listed = rt.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].labels.task_id, "crossproc");
+    assert_eq!(listed[0].state, ContainerState::Running);
+    let pid = listed[0].container.pid;
+    assert!(pid > 0);
+
+    // It controls it; the exit code went with the old parent.
+    rt.stop("crossproc", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        rt.wait("crossproc").await,
+        Err(Error::ExitUnknown { .. })
+    ));
+    assert_eq!(
+        rt.inspect("crossproc").await.unwrap().state,
+        ContainerState::Exited
+    );
+    assert_eq!(group_members_after_kill(pid).await, Vec::<i32>::new());
+    rt.remove("crossproc").await.unwrap();
+    assert!(rt.list().await.unwrap().is_empty());
+}

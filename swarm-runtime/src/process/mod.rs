@@ -179,10 +179,8 @@ impl ProcessRuntime {
                         return Ok(code);
                     }
                 }
-                return Err(Error::StartFailed {
-                    message: "task: exit status unknown (it exited while no runtime watched it)"
-                        .into(),
-                    rejected: false,
+                return Err(Error::ExitUnknown {
+                    task_id: task_id.to_string(),
                 });
             }
             tokio::time::sleep(ADOPTED_POLL).await;
@@ -434,7 +432,7 @@ impl Runtime for ProcessRuntime {
         Self::signal_group(&state, Signal::SIGKILL)?;
         match tokio::time::timeout(KILL_TIMEOUT, self.wait(task_id)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(Error::StartFailed { .. })) => Ok(()),
+            Ok(Err(Error::ExitUnknown { .. })) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Unavailable(format!(
                 "task {task_id} survived SIGKILL for {KILL_TIMEOUT:?}"
