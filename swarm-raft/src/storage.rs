@@ -370,3 +370,109 @@ impl From<RaftError> for raft::Error {
         storage_err(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|index| Entry {
+                index,
+                term,
+                data: Bytes::from(index.to_le_bytes().to_vec()),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn append(s: &mut DiskStorage, ents: &[Entry]) {
+        let mut b = LogBatch::default();
+        s.append(&mut b, ents).unwrap();
+        s.write(&mut b, true).unwrap();
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn entries_survive_reopen_compaction_and_snapshot_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStorage::open(tmp.path()).unwrap();
+        assert!(s.is_empty());
+        append(&mut s, &entries(1, 100, 1));
+        // A conflicting suffix from a new leader replaces the tail.
+        append(&mut s, &entries(90, 95, 2));
+        assert_eq!(s.last_index().unwrap(), 95);
+        drop(s);
+
+        let mut s = DiskStorage::open(tmp.path()).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 95));
+        assert_eq!(s.term(89).unwrap(), 1);
+        assert_eq!(s.term(90).unwrap(), 2);
+        let got = s.entries(10, 20, None, ctx()).unwrap();
+        assert_eq!(got, entries(10, 19, 1));
+
+        s.save_snapshot(80, b"state".to_vec(), 10, 0).unwrap();
+        assert_eq!(s.first_index().unwrap(), 71);
+        assert_eq!(s.term(70).unwrap(), 1);
+        assert!(matches!(
+            s.entries(60, 70, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        drop(s);
+
+        let mut s = DiskStorage::open(tmp.path()).unwrap();
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (71, 95)
+        );
+        let snap = s.snapshot(0, 2).unwrap();
+        assert_eq!(
+            (snap.get_metadata().index, &snap.data[..]),
+            (80, &b"state"[..])
+        );
+
+        // A snapshot from the leader beyond the log replaces the whole log.
+        let mut leader_snap = Snapshot::default();
+        leader_snap.mut_metadata().index = 500;
+        leader_snap.mut_metadata().term = 3;
+        leader_snap.data = Bytes::from_static(b"newer");
+        let mut b = LogBatch::default();
+        s.install_snapshot(&mut b, &leader_snap).unwrap();
+        s.write(&mut b, true).unwrap();
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (501, 500)
+        );
+        assert_eq!(s.term(500).unwrap(), 3);
+        append(&mut s, &entries(501, 510, 3));
+        drop(s);
+
+        let s = DiskStorage::open(tmp.path()).unwrap();
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (501, 510)
+        );
+        assert_eq!(
+            s.entries(501, 511, None, ctx()).unwrap(),
+            entries(501, 510, 3)
+        );
+        assert_eq!(&s.snapshot(0, 2).unwrap().data[..], b"newer");
+    }
+
+    #[test]
+    fn entries_beyond_the_cache_come_from_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = DiskStorage::open(tmp.path()).unwrap();
+        let total = CACHE_MAX as u64 + 100;
+        append(&mut s, &entries(1, total, 1));
+        assert_eq!(s.entries(1, 51, None, ctx()).unwrap(), entries(1, 50, 1));
+        assert_eq!(s.term(3).unwrap(), 1);
+        // max_size keeps at least one entry.
+        assert_eq!(s.entries(1, 51, Some(1), ctx()).unwrap().len(), 1);
+    }
+}
