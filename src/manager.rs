@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use swarm_core::types::{ClusterSpec, ManagerStatus, Node, NodeRole, NodeState, Reachability};
 use swarm_core::{Id, Kind, Store, SystemClock};
-use swarm_raft::{RaftNode, Start};
+use swarm_raft::{RaftNode, Start, Transport};
 use swarm_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -127,6 +127,73 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// How a manager comes up.
+enum Mode {
+    /// Founds a new swarm.
+    Init,
+    /// Restarts from its data directory.
+    Restart,
+    /// Joins the raft group through these managers.
+    Join(Vec<String>),
+}
+
+/// Asks the managers, in turn, to add this member; the leader answers with the
+/// members of the group and their addresses.
+async fn ask_to_join(
+    managers: &[String],
+    raft_id: u64,
+    addr: &str,
+    ca: &RootCa,
+    identity: &NodeIdentity,
+    peers: &dyn Transport,
+) -> Result<()> {
+    use crate::rpc::proto::raft_client::RaftClient;
+    use crate::rpc::proto::{Empty, JoinRaftRequest};
+    let tls = client_config(ca, identity)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no manager answered");
+    while tokio::time::Instant::now() < deadline {
+        for m in managers {
+            let ch = crate::rpc::tls::channel(m, tls.clone(), crate::ca::MANAGER_OU)?;
+            // Learn the members first, so this member can answer the leader
+            // while it catches up.
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                RaftClient::new(ch.clone()).members(Empty {}),
+            )
+            .await
+            {
+                Ok(Ok(r)) => {
+                    for m in r.into_inner().members {
+                        peers.set_peer(m.raft_id, Some(&m.addr));
+                    }
+                }
+                _ => continue,
+            }
+            let req = JoinRaftRequest {
+                raft_id,
+                addr: addr.to_string(),
+            };
+            match tokio::time::timeout(Duration::from_secs(15), RaftClient::new(ch).join(req)).await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(s))
+                    if s.code() == tonic::Code::PermissionDenied
+                        || s.code() == tonic::Code::NotFound =>
+                {
+                    return Err(crate::rpc::tls::from_status(s));
+                }
+                Ok(Err(s)) => last = format!("{m}: {}", s.message()),
+                Err(_) => last = format!("{m}: no answer"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::Unavailable(format!(
+        "could not join the raft group: {last}"
+    )))
+}
+
 /// A running manager.
 pub struct Manager {
     node_id: Id,
@@ -160,7 +227,7 @@ impl Manager {
                     cfg.data_dir.display()
                 )));
             }
-            return Manager::run(cfg, dir, node, identity, ca, None).await;
+            return Manager::run(cfg, dir, node, identity, ca, Mode::Restart).await;
         }
         let ca = RootCa::generate()?;
         let cluster_id = Id::generate();
@@ -183,7 +250,66 @@ impl Manager {
             managers: Vec::new(),
         };
         dir.save(&node, &identity, &ca)?;
-        Manager::run(cfg, dir, node, identity, ca, Some(())).await
+        Manager::run(cfg, dir, node, identity, ca, Mode::Init).await
+    }
+
+    /// Joins the swarm of the manager at `remote` as a new manager (`docker swarm
+    /// join` with the manager token): gets a manager certificate, then asks the
+    /// leader to add this node to the raft group and catches up with its state.
+    /// A data directory that already holds a node is refused.
+    pub async fn join(cfg: ManagerConfig, remote: &str, token: &str) -> Result<Manager> {
+        let dir = DataDir::open(&cfg.data_dir)?;
+        if dir.has_node() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} already holds a node of a swarm: start it instead of joining again",
+                cfg.data_dir.display()
+            )));
+        }
+        let listener = TcpListener::bind(&cfg.listen_addr).await.map_err(|e| {
+            Error::InvalidArgument(format!("cannot listen on {}: {e}", cfg.listen_addr))
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .to_string();
+        let addr = cfg.advertise_addr.clone().unwrap_or(bound);
+        let joined = crate::rpc::ca::join(remote, token, &cfg.hostname, &addr).await?;
+        if joined.identity.peer.role != NodeRole::Manager {
+            return Err(Error::InvalidArgument(
+                "this is a worker join token: start the node as a worker, or use the manager token"
+                    .into(),
+            ));
+        }
+        let raft_id = loop {
+            let r: u64 = rand::random();
+            if r != 0 {
+                break r;
+            }
+        };
+        let mut managers = vec![remote.to_string()];
+        managers.extend(joined.managers.iter().filter(|m| *m != remote).cloned());
+        let node = NodeFile {
+            node_id: joined.identity.peer.node_id.clone(),
+            cluster_id: joined.identity.peer.cluster_id.clone(),
+            role: NodeRole::Manager,
+            raft_id,
+            managers: managers.clone(),
+        };
+        dir.save(&node, &joined.identity, &joined.ca)?;
+        let cfg = ManagerConfig {
+            advertise_addr: Some(addr),
+            ..cfg
+        };
+        Manager::run_on(
+            cfg,
+            dir,
+            node,
+            joined.identity,
+            joined.ca,
+            Mode::Join(managers),
+            listener,
+        )
+        .await
     }
 
     async fn run(
@@ -192,11 +318,23 @@ impl Manager {
         node: NodeFile,
         identity: NodeIdentity,
         ca: RootCa,
-        init: Option<()>,
+        mode: Mode,
     ) -> Result<Manager> {
         let listener = TcpListener::bind(&cfg.listen_addr).await.map_err(|e| {
             Error::InvalidArgument(format!("cannot listen on {}: {e}", cfg.listen_addr))
         })?;
+        Manager::run_on(cfg, dir, node, identity, ca, mode, listener).await
+    }
+
+    async fn run_on(
+        cfg: ManagerConfig,
+        dir: DataDir,
+        node: NodeFile,
+        identity: NodeIdentity,
+        ca: RootCa,
+        mode: Mode,
+        listener: TcpListener,
+    ) -> Result<Manager> {
         let bound = listener
             .local_addr()
             .map_err(|e| Error::Internal(e.to_string()))?
@@ -210,18 +348,21 @@ impl Manager {
             inbox_tx.clone(),
             client_config(&ca, &identity)?,
         );
+        let peers = transport.clone();
         let mut raft_cfg =
             swarm_raft::Config::new(node.raft_id, dir.raft_dir(), &cfg.cluster_spec.raft);
         raft_cfg.tick_interval = cfg.tick_interval;
-        let start = match init {
-            Some(()) => Start::NewCluster(BTreeMap::from([(node.raft_id, addr.clone())])),
-            None => Start::Join,
+        let start = match mode {
+            Mode::Init => Start::NewCluster(BTreeMap::from([(node.raft_id, addr.clone())])),
+            Mode::Restart | Mode::Join(_) => Start::Join,
         };
         let raft = Arc::new(
             RaftNode::start(raft_cfg, store.clone(), transport, inbox_rx, start)
                 .map_err(|e| Error::Unavailable(format!("raft: {e}")))?,
         );
 
+        let member: crate::rpc::raft::MemberSlot = Default::default();
+        let _ = member.set((raft.clone(), store.clone()));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let router = tonic::transport::Server::builder()
@@ -229,7 +370,7 @@ impl Manager {
                 ca.clone(),
                 store.clone(),
             )))
-            .add_service(RaftService::new(inbox_tx).server())
+            .add_service(RaftService::new(inbox_tx, member).server())
             .add_service(Dispatcher::start(store.clone()).server());
         let tls = cluster_server_config(&ca, &identity)?;
         let mut srv_stop = stop_rx.clone();
@@ -246,11 +387,22 @@ impl Manager {
             }
         }));
 
+        if let Mode::Join(managers) = &mode {
+            ask_to_join(
+                managers,
+                node.raft_id,
+                &addr,
+                &ca,
+                &identity,
+                peers.as_ref(),
+            )
+            .await?;
+        }
         raft.wait_for_leader(Duration::from_secs(30))
             .await
             .map_err(|e| Error::Unavailable(format!("raft: {e}")))?;
         let control = Control::new(store.clone());
-        if init.is_some() {
+        if let Mode::Init = mode {
             control
                 .init_cluster_as(node.cluster_id.clone(), cfg.cluster_spec.clone(), &ca)
                 .await?;

@@ -171,3 +171,87 @@ async fn a_wrong_token_is_refused_and_the_node_stays_out() {
     assert_eq!(c.manager.control().list_nodes(&Default::default()).len(), 1);
     c.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_managers_survive_the_loss_of_the_leader() {
+    let mut dirs = Vec::new();
+    let mut managers = Vec::new();
+    let d = tempfile::tempdir().unwrap();
+    let first = Manager::start(
+        ManagerConfig::new(d.path(), "127.0.0.1:0")
+            .hostname("manager1")
+            .runtime(runtime(d.path()))
+            .tick_interval(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    dirs.push(d);
+    let token = first.control().join_tokens().unwrap().manager;
+    let remote = first.addr().to_string();
+    managers.push(first);
+    for i in 2..=3 {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ManagerConfig::new(d.path(), "127.0.0.1:0")
+            .hostname(format!("manager{i}"))
+            .runtime(runtime(d.path()))
+            .tick_interval(Duration::from_millis(20));
+        managers.push(Manager::join(cfg, &remote, &token).await.unwrap());
+        dirs.push(d);
+    }
+    // Every manager sees three managers, one leader.
+    for m in &managers {
+        let control = m.control().clone();
+        eventually("three managers in every store", || {
+            control
+                .list_nodes(&Default::default())
+                .iter()
+                .filter(|n| n.manager_status.is_some())
+                .count()
+                == 3
+        })
+        .await;
+    }
+    // A write on a follower goes through the leader.
+    let follower = managers.iter().find(|m| !m.is_leader()).unwrap();
+    follower
+        .control()
+        .create_service(spec("web", 3))
+        .await
+        .unwrap();
+    let control = managers[0].control().clone();
+    let running = |c: &swarm::control::Control| {
+        c.list_tasks(&TaskFilter {
+            services: vec!["web".into()],
+            ..Default::default()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .count()
+    };
+    eventually("3 running tasks", || running(&control) == 3).await;
+
+    // Stop the leader: another takes over and the service stays at 3.
+    let leader = managers.iter().position(|m| m.is_leader()).unwrap();
+    let old = managers.remove(leader);
+    old.shutdown().await;
+    eventually("a new leader", || managers.iter().any(|m| m.is_leader())).await;
+    let control = managers[0].control().clone();
+    control.scale_service("web", 4).await.unwrap();
+    eventually("4 wanted tasks", || {
+        control
+            .list_tasks(&TaskFilter {
+                services: vec!["web".into()],
+                ..Default::default()
+            })
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running)
+            .count()
+            == 4
+    })
+    .await;
+    for m in managers {
+        m.shutdown().await;
+    }
+}

@@ -16,9 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::raft_client::RaftClient;
 use super::proto::raft_server::Raft;
-use super::proto::{Empty, RaftFrame};
+use super::proto::{Empty, JoinRaftRequest, JoinRaftResponse, RaftFrame};
 use super::tls::{channel, require_manager};
 use crate::ca::MANAGER_OU;
+use swarm_core::types::{ManagerStatus, Node, NodeRole, Reachability};
 
 /// Largest frame on the wire; bigger messages are split.
 const CHUNK: usize = 1 << 20;
@@ -45,16 +46,30 @@ fn frames(m: &Message) -> Vec<RaftFrame> {
         .collect()
 }
 
-/// Receives raft messages from other managers into this member's inbox.
-#[derive(Clone, Debug)]
+/// The member a [`RaftService`] adds new managers to, set once it has started.
+pub type MemberSlot = Arc<std::sync::OnceLock<(Arc<swarm_raft::RaftNode>, swarm_core::Store)>>;
+
+/// Receives raft messages from other managers into this member's inbox, and
+/// (on the leader) adds joining managers to the group.
+#[derive(Clone)]
 pub struct RaftService {
     inbox: InboxSender,
+    member: MemberSlot,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftService")
+            .field("started", &self.member.get().is_some())
+            .finish()
+    }
 }
 
 impl RaftService {
-    /// Delivers received messages to `inbox`.
-    pub fn new(inbox: InboxSender) -> RaftService {
-        RaftService { inbox }
+    /// Delivers received messages to `inbox`; membership requests go to the
+    /// member in `member` once it is set.
+    pub fn new(inbox: InboxSender, member: MemberSlot) -> RaftService {
+        RaftService { inbox, member }
     }
 
     /// The tonic server for this service, with limits fit for snapshots.
@@ -93,6 +108,101 @@ impl Raft for RaftService {
         }
         Ok(Response::new(Empty {}))
     }
+
+    async fn members(&self, req: Request<Empty>) -> Result<Response<JoinRaftResponse>, Status> {
+        require_manager(&req)?;
+        let (_, store) = self
+            .member
+            .get()
+            .ok_or_else(|| Status::unavailable("this manager is starting"))?;
+        Ok(Response::new(members_of(store)))
+    }
+
+    async fn join(
+        &self,
+        req: Request<JoinRaftRequest>,
+    ) -> Result<Response<JoinRaftResponse>, Status> {
+        let node_id = require_manager(&req)?.node_id.clone();
+        let JoinRaftRequest { raft_id, addr } = req.into_inner();
+        let (raft, store) = self
+            .member
+            .get()
+            .ok_or_else(|| Status::unavailable("this manager is starting"))?;
+        if !raft.is_leader() {
+            return Err(Status::unavailable("not the leader: ask another manager"));
+        }
+        let view = store.view();
+        if view.cluster().is_some_and(|c| {
+            c.blacklisted_certificates
+                .iter()
+                .any(|b| b.node_id == node_id)
+        }) {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} was removed from the swarm"
+            )));
+        }
+        let Some(node) = view.get::<Node>(&node_id) else {
+            return Err(Status::not_found(format!(
+                "node {node_id} is not part of this swarm"
+            )));
+        };
+        if node.spec.desired_role != NodeRole::Manager {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} is not a manager"
+            )));
+        }
+        drop(view);
+        if raft_id == 0 || addr.is_empty() {
+            return Err(Status::invalid_argument("raft ID and address are required"));
+        }
+        let already = node
+            .manager_status
+            .as_ref()
+            .is_some_and(|m| m.raft_id == raft_id);
+        if !already {
+            raft.add_member(raft_id, &addr)
+                .await
+                .map_err(|e| Status::unavailable(format!("adding the member: {e}")))?;
+        }
+        let r = store
+            .update(|tx| {
+                let Some(n) = tx.get::<Node>(&node_id) else {
+                    return Ok(());
+                };
+                let mut n = (*n).clone();
+                n.role = NodeRole::Manager;
+                n.manager_status = Some(ManagerStatus {
+                    raft_id,
+                    addr: addr.clone(),
+                    leader: false,
+                    reachability: Reachability::Reachable,
+                });
+                tx.update(n).map(drop)
+            })
+            .await;
+        r.map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(node = %node_id, raft_id, addr, "manager joined the raft group");
+        Ok(Response::new(members_of(store)))
+    }
+}
+
+/// The managers of the swarm in `store`, with their raft IDs and addresses.
+fn members_of(store: &swarm_core::Store) -> JoinRaftResponse {
+    let statuses: Vec<ManagerStatus> = store
+        .view()
+        .list::<Node>()
+        .filter_map(|n| n.manager_status.clone())
+        .collect();
+    JoinRaftResponse {
+        managers: statuses.iter().map(|m| m.addr.clone()).collect(),
+        members: statuses
+            .into_iter()
+            .map(|m| super::proto::RaftMember {
+                raft_id: m.raft_id,
+                addr: m.addr,
+            })
+            .collect(),
+    }
 }
 
 struct Link {
@@ -109,6 +219,9 @@ pub struct RpcTransport {
     inbox: InboxSender,
     tls: Arc<rustls::ClientConfig>,
     links: Mutex<HashMap<u64, Link>>,
+    /// The runtime the links run on: raft may call `set_peer` from its own
+    /// thread, whose runtime has no I/O.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for RpcTransport {
@@ -121,13 +234,15 @@ impl std::fmt::Debug for RpcTransport {
 
 impl RpcTransport {
     /// A transport for member `me`, whose own inbox is `inbox` (for unreachable
-    /// reports), dialling with `tls` (a manager's client settings).
+    /// reports), dialling with `tls` (a manager's client settings). Must be
+    /// called inside the tokio runtime the links should run on.
     pub fn new(me: u64, inbox: InboxSender, tls: Arc<rustls::ClientConfig>) -> Arc<RpcTransport> {
         Arc::new(RpcTransport {
             me,
             inbox,
             tls,
             links: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -142,7 +257,7 @@ impl RpcTransport {
 
     fn link(&self, peer: u64, addr: String) -> Link {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run_link(
+        let task = self.runtime.spawn(run_link(
             self.me,
             peer,
             addr.clone(),

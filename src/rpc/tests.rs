@@ -63,7 +63,7 @@ async fn manager() -> Manager {
             ca.clone(),
             control.store().clone(),
         )))
-        .add_service(RaftService::new(inbox_tx).server());
+        .add_service(RaftService::new(inbox_tx, Default::default()).server());
     let server = tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming(listener, tls)).await;
     });
