@@ -17,8 +17,9 @@
 //! then the `pass` group: the scheduling pass alone on a prebuilt view, to show
 //! the cost per placement against the number of nodes.
 //! `SCHED_BENCH_FIGURES=3 cargo bench --bench scheduler` instead prints a table
-//! (median of 3 runs per workload); `SCHED_BENCH_ONLY=1k-100k` keeps only the
-//! workloads whose name contains that text (e.g. for `/usr/bin/time -v`).
+//! (median of 3 runs per workload); `SCHED_BENCH_ONLY=NAME` keeps only the
+//! workload of that name, or those whose name contains NAME (e.g. for
+//! `/usr/bin/time -v`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,7 +196,14 @@ fn check_even(store: &Store, w: &Workload) {
 
 fn selected() -> impl Iterator<Item = &'static Workload> {
     let only = std::env::var("SCHED_BENCH_ONLY").unwrap_or_default();
-    WORKLOADS.iter().filter(move |w| w.name.contains(&only))
+    let exact = WORKLOADS.iter().any(|w| w.name == only);
+    WORKLOADS.iter().filter(move |w| {
+        if exact {
+            w.name == only
+        } else {
+            w.name.contains(&only)
+        }
+    })
 }
 
 fn figures(runs: usize) {
