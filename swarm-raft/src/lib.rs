@@ -60,6 +60,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod apply;
 mod config;
 mod driver;
 mod error;
