@@ -70,3 +70,37 @@ async fn a_new_member_receives_the_snapshot_then_the_log() {
     c.node(leader).read_index().await.unwrap();
     assert!(has(c.store(leader), "from-new"));
 }
+
+/// The scenario at the default snapshot interval (10000): a member down
+/// for 25k entries comes back through a snapshot, not a 25k-entry replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_for_25k_entries_catches_up_by_snapshot() {
+    let mut c = MemCluster::new(3);
+    let leader = c.leader().await;
+    let down = *c.members.keys().find(|i| **i != leader).unwrap();
+    put_retry(c.store(leader), "before").await;
+    c.stop(down);
+    let node = c.node(leader).clone();
+    let start = node.status().await.unwrap().last_index;
+    // One proposal at a time: one raft entry each.
+    while node.status().await.unwrap().last_index < start + 25_000 {
+        node.propose_encoded(swarm_core::encode_batch(&[]))
+            .await
+            .unwrap();
+    }
+    put_retry(c.store(leader), "after").await;
+    let st = node.status().await.unwrap();
+    assert!(st.snapshot_index >= 20_000, "{st:?}");
+    assert!(st.first_index > st.snapshot_index - 500, "{st:?}");
+
+    c.start(down, Start::Join);
+    let s = c.store(down).clone();
+    eventually("the member to catch up", || has(&s, "after")).await;
+    let back = c.node(down).status().await.unwrap();
+    assert!(
+        back.snapshot_index >= 20_000,
+        "not caught up by snapshot: {back:?}"
+    );
+    assert!(has(&s, "before"));
+    assert_eq!(c.store(down).index(), c.store(leader).index());
+}
