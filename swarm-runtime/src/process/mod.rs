@@ -50,8 +50,9 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// - State (pid, start time, exit code) lives in the state directory, so a new
 ///   instance over the same directory lists the tasks and controls them. Exit codes
 ///   are recorded by the instance that started the task while its process lives;
-///   a task that exits while no instance of this process watches it is reported
-///   exited with an unknown code.
+///   a task that exits while no instance of this process watches it (the agent
+///   restarted as a new process) is reported exited, and `wait` says
+///   [`Error::ExitUnknown`].
 ///
 /// Cloning gives another handle on the same runtime.
 #[derive(Clone)]
