@@ -68,8 +68,15 @@ pub struct TickReport {
 /// A validated decision about one task.
 #[derive(Clone, Debug)]
 enum Decision {
-    Assign { task: Arc<Task>, node: Id },
-    Fail { task: Arc<Task>, reason: String },
+    Assign {
+        task: Arc<Task>,
+        node: Id,
+        slot: usize,
+    },
+    Fail {
+        task: Arc<Task>,
+        reason: String,
+    },
 }
 
 impl Decision {
@@ -219,6 +226,13 @@ impl Driver {
         report.considered = free.len() + preset.len();
         let plan = self.scheduler.schedule(&self.view, &free);
         let decisions = validate(&self.view, &free, &preset, plan, &mut report);
+        // Writing each node's tasks together keeps the store's per-node index
+        // (and the view's per-node counts, next) hot.
+        let mut decisions = decisions;
+        decisions.sort_by_key(|d| match d {
+            Decision::Assign { slot, .. } => *slot,
+            Decision::Fail { .. } => usize::MAX,
+        });
         // The view learns of the assignments from the store's events, queued by
         // the time `write` returns (a commit publishes before it resolves).
         self.view.reserve_tasks(decisions.len());
@@ -431,6 +445,7 @@ fn validate(
                 decisions.push(Decision::Assign {
                     task: task.clone(),
                     node: node.id().clone(),
+                    slot: node.slot,
                 });
             }
             Err(filter) => {
@@ -466,6 +481,7 @@ fn validate(
                 decisions.push(Decision::Assign {
                     task: task.clone(),
                     node: node.id().clone(),
+                    slot: node.slot,
                 });
             }
             Err(filter) => {
