@@ -89,6 +89,7 @@ struct Shared {
     store: Store,
     timeout: Duration,
     tick: Duration,
+    election_timeout: Duration,
     seq: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -195,6 +196,7 @@ impl RaftNode {
                 store: store.clone(),
                 timeout: cfg.request_timeout,
                 tick: cfg.tick_interval,
+                election_timeout: cfg.election_timeout(),
                 seq: AtomicU64::new(1),
                 thread: Mutex::new(Some(thread)),
             }),
@@ -271,11 +273,22 @@ impl RaftNode {
                 Err(_) => return Err(self.timed_out()),
                 Ok(Err(_)) => return Err(RaftError::Stopped),
                 Ok(Ok(Err(RaftError::NotLeader { leader: None }))) => {
-                    // No leader yet (an election is running): wait for one.
+                    // No leader: an election is running, or this member is cut
+                    // off. An election ends within two election timeouts, so
+                    // waiting longer only delays the NoQuorum answer.
                     let mut rx = self.shared.leader.clone();
                     let wait = rx.wait_for(|l| l.leader.is_some());
-                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                    let give_up = deadline.min(Instant::now() + self.shared.election_timeout * 2);
+                    if tokio::time::timeout_at(give_up, wait).await.is_err() {
                         return Err(self.timed_out());
+                    }
+                    tokio::time::sleep(self.shared.tick).await;
+                }
+                Ok(Ok(Err(RaftError::ChangeInProgress))) => {
+                    // The previous membership change (or a new leader's first
+                    // entry) is not applied yet: try again shortly.
+                    if Instant::now() + self.shared.tick >= deadline {
+                        return Err(RaftError::ChangeInProgress);
                     }
                     tokio::time::sleep(self.shared.tick).await;
                 }
@@ -377,6 +390,8 @@ impl RaftNode {
     /// left that the leader can reach are fewer than their quorum. Removing the
     /// leader itself first hands leadership to the most up-to-date voter and
     /// returns `NotLeader` naming it: ask the new leader to remove this member.
+    /// Like [`add_member`](RaftNode::add_member), it waits (up to the request
+    /// timeout) for an earlier membership change to be applied first.
     pub async fn remove_member(&self, id: u64) -> Result<()> {
         let status = self.status().await?;
         if status.leader != Some(self.shared.id) {

@@ -110,6 +110,20 @@ async fn a_partitioned_minority_refuses_writes_and_heals() {
     assert!(!has(c.store(follower), "minor"));
     let err = c.node(follower).read_index().await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
+    // Once the minority knows it has no leader, it says it lacks a quorum.
+    let node = c.node(follower).clone();
+    eventually("the minority to lose its leader", || {
+        node.leadership().leader.is_none()
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let err = put(c.store(follower), "minor").await.unwrap_err();
+    assert!(err.to_string().contains("quorum"), "{err}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
 
     c.net.heal();
     for id in minority {
