@@ -361,6 +361,7 @@ impl Manager {
                 .map_err(|e| Error::Unavailable(format!("raft: {e}")))?,
         );
 
+        let (leading_tx, leading_rx) = watch::channel(false);
         let member: crate::rpc::raft::MemberSlot = Default::default();
         let _ = member.set((raft.clone(), store.clone()));
         let (stop, stop_rx) = watch::channel(false);
@@ -371,7 +372,9 @@ impl Manager {
                 store.clone(),
             )))
             .add_service(RaftService::new(inbox_tx, member).server())
-            .add_service(Dispatcher::start(store.clone()).server());
+            .add_service(
+                Dispatcher::start_with_leadership(store.clone(), leading_rx.clone()).server(),
+            );
         let tls = cluster_server_config(&ca, &identity)?;
         let mut srv_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -434,6 +437,7 @@ impl Manager {
             store.clone(),
             node.node_id.clone(),
             cfg.scheduler.clone(),
+            leading_tx,
             stop_rx.clone(),
         )));
 
@@ -441,8 +445,16 @@ impl Manager {
             let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
                 .await
                 .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+            let mut managers = vec![addr.clone()];
+            managers.extend(
+                store
+                    .view()
+                    .list::<Node>()
+                    .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                    .filter(|a| !a.is_empty() && *a != addr),
+            );
             let session = SessionConfig {
-                managers: vec![addr.clone()],
+                managers,
                 tls: client_config(&ca, &identity)?,
                 description: describe(&cfg.hostname),
             };
@@ -485,10 +497,17 @@ impl Manager {
     /// Stops the manager. Tasks its agent runs keep running; a restart adopts them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+        // Leave raft first so the other managers elect a new leader at once.
         self.raft.shutdown();
+        for t in self.tasks.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
     }
 }
 
@@ -509,12 +528,14 @@ async fn follow_leadership(
     store: Store,
     node_id: Id,
     scheduler: SchedulerFactory,
+    leading_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leadership = raft.watch_leadership();
     let mut loops: Option<LeaderLoops> = None;
     loop {
         let leading = leadership.borrow_and_update().leader == Some(raft.id());
+        leading_tx.send_replace(leading);
         if leading && loops.is_none() {
             tracing::info!(node = %node_id, "leading: starting the orchestrator, allocator and scheduler");
             loops = Some(LeaderLoops::start(

@@ -80,7 +80,7 @@ pub async fn run(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use swarm_core::types::{Node, NodeState, Task, TaskState, TaskStatus};
 use swarm_core::{Action, Filter, Id, Kind, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -37,6 +37,8 @@ struct Session {
 
 struct Inner {
     store: Store,
+    /// Whether this manager leads: only the leader's dispatcher holds sessions.
+    leading: watch::Receiver<bool>,
     sessions: Mutex<HashMap<Id, Session>>,
     statuses: mpsc::UnboundedSender<(Id, Vec<(Id, TaskStatus)>)>,
 }
@@ -56,12 +58,24 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `store`; starts its status writer and its heartbeat
-    /// checker (they stop when every clone of the dispatcher is dropped).
+    /// A dispatcher over `store` that always serves (a single manager, tests);
+    /// starts its status writer and its heartbeat checker (they stop when every
+    /// clone of the dispatcher is dropped).
     pub fn start(store: Store) -> Dispatcher {
+        let (tx, rx) = watch::channel(true);
+        std::mem::forget(tx);
+        Dispatcher::start_with_leadership(store, rx)
+    }
+
+    /// A dispatcher that serves sessions only while `leading` is true, as
+    /// SwarmKit's: nodes of a multi-manager swarm keep their session with the
+    /// leader and move when it changes. When this manager becomes leader, nodes
+    /// that do not open a session within the grace period are marked DOWN.
+    pub fn start_with_leadership(store: Store, leading: watch::Receiver<bool>) -> Dispatcher {
         let (statuses, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             store,
+            leading,
             sessions: Mutex::new(HashMap::new()),
             statuses,
         });
@@ -84,7 +98,18 @@ impl Dispatcher {
         heartbeat_period(&self.inner.store)
     }
 
+    fn check_leading(&self) -> Result<(), Status> {
+        if *self.inner.leading.borrow() {
+            Ok(())
+        } else {
+            Err(Status::unavailable(
+                "this manager is not the leader: open the session with another manager",
+            ))
+        }
+    }
+
     fn check_session(&self, node: &Id, session_id: &str) -> Result<(), Status> {
+        self.check_leading()?;
         let mut sessions = self.inner.sessions.lock();
         match sessions.get_mut(node) {
             Some(s) if s.id == session_id => {
@@ -157,6 +182,7 @@ impl DispatcherRpc for Dispatcher {
         &self,
         req: Request<Payload>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        self.check_leading()?;
         let node_id = require_node(&req)?.node_id.clone();
         let addr: Option<SocketAddr> = req.extensions().get::<PeerInfo>().and_then(|p| p.addr);
         let open: SessionRequest =
@@ -418,14 +444,25 @@ async fn write_statuses(
     }
 }
 
-/// Marks DOWN the nodes whose sessions missed their heartbeats.
+/// Marks DOWN the nodes whose sessions missed their heartbeats and, once per
+/// leadership term after the grace period, the nodes that never opened a
+/// session with this (new) leader. Drops every session when leadership is lost.
 async fn expire_sessions(inner: std::sync::Weak<Inner>) {
+    let mut leader_since: Option<Instant> = None;
+    let mut swept = false;
     loop {
         let Some(inner) = inner.upgrade() else { return };
         let period = heartbeat_period(&inner.store);
-        let expired: Vec<Id> = {
+        let limit = period * GRACE_PERIODS;
+        let leading = *inner.leading.borrow();
+        let mut down: Vec<Id> = Vec::new();
+        if !leading {
+            leader_since = None;
+            swept = false;
+            inner.sessions.lock().clear();
+        } else {
+            let since = *leader_since.get_or_insert_with(Instant::now);
             let mut sessions = inner.sessions.lock();
-            let limit = period * GRACE_PERIODS;
             let dead: Vec<Id> = sessions
                 .iter()
                 .filter(|(_, s)| s.last_heartbeat.elapsed() > limit)
@@ -434,9 +471,20 @@ async fn expire_sessions(inner: std::sync::Weak<Inner>) {
             for n in &dead {
                 sessions.remove(n);
             }
-            dead
-        };
-        for node in expired {
+            down.extend(dead);
+            if !swept && since.elapsed() > limit {
+                swept = true;
+                let view = inner.store.view();
+                down.extend(
+                    view.list::<Node>()
+                        .filter(|n| {
+                            n.status.state != NodeState::Down && !sessions.contains_key(&n.id)
+                        })
+                        .map(|n| n.id.clone()),
+                );
+            }
+        }
+        for node in down {
             tracing::warn!(node = %node, "node missed its heartbeats: marking it down");
             let r = set_node_status(&inner.store, &node, |n| {
                 n.status.state = NodeState::Down;
