@@ -82,11 +82,19 @@ async fn a_member_down_for_25k_entries_catches_up_by_snapshot() {
     c.stop(down);
     let node = c.node(leader).clone();
     let start = node.status().await.unwrap().last_index;
-    // One proposal at a time: one raft entry each.
-    while node.status().await.unwrap().last_index < start + 25_000 {
-        node.propose_encoded(swarm_core::encode_batch(&[]))
-            .await
-            .unwrap();
+    // A few proposers in a pipeline; each entry holds what arrived together.
+    let mut proposers = Vec::new();
+    for _ in 0..8 {
+        let node = node.clone();
+        proposers.push(tokio::spawn(async move {
+            while node.status().await.unwrap().last_index < start + 25_000 {
+                let batch = swarm_core::encode_batch(&[]);
+                node.propose_encoded(batch).await.unwrap();
+            }
+        }));
+    }
+    for p in proposers {
+        p.await.unwrap();
     }
     put_retry(c.store(leader), "after").await;
     let st = node.status().await.unwrap();
