@@ -27,7 +27,7 @@ pub type InboxSender = mpsc::UnboundedSender<Message>;
 /// `send` must not block and must not fail: raft tolerates lost, duplicated and
 /// reordered messages, so a message that cannot be delivered is dropped. To let
 /// the leader notice quickly, a transport that fails to deliver may put a
-/// [`unreachable`] report (or, for a snapshot, a [`snapshot_status`] report) into
+/// [`unreachable()`] report (or, for a snapshot, a [`snapshot_status`] report) into
 /// the sender's own inbox; the member steps those reports. Messages from one
 /// member to another should keep their order on a healthy link.
 ///
