@@ -40,9 +40,10 @@ impl Id {
     /// The ID as a string slice.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Only ever built from a whole `&str` (see `From<&str>`).
             Repr::Inline { len, buf } => {
-                std::str::from_utf8(&buf[..*len as usize]).unwrap_or_default()
+                // SAFETY: an inline ID is only ever built from a whole `&str`
+                // (see `From<&str>`), so its bytes are valid UTF-8.
+                unsafe { std::str::from_utf8_unchecked(&buf[..*len as usize]) }
             }
             Repr::Heap(s) => s,
         }
