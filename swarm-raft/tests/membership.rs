@@ -95,7 +95,18 @@ async fn removing_the_leader_transfers_leadership_first() {
         panic!("expected NotLeader naming the new leader, got {err}");
     };
     assert_ne!(new, old);
-    c.node(new).remove_member(old).await.unwrap();
+    // A freshly elected leader vouches for a peer only once it has heard from
+    // it; until then the change is refused as unsafe. Retry, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.node(new).remove_member(old).await {
+            Ok(()) => break,
+            Err(RaftError::WouldLoseQuorum { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("removing the old leader: {e}"),
+        }
+    }
     c.stop(old);
     let rest: Vec<u64> = c.members.keys().copied().collect();
     assert_eq!(c.leader_among(&rest).await, new);
