@@ -3,7 +3,7 @@
 //! tonic was picked over a hand-made framing because it gives HTTP/2 streams
 //! (raft message streams, dispatcher sessions), deadlines, status codes and
 //! connection management for free, and it takes our own rustls settings: the
-//! server accepts TLS connections itself ([`tls::serve`]) and hands tonic each
+//! server accepts TLS connections itself ([`tls::incoming`]) and hands tonic each
 //! connection with the peer's identity read from its certificate, so every RPC
 //! can be authorised by role.
 
