@@ -225,6 +225,48 @@ fn bench_size(c: &mut Criterion, n: usize) {
             start.elapsed()
         })
     });
+    // The same with the 10 workers as tasks on a 2-thread runtime: goroutines
+    // on GOMAXPROCS=2, as SwarmKit's benchmark runs on this machine.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    g.bench_function("concurrent_5_writers_5_readers_on_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                let mut handles = Vec::new();
+                for w in 0..5 {
+                    let (store, ids) = (named.clone(), named_ids.clone());
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..iters as usize {
+                            let id = &ids[i % n];
+                            let name = format!("{id}_{w}_{i}");
+                            store
+                                .update_local(|tx| {
+                                    let mut node = (*tx.get::<Node>(id).unwrap()).clone();
+                                    node.spec.annotations.name = name;
+                                    tx.update(node).map(drop)
+                                })
+                                .unwrap();
+                        }
+                    }));
+                }
+                for _ in 0..5 {
+                    let (view, ids) = (named.view(), named_ids.clone());
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..iters as usize {
+                            black_box(view.get::<Node>(&ids[i % n]));
+                        }
+                    }));
+                }
+                for h in handles {
+                    h.await.unwrap();
+                }
+            });
+            start.elapsed()
+        })
+    });
     g.finish();
 }
 

@@ -24,10 +24,12 @@ async fn main() -> Result<()> {
         )
         .init();
     let base = tempfile::tempdir()?;
+    let runtimes = std::cell::RefCell::new(Vec::<Arc<dyn Runtime>>::new());
     let runtime = |name: &str| -> Result<Arc<dyn Runtime>> {
-        Ok(Arc::new(ProcessRuntime::new(
-            base.path().join(name).join("runtime"),
-        )?))
+        let rt: Arc<dyn Runtime> =
+            Arc::new(ProcessRuntime::new(base.path().join(name).join("runtime"))?);
+        runtimes.borrow_mut().push(rt.clone());
+        Ok(rt)
     };
 
     println!("$ docker swarm init --advertise-addr 127.0.0.1");
@@ -131,6 +133,33 @@ async fn main() -> Result<()> {
 
     println!("\n$ docker service rm helloworld");
     control.remove_service("helloworld").await?;
+    // Every node still up stops and removes its tasks; the stopped leader's are
+    // cleaned up here (nothing runs that node anymore).
+    let runtimes = runtimes.into_inner();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = 0;
+        for rt in &runtimes {
+            left += rt.list().await?.len();
+        }
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} tasks left on the nodes after service rm");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() + Duration::from_secs(50) > deadline {
+            for rt in &runtimes {
+                for t in rt.list().await? {
+                    if t.labels.node_id == gone_id {
+                        rt.remove(&t.labels.task_id).await?;
+                    }
+                }
+            }
+        }
+    }
+    println!("helloworld removed: no task left on any node");
     for w in workers {
         w.shutdown().await;
     }

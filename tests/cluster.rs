@@ -176,11 +176,13 @@ async fn a_wrong_token_is_refused_and_the_node_stays_out() {
 async fn three_managers_survive_the_loss_of_the_leader() {
     let mut dirs = Vec::new();
     let mut managers = Vec::new();
+    let mut runtimes = Vec::new();
     let d = tempfile::tempdir().unwrap();
+    runtimes.push(runtime(d.path()));
     let first = Manager::start(
         ManagerConfig::new(d.path(), "127.0.0.1:0")
             .hostname("manager1")
-            .runtime(runtime(d.path()))
+            .runtime(runtimes[0].clone())
             .tick_interval(Duration::from_millis(20)),
     )
     .await
@@ -191,9 +193,11 @@ async fn three_managers_survive_the_loss_of_the_leader() {
     managers.push(first);
     for i in 2..=3 {
         let d = tempfile::tempdir().unwrap();
+        let rt = runtime(d.path());
+        runtimes.push(rt.clone());
         let cfg = ManagerConfig::new(d.path(), "127.0.0.1:0")
             .hostname(format!("manager{i}"))
-            .runtime(runtime(d.path()))
+            .runtime(rt)
             .tick_interval(Duration::from_millis(20));
         managers.push(Manager::join(cfg, &remote, &token).await.unwrap());
         dirs.push(d);
@@ -251,6 +255,28 @@ async fn three_managers_survive_the_loss_of_the_leader() {
             == 4
     })
     .await;
+    // Remove the service: every task is gone from every node still up; the
+    // stopped leader's tasks are removed by hand (nothing runs them anymore).
+    control.remove_service("web").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut left = 0;
+            for rt in &runtimes[..] {
+                left += rt.list().await.unwrap().len();
+            }
+            if left == 0 {
+                break;
+            }
+            for rt in &runtimes[leader..=leader] {
+                for t in rt.list().await.unwrap() {
+                    let _ = rt.remove(&t.labels.task_id).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no task left on any node");
     for m in managers {
         m.shutdown().await;
     }
