@@ -25,10 +25,13 @@ fn main() {
 
 async fn run(n_managers: usize, n_workers: usize, replicas: u64, test: bool) {
     let base = tempfile::tempdir().expect("temp dir");
+    let runtimes = std::cell::RefCell::new(Vec::<Arc<dyn Runtime>>::new());
     let runtime = |name: &str| -> Arc<dyn Runtime> {
-        Arc::new(
+        let rt: Arc<dyn Runtime> = Arc::new(
             ProcessRuntime::new(base.path().join(name).join("runtime")).expect("process runtime"),
-        )
+        );
+        runtimes.borrow_mut().push(rt.clone());
+        rt
     };
     let first = Manager::start(
         ManagerConfig::new(base.path().join("m1"), "127.0.0.1:0")
@@ -120,6 +123,24 @@ async fn run(n_managers: usize, n_workers: usize, replicas: u64, test: bool) {
         .remove_service("sleepers")
         .await
         .expect("service rm");
+    // Every node stops and removes its tasks before the swarm goes (a node that
+    // shuts down leaves its tasks running, for a restart to adopt).
+    let runtimes = runtimes.into_inner();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = 0;
+        for rt in &runtimes {
+            left += rt.list().await.expect("list tasks").len();
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} tasks still on the nodes after service rm"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for w in workers {
         w.shutdown().await;
     }
