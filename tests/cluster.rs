@@ -281,3 +281,157 @@ async fn three_managers_survive_the_loss_of_the_leader() {
         m.shutdown().await;
     }
 }
+
+/// A manager that runs no tasks, with a short heartbeat period.
+async fn quick_manager(dir: &std::path::Path) -> Manager {
+    let mut spec = ClusterSpec::default();
+    spec.dispatcher.heartbeat_period = Duration::from_millis(200);
+    Manager::start(
+        ManagerConfig::new(dir, "127.0.0.1:0")
+            .hostname("manager1")
+            .cluster_spec(spec)
+            .tick_interval(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap()
+}
+
+fn wanted_running(control: &swarm::control::Control, service: &str) -> Vec<std::sync::Arc<Task>> {
+    control
+        .list_tasks(&TaskFilter {
+            services: vec![service.into()],
+            ..Default::default()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .collect()
+}
+
+async fn remove_all(rt: &Arc<dyn Runtime>) {
+    for t in rt.list().await.unwrap() {
+        let _ = rt.remove(&t.labels.task_id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_adopts_its_tasks_without_duplicates() {
+    let md = tempfile::tempdir().unwrap();
+    let manager = quick_manager(md.path()).await;
+    let control = manager.control().clone();
+    let wd = tempfile::tempdir().unwrap();
+    let token = control.join_tokens().unwrap().worker;
+    let cfg = WorkerConfig::new(wd.path())
+        .hostname("worker1")
+        .join(manager.addr(), &token);
+    let worker = Worker::start(cfg.clone(), runtime(wd.path()))
+        .await
+        .unwrap();
+    let node = worker.node_id().clone();
+    control.create_service(spec("web", 2)).await.unwrap();
+    eventually("2 running", || wanted_running(&control, "web").len() == 2).await;
+    let before: Vec<(String, i32)> = wanted_running(&control, "web")
+        .iter()
+        .map(|t| {
+            (
+                t.id.to_string(),
+                t.status.container_status.as_ref().unwrap().pid,
+            )
+        })
+        .collect();
+    worker.shutdown().await;
+
+    // Same data directory: the same node, no new join, the same processes.
+    let rt = runtime(wd.path());
+    let worker = Worker::start(WorkerConfig::new(wd.path()).hostname("worker1"), rt.clone())
+        .await
+        .unwrap();
+    assert_eq!(worker.node_id(), &node);
+    eventually("the node back to READY", || {
+        control
+            .inspect_node(&node)
+            .is_ok_and(|n| n.status.state == NodeState::Ready)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listed = rt.list().await.unwrap();
+    assert_eq!(listed.len(), 2, "no duplicate tasks on the node");
+    let mut after: Vec<(String, i32)> = listed
+        .iter()
+        .map(|i| (i.labels.task_id.to_string(), i.container.pid))
+        .collect();
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(after, before, "the same tasks, the same processes");
+    assert_eq!(wanted_running(&control, "web").len(), 2);
+    assert_eq!(
+        control.list_nodes(&Default::default()).len(),
+        2,
+        "no second node object"
+    );
+
+    control.remove_service("web").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !rt.list().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("tasks removed");
+    worker.shutdown().await;
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_is_marked_down_and_its_tasks_move() {
+    let md = tempfile::tempdir().unwrap();
+    let manager = quick_manager(md.path()).await;
+    let control = manager.control().clone();
+    let token = control.join_tokens().unwrap().worker;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (rt1, rt2) = (runtime(d1.path()), runtime(d2.path()));
+    let w1 = Worker::start(
+        WorkerConfig::new(d1.path())
+            .hostname("worker1")
+            .join(manager.addr(), &token),
+        rt1.clone(),
+    )
+    .await
+    .unwrap();
+    let w2 = Worker::start(
+        WorkerConfig::new(d2.path())
+            .hostname("worker2")
+            .join(manager.addr(), &token),
+        rt2.clone(),
+    )
+    .await
+    .unwrap();
+    control.create_service(spec("web", 2)).await.unwrap();
+    eventually("one task per worker", || {
+        let r = wanted_running(&control, "web");
+        r.len() == 2 && r[0].node_id != r[1].node_id
+    })
+    .await;
+    let dead = w1.node_id().clone();
+    w1.shutdown().await; // stops heartbeating, like a crashed node
+    eventually("the worker DOWN and both tasks on worker2", || {
+        let down = control
+            .inspect_node(&dead)
+            .is_ok_and(|n| n.status.state == NodeState::Down);
+        let r = wanted_running(&control, "web");
+        down && r.len() == 2 && r.iter().all(|t| t.node_id == *w2.node_id())
+    })
+    .await;
+    control.remove_service("web").await.unwrap();
+    remove_all(&rt1).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !rt2.list().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("tasks removed");
+    w2.shutdown().await;
+    manager.shutdown().await;
+}
