@@ -435,3 +435,55 @@ async fn a_dead_worker_is_marked_down_and_its_tasks_move() {
     w2.shutdown().await;
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_rejected_and_retried_per_restart_policy() {
+    let docker = match swarm::runtime::DockerRuntime::connect().await {
+        Ok(d) => d.with_pull_policy(swarm::runtime::PullPolicy::Never),
+        Err(e) => {
+            eprintln!("skipping: no Docker Engine answers ({e})");
+            return;
+        }
+    };
+    let md = tempfile::tempdir().unwrap();
+    let manager = quick_manager(md.path()).await;
+    let control = manager.control().clone();
+    let wd = tempfile::tempdir().unwrap();
+    let token = control.join_tokens().unwrap().worker;
+    let worker = Worker::start(
+        WorkerConfig::new(wd.path())
+            .hostname("docker-worker")
+            .join(manager.addr(), &token),
+        Arc::new(docker),
+    )
+    .await
+    .unwrap();
+    let mut s = spec("ghost", 1);
+    s.task.container.image = "swarm-test/does-not-exist:1".into();
+    s.task.restart = Some(RestartPolicy {
+        delay: Duration::ZERO,
+        ..Default::default()
+    });
+    control.create_service(s).await.unwrap();
+    eventually("two rejected attempts", || {
+        let all = control
+            .list_tasks(&TaskFilter {
+                services: vec!["ghost".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        let rejected: Vec<_> = all
+            .iter()
+            .filter(|t| t.status.state == TaskState::Rejected)
+            .collect();
+        rejected.len() >= 2
+            && rejected
+                .iter()
+                .all(|t| t.status.err == "No such image: swarm-test/does-not-exist:1")
+            && all.iter().any(|t| t.desired_state == TaskState::Running)
+    })
+    .await;
+    control.remove_service("ghost").await.unwrap();
+    worker.shutdown().await;
+    manager.shutdown().await;
+}
