@@ -113,8 +113,7 @@ impl Control {
     /// from then on. Returns the tokens now in force.
     pub async fn rotate_join_tokens(&self, which: Rotate, ca: &RootCa) -> Result<JoinTokens> {
         let updated = self
-            .store
-            .update(|tx| {
+            .update_retrying(|tx| {
                 let mut c = (*tx.cluster().ok_or_else(|| swarm_core::Error::NotFound {
                     kind: swarm_core::Kind::Cluster,
                     id: DEFAULT_CLUSTER_NAME.into(),
@@ -158,6 +157,27 @@ impl Control {
             ..spec
         };
         Ok(self.store.update(|tx| tx.update(c)).await?)
+    }
+}
+
+impl Control {
+    /// Runs `f` in a transaction, again (a few times) when a concurrent write
+    /// changed an object it read. Only for changes whose reads are the API's own:
+    /// a stale version the caller gave must surface as `Conflict`.
+    pub(crate) async fn update_retrying<T>(
+        &self,
+        f: impl Fn(&mut swarm_core::Tx) -> swarm_core::Result<T>,
+    ) -> swarm_core::Result<T> {
+        let mut attempt = 0u64;
+        loop {
+            match self.store.update(&f).await {
+                Err(swarm_core::Error::Conflict { .. }) if attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

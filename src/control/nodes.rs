@@ -107,25 +107,24 @@ impl Control {
             )));
         }
         let expiry = Timestamp::now().add(std::time::Duration::from_secs(2160 * 3600));
-        self.store
-            .update(|tx| {
-                if !tx.contains::<Node>(&node.id) {
-                    return Err(swarm_core::Error::NotFound {
-                        kind: Kind::Node,
-                        id: node.id.to_string(),
-                    });
-                }
-                if let Some(c) = tx.cluster() {
-                    let mut c = (*c).clone();
-                    c.blacklisted_certificates.push(BlacklistedCertificate {
-                        node_id: node.id.clone(),
-                        expiry,
-                    });
-                    tx.update(c)?;
-                }
-                tx.delete::<Node>(&node.id)
-            })
-            .await?;
+        self.update_retrying(|tx| {
+            if !tx.contains::<Node>(&node.id) {
+                return Err(swarm_core::Error::NotFound {
+                    kind: Kind::Node,
+                    id: node.id.to_string(),
+                });
+            }
+            if let Some(c) = tx.cluster() {
+                let mut c = (*c).clone();
+                c.blacklisted_certificates.push(BlacklistedCertificate {
+                    node_id: node.id.clone(),
+                    expiry,
+                });
+                tx.update(c)?;
+            }
+            tx.delete::<Node>(&node.id)
+        })
+        .await?;
         Ok(())
     }
 }

@@ -123,19 +123,18 @@ impl Control {
     /// tasks are marked for removal, so every node shuts them down.
     pub async fn remove_service(&self, id_or_name: &str) -> Result<()> {
         let service = self.inspect_service(id_or_name)?;
-        self.store
-            .update(|tx| {
-                if !tx.contains::<Service>(&service.id) {
-                    return Err(swarm_core::Error::NotFound {
-                        kind: Kind::Service,
-                        id: service.id.to_string(),
-                    });
-                }
-                let plan = orchestrator::remove_service_tasks(tx, &service.id);
-                tx.delete::<Service>(&service.id)?;
-                plan.apply(tx)
-            })
-            .await?;
+        self.update_retrying(|tx| {
+            if !tx.contains::<Service>(&service.id) {
+                return Err(swarm_core::Error::NotFound {
+                    kind: Kind::Service,
+                    id: service.id.to_string(),
+                });
+            }
+            let plan = orchestrator::remove_service_tasks(tx, &service.id);
+            tx.delete::<Service>(&service.id)?;
+            plan.apply(tx)
+        })
+        .await?;
         Ok(())
     }
 

@@ -28,15 +28,71 @@ pub(crate) fn fold_name(name: &str) -> Cow<'_, str> {
     }
 }
 
-/// A non-unique index: key → set of IDs.
+/// The IDs under one key of a [`MultiIndex`]: most keys (a name, a slot) hold a
+/// single ID, kept inline; only keys with several get a set.
+#[derive(Clone, Debug)]
+pub(crate) enum Members {
+    One(Id),
+    Many(Set<Id>),
+}
+
+/// Iterates the IDs of a [`Members`].
+pub(crate) enum MembersIter<'a> {
+    One(Option<&'a Id>),
+    Many(imbl::hashset::Iter<'a, Id, DefaultSharedPtr>),
+}
+
+impl<'a> Iterator for MembersIter<'a> {
+    type Item = &'a Id;
+
+    fn next(&mut self) -> Option<&'a Id> {
+        match self {
+            MembersIter::One(one) => one.take(),
+            MembersIter::Many(it) => it.next(),
+        }
+    }
+}
+
+impl Members {
+    pub(crate) fn iter(&self) -> MembersIter<'_> {
+        match self {
+            Members::One(id) => MembersIter::One(Some(id)),
+            Members::Many(set) => MembersIter::Many(set.iter()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Members::One(_) => 1,
+            Members::Many(set) => set.len(),
+        }
+    }
+}
+
+/// A non-unique index: key → the IDs under it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MultiIndex<K: Hash + Eq + Clone> {
-    map: Map<K, Set<Id>>,
+    map: Map<K, Members>,
 }
 
 impl<K: Hash + Eq + Clone> MultiIndex<K> {
     pub(crate) fn insert(&mut self, key: K, id: Id) {
-        self.map.entry(key).or_default().insert(id);
+        match self.map.get_mut(&key) {
+            None => {
+                self.map.insert(key, Members::One(id));
+            }
+            Some(Members::One(existing)) => {
+                if *existing != id {
+                    let mut set = Set::default();
+                    set.insert(existing.clone());
+                    set.insert(id);
+                    self.map.insert(key, Members::Many(set));
+                }
+            }
+            Some(Members::Many(set)) => {
+                set.insert(id);
+            }
+        }
     }
 
     pub(crate) fn remove<Q>(&mut self, key: &Q, id: &Id)
@@ -44,15 +100,26 @@ impl<K: Hash + Eq + Clone> MultiIndex<K> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some(set) = self.map.get_mut(key) {
-            set.remove(id);
-            if set.is_empty() {
-                self.map.remove(key);
+        let emptied = match self.map.get_mut(key) {
+            None => false,
+            Some(Members::One(existing)) => existing == id,
+            Some(Members::Many(set)) => {
+                set.remove(id);
+                if set.len() == 1 {
+                    let last = set.iter().next().cloned().expect("one left");
+                    if let Some(m) = self.map.get_mut(key) {
+                        *m = Members::One(last);
+                    }
+                }
+                false
             }
+        };
+        if emptied {
+            self.map.remove(key);
         }
     }
 
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&Set<Id>>
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&Members>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -332,7 +399,7 @@ impl Tables {
         }
     }
 
-    fn task_set<'a>(&'a self, ids: Option<&'a Set<Id>>) -> impl Iterator<Item = Arc<Task>> + 'a {
+    fn task_set<'a>(&'a self, ids: Option<&'a Members>) -> impl Iterator<Item = Arc<Task>> + 'a {
         ids.into_iter()
             .flat_map(|s| s.iter())
             .filter_map(move |id| self.tasks.by_id.get(id).cloned())
