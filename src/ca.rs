@@ -507,18 +507,7 @@ pub fn server_config(
     ca: &RootCa,
     identity: &NodeIdentity,
 ) -> Result<Arc<rustls::ServerConfig>, CaError> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
-            .build()
-            .map_err(crypto)?;
-    let (chain, key) = identity.chain()?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(crypto)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(crypto)?;
-    Ok(Arc::new(config))
+    build_server_config(ca, identity, false)
 }
 
 /// TLS settings for a manager's cluster port: like [`server_config`], but a
@@ -529,11 +518,20 @@ pub fn cluster_server_config(
     ca: &RootCa,
     identity: &NodeIdentity,
 ) -> Result<Arc<rustls::ServerConfig>, CaError> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(crypto)?;
+    build_server_config(ca, identity, true)
+}
+
+fn build_server_config(
+    ca: &RootCa,
+    identity: &NodeIdentity,
+    allow_anonymous: bool,
+) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    let mut builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+    if allow_anonymous {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder.build().map_err(crypto)?;
     let (chain, key) = identity.chain()?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

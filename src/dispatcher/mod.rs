@@ -189,15 +189,7 @@ impl DispatcherRpc for Dispatcher {
             protocol::decode(&req.get_ref().data).map_err(crate::rpc::tls::to_status)?;
         let store = self.inner.store.clone();
         let view = store.view();
-        if view.cluster().is_some_and(|c| {
-            c.blacklisted_certificates
-                .iter()
-                .any(|b| b.node_id == node_id)
-        }) {
-            return Err(Status::permission_denied(format!(
-                "node {node_id} was removed from the swarm"
-            )));
-        }
+        crate::rpc::tls::refuse_removed(&view, &node_id)?;
         if !view.contains::<Node>(&node_id) {
             return Err(Status::not_found(format!(
                 "node {node_id} is not part of this swarm"

@@ -132,15 +132,7 @@ impl Raft for RaftService {
             return Err(Status::unavailable("not the leader: ask another manager"));
         }
         let view = store.view();
-        if view.cluster().is_some_and(|c| {
-            c.blacklisted_certificates
-                .iter()
-                .any(|b| b.node_id == node_id)
-        }) {
-            return Err(Status::permission_denied(format!(
-                "node {node_id} was removed from the swarm"
-            )));
-        }
+        crate::rpc::tls::refuse_removed(&view, &node_id)?;
         let Some(node) = view.get::<Node>(&node_id) else {
             return Err(Status::not_found(format!(
                 "node {node_id} is not part of this swarm"

@@ -179,6 +179,22 @@ pub fn require_manager<T>(req: &Request<T>) -> Result<&PeerIdentity, Status> {
     Ok(p)
 }
 
+/// Refuses a node that was removed from the swarm (its certificate is
+/// blacklisted in the cluster object).
+pub fn refuse_removed(view: &swarm_core::Tables, node_id: &swarm_core::Id) -> Result<(), Status> {
+    let removed = view.cluster().is_some_and(|c| {
+        c.blacklisted_certificates
+            .iter()
+            .any(|b| b.node_id == *node_id)
+    });
+    if removed {
+        return Err(Status::permission_denied(format!(
+            "node {node_id} was removed from the swarm"
+        )));
+    }
+    Ok(())
+}
+
 /// Maps an RPC status to the facade's error.
 pub fn from_status(s: Status) -> crate::Error {
     use tonic::Code;
