@@ -489,6 +489,11 @@ impl Manager {
         &self.control
     }
 
+    /// The Swarm block of `docker info`, as this manager sees it.
+    pub fn info(&self) -> Result<crate::control::SwarmInfo> {
+        self.control.info(&self.node_id, &self.addr)
+    }
+
     /// Whether this manager is the raft leader now.
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()

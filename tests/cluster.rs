@@ -109,6 +109,35 @@ async fn workers_join_and_a_service_runs_scales_and_goes() {
     })
     .await;
 
+    let info = c.manager.info().unwrap();
+    assert_eq!((info.managers, info.nodes), (1, 3));
+    assert_eq!(
+        info.remote_managers,
+        vec![(c.manager.node_id().clone(), c.manager.addr().to_string())]
+    );
+    assert_eq!(info.spec.orchestration.task_history_retention_limit, 5);
+    assert_eq!(info.spec.raft.snapshot_interval, 10_000);
+    assert_eq!(
+        (info.spec.raft.heartbeat_tick, info.spec.raft.election_tick),
+        (1, 10)
+    );
+    assert_eq!(
+        info.spec.dispatcher.heartbeat_period,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        info.spec.ca_config.node_cert_expiry,
+        Duration::from_secs(2160 * 3600)
+    );
+    assert_eq!(
+        (
+            info.default_address_pool.clone(),
+            info.subnet_size,
+            info.data_path_port
+        ),
+        (vec!["10.0.0.0/8".to_string()], 24, 4789)
+    );
+
     control.create_service(spec("web", 3)).await.unwrap();
     eventually("3 running tasks", || running(&c, "web").len() == 3).await;
     let mut nodes: Vec<_> = running(&c, "web")

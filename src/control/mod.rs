@@ -190,3 +190,70 @@ fn not_in_swarm() -> Error {
 
 #[cfg(test)]
 mod tests;
+
+/// What `docker info` shows in its Swarm block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwarmInfo {
+    /// This node's ID.
+    pub node_id: Id,
+    /// This node's address.
+    pub node_addr: String,
+    /// Whether this node is a manager (always, through a manager's API).
+    pub control_available: bool,
+    /// The cluster ID.
+    pub cluster_id: Id,
+    /// When the swarm was created.
+    pub created_at: swarm_core::Timestamp,
+    /// When its settings last changed.
+    pub updated_at: swarm_core::Timestamp,
+    /// Number of managers.
+    pub managers: usize,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Every manager: node ID and address.
+    pub remote_managers: Vec<(Id, String)>,
+    /// The swarm settings (task history retention, raft ticks and snapshots,
+    /// dispatcher heartbeat, CA expiry, autolock).
+    pub spec: ClusterSpec,
+    /// Whether a root CA rotation is in progress.
+    pub root_rotation_in_progress: bool,
+    /// Address pools overlay subnets come from.
+    pub default_address_pool: Vec<String>,
+    /// Prefix length of those subnets.
+    pub subnet_size: u32,
+    /// The VXLAN data-path port.
+    pub data_path_port: u32,
+}
+
+impl Control {
+    /// The Swarm block of `docker info`, as seen from node `node_id` at `node_addr`.
+    pub fn info(&self, node_id: &Id, node_addr: &str) -> Result<SwarmInfo> {
+        let cluster = self.cluster()?;
+        let view = self.store.view();
+        let mut remote_managers: Vec<(Id, String)> = view
+            .list::<swarm_core::types::Node>()
+            .filter_map(|n| {
+                n.manager_status
+                    .as_ref()
+                    .map(|m| (n.id.clone(), m.addr.clone()))
+            })
+            .collect();
+        remote_managers.sort();
+        Ok(SwarmInfo {
+            node_id: node_id.clone(),
+            node_addr: node_addr.to_string(),
+            control_available: true,
+            cluster_id: cluster.id.clone(),
+            created_at: cluster.meta.created_at,
+            updated_at: cluster.meta.updated_at,
+            managers: remote_managers.len(),
+            nodes: view.count::<swarm_core::types::Node>(),
+            remote_managers,
+            spec: cluster.spec.clone(),
+            root_rotation_in_progress: cluster.root_ca.root_rotation.is_some(),
+            default_address_pool: cluster.default_address_pool.clone(),
+            subnet_size: cluster.subnet_size,
+            data_path_port: cluster.vxlan_udp_port,
+        })
+    }
+}
