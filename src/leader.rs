@@ -132,11 +132,8 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
         };
         tokio::select! {
             e = watch.next() => {
-                let Some(first) = e else { return };
-                let mut events = vec![first];
-                while let Some(e) = watch.try_next() {
-                    events.push(e);
-                }
+                let Some(events) = with_queued(e, &mut watch) else { return };
+                let mut all_services = false;
                 for e in events {
                     for c in &e.changes {
                         match c.object.kind() {
@@ -153,11 +150,14 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
                             Kind::Node | Kind::Cluster
                                 if c.object.downcast::<Node>().is_none_or(|_| node_change_matters(c)) =>
                             {
-                                dirty.extend(store.view().list::<Service>().map(|s| s.id.clone()));
+                                all_services = true;
                             }
                             _ => {}
                         }
                     }
+                }
+                if all_services {
+                    dirty.extend(store.view().list::<Service>().map(|s| s.id.clone()));
                 }
             }
             _ = tokio::time::sleep(sleep) => {
@@ -167,6 +167,17 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
             _ = stop.changed() => {}
         }
     }
+}
+
+/// The event just received and every one already queued behind it, so a burst
+/// of commits is handled in one pass; `None` when the store is gone.
+fn with_queued(
+    first: Option<swarm_core::Event>,
+    watch: &mut swarm_core::Watch,
+) -> Option<Vec<swarm_core::Event>> {
+    let mut events = vec![first?];
+    events.extend(watch.drain());
+    Some(events)
 }
 
 /// Whether a node change can change what the orchestrator wants: state,
@@ -235,11 +246,7 @@ async fn allocate(store: Store, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             e = watch.next() => {
-                let Some(first) = e else { return };
-                let mut events = vec![first];
-                while let Some(e) = watch.try_next() {
-                    events.push(e);
-                }
+                let Some(events) = with_queued(e, &mut watch) else { return };
                 for e in events {
                     for c in &e.changes {
                         if let Some(t) = c.object.downcast::<Task>()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_core::types::{ClusterSpec, ManagerStatus, Node, NodeRole, NodeState, Reachability};
-use swarm_core::{Id, Kind, Store, SystemClock};
+use swarm_core::{Id, Store, SystemClock};
 use swarm_raft::{RaftNode, Start, Transport};
 use swarm_runtime::Runtime;
 use tokio::net::TcpListener;
@@ -127,6 +127,23 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// A fresh raft member ID: random, non-zero, never reused.
+fn new_raft_id() -> u64 {
+    loop {
+        let r: u64 = rand::random();
+        if r != 0 {
+            return r;
+        }
+    }
+}
+
+/// Listens on the cluster port.
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))
+}
+
 /// How a manager comes up.
 enum Mode {
     /// Founds a new swarm.
@@ -236,12 +253,7 @@ impl Manager {
         let expiry = cfg.cluster_spec.ca_config.node_cert_expiry;
         let cert = ca.issue(&csr, &node_id, NodeRole::Manager, &cluster_id, expiry)?;
         let identity = NodeIdentity::from_pem(&key, &cert)?;
-        let raft_id = loop {
-            let r: u64 = rand::random();
-            if r != 0 {
-                break r;
-            }
-        };
+        let raft_id = new_raft_id();
         let node = NodeFile {
             node_id,
             cluster_id,
@@ -265,9 +277,7 @@ impl Manager {
                 cfg.data_dir.display()
             )));
         }
-        let listener = TcpListener::bind(&cfg.listen_addr).await.map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {}: {e}", cfg.listen_addr))
-        })?;
+        let listener = bind(&cfg.listen_addr).await?;
         let bound = listener
             .local_addr()
             .map_err(|e| Error::Internal(e.to_string()))?
@@ -280,12 +290,7 @@ impl Manager {
                     .into(),
             ));
         }
-        let raft_id = loop {
-            let r: u64 = rand::random();
-            if r != 0 {
-                break r;
-            }
-        };
+        let raft_id = new_raft_id();
         let mut managers = vec![remote.to_string()];
         managers.extend(joined.managers.iter().filter(|m| *m != remote).cloned());
         let node = NodeFile {
@@ -320,9 +325,7 @@ impl Manager {
         ca: RootCa,
         mode: Mode,
     ) -> Result<Manager> {
-        let listener = TcpListener::bind(&cfg.listen_addr).await.map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {}: {e}", cfg.listen_addr))
-        })?;
+        let listener = bind(&cfg.listen_addr).await?;
         Manager::run_on(cfg, dir, node, identity, ca, mode, listener).await
     }
 
@@ -447,11 +450,9 @@ impl Manager {
                 .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
             let mut managers = vec![addr.clone()];
             managers.extend(
-                store
-                    .view()
-                    .list::<Node>()
-                    .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
-                    .filter(|a| !a.is_empty() && *a != addr),
+                crate::dispatcher::manager_addrs(&store.view())
+                    .into_iter()
+                    .filter(|a| *a != addr),
             );
             let session = SessionConfig {
                 managers,
@@ -584,5 +585,4 @@ async fn follow_leadership(
     if let Some(l) = loops.take() {
         l.stop().await;
     }
-    let _ = Kind::Node;
 }

@@ -65,6 +65,24 @@ async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// Waits (bounded) until no runtime holds a task: what `service rm` must lead to.
+async fn until_no_tasks(runtimes: &[Arc<dyn Runtime>]) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut left = 0;
+            for rt in runtimes {
+                left += rt.list().await.unwrap().len();
+            }
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every task of the removed service is gone from every node");
+}
+
 fn spec(name: &str, replicas: u64) -> ServiceSpec {
     ServiceSpec {
         annotations: Annotations::named(name),
@@ -168,21 +186,7 @@ async fn workers_join_and_a_service_runs_scales_and_goes() {
     .await;
 
     control.remove_service("web").await.unwrap();
-    let runtimes = c.runtimes.clone();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let mut left = 0;
-            for rt in &runtimes {
-                left += rt.list().await.unwrap().len();
-            }
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("every task of the removed service is gone from every node");
+    until_no_tasks(&c.runtimes).await;
     for w in c.workers {
         w.shutdown().await;
     }
@@ -401,13 +405,7 @@ async fn a_restarted_worker_adopts_its_tasks_without_duplicates() {
     );
 
     control.remove_service("web").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !rt.list().await.unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("tasks removed");
+    until_no_tasks(std::slice::from_ref(&rt)).await;
     worker.shutdown().await;
     manager.shutdown().await;
 }
@@ -454,13 +452,7 @@ async fn a_dead_worker_is_marked_down_and_its_tasks_move() {
     .await;
     control.remove_service("web").await.unwrap();
     remove_all(&rt1).await;
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !rt2.list().await.unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("tasks removed");
+    until_no_tasks(std::slice::from_ref(&rt2)).await;
     w2.shutdown().await;
     manager.shutdown().await;
 }

@@ -168,15 +168,25 @@ impl Control {
         &self,
         f: impl Fn(&mut swarm_core::Tx) -> swarm_core::Result<T>,
     ) -> swarm_core::Result<T> {
-        let mut attempt = 0u64;
-        loop {
-            match self.store.update(&f).await {
-                Err(swarm_core::Error::Conflict { .. }) if attempt < 10 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-                }
-                other => return other,
+        update_retrying(&self.store, f).await
+    }
+}
+
+/// Runs `f` in a transaction on `store`, again (a few times, with a short
+/// backoff) when a concurrent write changed an object it read. Only for writes
+/// whose reads are the caller's own, never for a version a user gave.
+pub(crate) async fn update_retrying<T>(
+    store: &Store,
+    f: impl Fn(&mut swarm_core::Tx) -> swarm_core::Result<T>,
+) -> swarm_core::Result<T> {
+    let mut attempt = 0u64;
+    loop {
+        match store.update(&f).await {
+            Err(swarm_core::Error::Conflict { .. }) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
             }
+            other => return other,
         }
     }
 }

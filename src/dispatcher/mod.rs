@@ -127,10 +127,9 @@ fn heartbeat_period(store: &Store) -> Duration {
     })
 }
 
-/// Every manager's address, for nodes to fail over to.
-fn manager_addrs(store: &Store) -> Vec<String> {
-    let mut v: Vec<String> = store
-        .view()
+/// Every manager's address, sorted, for nodes to fail over to.
+pub(crate) fn manager_addrs(view: &swarm_core::Tables) -> Vec<String> {
+    let mut v: Vec<String> = view
         .list::<Node>()
         .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
         .filter(|a| !a.is_empty())
@@ -145,28 +144,18 @@ async fn set_node_status(
     node: &Id,
     f: impl Fn(&mut Node),
 ) -> swarm_core::Result<()> {
-    for _ in 0..5 {
-        let r = store
-            .update(|tx| {
-                let Some(n) = tx.get::<Node>(node) else {
-                    return Err(swarm_core::Error::NotFound {
-                        kind: Kind::Node,
-                        id: node.to_string(),
-                    });
-                };
-                let mut n = (*n).clone();
-                f(&mut n);
-                tx.update(n).map(drop)
-            })
-            .await;
-        match r {
-            Err(swarm_core::Error::Conflict { .. }) => continue,
-            other => return other,
-        }
-    }
-    Err(swarm_core::Error::Unavailable(format!(
-        "node {node}: too many concurrent updates"
-    )))
+    crate::control::update_retrying(store, |tx| {
+        let Some(n) = tx.get::<Node>(node) else {
+            return Err(swarm_core::Error::NotFound {
+                kind: Kind::Node,
+                id: node.to_string(),
+            });
+        };
+        let mut n = (*n).clone();
+        f(&mut n);
+        tx.update(n).map(drop)
+    })
+    .await
 }
 
 /// Whether a task belongs in a node's assignment set.
@@ -285,7 +274,7 @@ async fn stream_assignments(
             .is_ok()
         }
     };
-    let mut managers = manager_addrs(store);
+    let mut managers = manager_addrs(&store.view());
     let started = SessionMessage::Started {
         session_id: session_id.to_string(),
         heartbeat_period: d.heartbeat_period(),
@@ -364,7 +353,7 @@ async fn stream_assignments(
             return "node went away";
         }
         if managers_changed {
-            let now = manager_addrs(store);
+            let now = manager_addrs(&store.view());
             if now != managers {
                 managers = now;
                 if !send(SessionMessage::Managers(managers.clone())).await {

@@ -86,12 +86,7 @@ impl CaService {
             ..Default::default()
         };
         self.store.update(|tx| tx.create(node)).await?;
-        let view = self.store.view();
-        let managers = view
-            .list::<Node>()
-            .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
-            .filter(|a| !a.is_empty())
-            .collect();
+        let managers = crate::dispatcher::manager_addrs(&self.store.view());
         tracing::info!(node = %node_id, role = role_ou(role), "node joined");
         Ok(IssueResponse {
             node_id: node_id.to_string(),
