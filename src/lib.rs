@@ -11,7 +11,8 @@
 //! | [`runtime`] (`swarm-runtime`) | the `Runtime` trait, Docker and process runtimes |
 //! | [`net`] (`swarm-net`) | IPAM, routing mesh, service discovery, overlays |
 //!
-//! The manager, worker and `swarmd` daemon land here as their issues are built.
+//! Here: [`Manager`] (a manager embedded in a Rust service), [`Worker`], and
+//! [`Node`] (either, following `node promote` / `node demote`).
 //!
 //! ```
 //! use swarm::core::{Store, types::*};
@@ -29,13 +30,16 @@ pub mod dispatcher;
 mod error;
 pub mod leader;
 mod manager;
+mod node;
 pub mod orchestrator;
+mod roles;
 pub mod rpc;
 pub mod state;
 mod worker;
 
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig, hostname};
+pub use node::Node;
 pub use worker::{Worker, WorkerConfig};
 
 pub use swarm_core as core;

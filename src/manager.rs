@@ -128,7 +128,7 @@ pub fn hostname() -> String {
 }
 
 /// A fresh raft member ID: random, non-zero, never reused.
-fn new_raft_id() -> u64 {
+pub(crate) fn new_raft_id() -> u64 {
     loop {
         let r: u64 = rand::random();
         if r != 0 {
@@ -211,6 +211,78 @@ async fn ask_to_join(
     )))
 }
 
+/// What joining a swarm made of this node.
+pub(crate) enum JoinedAs {
+    /// A running manager.
+    Manager(Manager),
+    /// A worker, saved in its data directory, not started yet.
+    Worker(NodeFile, NodeIdentity, RootCa),
+}
+
+/// Joins the swarm of the manager at `remote` with `token`, as the role the
+/// token grants; a worker token is refused unless `accept_worker`, and nothing
+/// is saved then.
+pub(crate) async fn join_swarm(
+    cfg: ManagerConfig,
+    remote: &str,
+    token: &str,
+    accept_worker: bool,
+) -> Result<JoinedAs> {
+    let dir = DataDir::open(&cfg.data_dir)?;
+    if dir.has_node() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} already holds a node of a swarm: start it instead of joining again",
+            cfg.data_dir.display()
+        )));
+    }
+    let listener = bind(&cfg.listen_addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .to_string();
+    let addr = cfg.advertise_addr.clone().unwrap_or(bound);
+    let joined = crate::rpc::ca::join(remote, token, &cfg.hostname, &addr).await?;
+    let role = joined.identity.peer.role;
+    if role != NodeRole::Manager && !accept_worker {
+        return Err(Error::InvalidArgument(
+            "this is a worker join token: start the node as a worker, or use the manager token"
+                .into(),
+        ));
+    }
+    let mut managers = vec![remote.to_string()];
+    managers.extend(joined.managers.iter().filter(|m| *m != remote).cloned());
+    let node = NodeFile {
+        node_id: joined.identity.peer.node_id.clone(),
+        cluster_id: joined.identity.peer.cluster_id.clone(),
+        role,
+        raft_id: if role == NodeRole::Manager {
+            new_raft_id()
+        } else {
+            0
+        },
+        managers: managers.clone(),
+    };
+    dir.save(&node, &joined.identity, &joined.ca)?;
+    if role != NodeRole::Manager {
+        return Ok(JoinedAs::Worker(node, joined.identity, joined.ca));
+    }
+    let cfg = ManagerConfig {
+        advertise_addr: Some(addr),
+        ..cfg
+    };
+    let m = Manager::run_on(
+        cfg,
+        dir,
+        node,
+        joined.identity,
+        joined.ca,
+        Mode::Join(managers),
+        listener,
+    )
+    .await?;
+    Ok(JoinedAs::Manager(m))
+}
+
 /// A running manager.
 pub struct Manager {
     node_id: Id,
@@ -268,53 +340,26 @@ impl Manager {
     /// Joins the swarm of the manager at `remote` as a new manager (`docker swarm
     /// join` with the manager token): gets a manager certificate, then asks the
     /// leader to add this node to the raft group and catches up with its state.
-    /// A data directory that already holds a node is refused.
+    /// A data directory that already holds a node is refused, and so is a worker
+    /// token (nothing is saved then).
     pub async fn join(cfg: ManagerConfig, remote: &str, token: &str) -> Result<Manager> {
-        let dir = DataDir::open(&cfg.data_dir)?;
-        if dir.has_node() {
-            return Err(Error::FailedPrecondition(format!(
-                "{} already holds a node of a swarm: start it instead of joining again",
-                cfg.data_dir.display()
-            )));
+        match join_swarm(cfg, remote, token, false).await? {
+            JoinedAs::Manager(m) => Ok(m),
+            JoinedAs::Worker(..) => Err(Error::Internal("joined as a worker".into())),
         }
-        let listener = bind(&cfg.listen_addr).await?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .to_string();
-        let addr = cfg.advertise_addr.clone().unwrap_or(bound);
-        let joined = crate::rpc::ca::join(remote, token, &cfg.hostname, &addr).await?;
-        if joined.identity.peer.role != NodeRole::Manager {
-            return Err(Error::InvalidArgument(
-                "this is a worker join token: start the node as a worker, or use the manager token"
-                    .into(),
-            ));
-        }
-        let raft_id = new_raft_id();
-        let mut managers = vec![remote.to_string()];
-        managers.extend(joined.managers.iter().filter(|m| *m != remote).cloned());
-        let node = NodeFile {
-            node_id: joined.identity.peer.node_id.clone(),
-            cluster_id: joined.identity.peer.cluster_id.clone(),
-            role: NodeRole::Manager,
-            raft_id,
-            managers: managers.clone(),
-        };
-        dir.save(&node, &joined.identity, &joined.ca)?;
-        let cfg = ManagerConfig {
-            advertise_addr: Some(addr),
-            ..cfg
-        };
-        Manager::run_on(
-            cfg,
-            dir,
-            node,
-            joined.identity,
-            joined.ca,
-            Mode::Join(managers),
-            listener,
-        )
-        .await
+    }
+
+    /// Starts the manager of a node that was a worker and got a manager
+    /// certificate (promotion): joins the raft group through `dir`'s managers.
+    pub(crate) async fn start_promoted(
+        cfg: ManagerConfig,
+        dir: DataDir,
+        node: NodeFile,
+        identity: NodeIdentity,
+        ca: RootCa,
+    ) -> Result<Manager> {
+        let managers = node.managers.clone();
+        Manager::run(cfg, dir, node, identity, ca, Mode::Join(managers)).await
     }
 
     async fn run(
@@ -435,6 +480,12 @@ impl Manager {
             store.update(|tx| tx.create(me).map(drop)).await?;
         }
 
+        tasks.push(tokio::spawn(crate::roles::run(
+            raft.clone(),
+            store.clone(),
+            leading_rx.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(follow_leadership(
             raft.clone(),
             store.clone(),

@@ -113,6 +113,21 @@ impl DataDir {
         self.save_node(node)
     }
 
+    /// Forgets what only a manager keeps: the raft log and snapshots, and the
+    /// root CA key (a demoted node must not sign certificates; a promoted one
+    /// joins the raft group as a new member).
+    pub fn forget_manager_state(&self) -> Result<()> {
+        let raft = self.raft_dir();
+        if raft.exists() {
+            fs::remove_dir_all(&raft).map_err(|e| io(&raft, e))?;
+        }
+        let key = self.certs().join("ca.key");
+        if key.exists() {
+            fs::remove_file(&key).map_err(|e| io(&key, e))?;
+        }
+        Ok(())
+    }
+
     /// Saves the node's facts only (e.g. a new manager list).
     pub fn save_node(&self, node: &NodeFile) -> Result<()> {
         let json = serde_json::to_vec_pretty(node).map_err(|e| Error::Internal(e.to_string()))?;

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
 use crate::agent::session::{SessionConfig, run as run_session};
-use crate::ca::client_config;
+use crate::ca::{NodeIdentity, RootCa, client_config};
 use crate::error::{Error, Result};
 use crate::rpc::ca::join;
 use crate::state::{DataDir, NodeFile, describe};
@@ -78,7 +78,14 @@ impl Worker {
     pub async fn start(config: WorkerConfig, runtime: Arc<dyn Runtime>) -> Result<Worker> {
         let dir = DataDir::open(&config.data_dir)?;
         let (node, identity, ca) = if dir.has_node() {
-            dir.load()?
+            let saved = dir.load()?;
+            if saved.0.role == NodeRole::Manager {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} holds a manager; start it as a manager",
+                    config.data_dir.display()
+                )));
+            }
+            saved
         } else {
             let Some((remote, token)) = &config.join else {
                 return Err(Error::FailedPrecondition(format!(
@@ -104,13 +111,24 @@ impl Worker {
             dir.save(&node, &joined.identity, &joined.ca)?;
             (node, joined.identity, joined.ca)
         };
+        Worker::run_saved(&config.hostname, node, identity, ca, runtime).await
+    }
+
+    /// Runs the worker saved as `node` with `identity`, trusting `ca`.
+    pub(crate) async fn run_saved(
+        hostname: &str,
+        node: NodeFile,
+        identity: NodeIdentity,
+        ca: RootCa,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Worker> {
         let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
             .await
             .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
         let session = SessionConfig {
             managers: node.managers.clone(),
             tls: client_config(&ca, &identity)?,
-            description: describe(&config.hostname),
+            description: describe(hostname),
         };
         let (stop, stop_rx) = watch::channel(false);
         let handle = tokio::spawn(async move {

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use swarm_core::types::{BlacklistedCertificate, Membership, Node, NodeRole, NodeSpec, NodeState};
+use swarm_core::types::{
+    BlacklistedCertificate, Membership, Node, NodeRole, NodeSpec, NodeState, Reachability,
+};
 use swarm_core::{Kind, Timestamp};
 
 use super::Control;
@@ -83,6 +85,9 @@ impl Control {
                     node.id
                 )));
             }
+            if node.manager_status.is_some() {
+                check_quorum_without(&view, &node)?;
+            }
         }
         let mut n = (*node).clone();
         n.meta.version.index = version;
@@ -127,4 +132,27 @@ impl Control {
         .await?;
         Ok(())
     }
+}
+
+/// Refuses to take manager `node` out of the raft group when the managers left
+/// that the leader reaches would be fewer than a quorum of them.
+fn check_quorum_without(view: &swarm_core::Tables, node: &Node) -> Result<()> {
+    let members: Vec<_> = view
+        .list::<Node>()
+        .filter_map(|n| n.manager_status.clone().map(|ms| (n.id.clone(), ms)))
+        .collect();
+    let remaining = members.iter().filter(|(id, _)| *id != node.id).count();
+    let reachable = members
+        .iter()
+        .filter(|(id, ms)| *id != node.id && ms.reachability == Reachability::Reachable)
+        .count();
+    let needed = remaining / 2 + 1;
+    if reachable < needed {
+        return Err(Error::FailedPrecondition(format!(
+            "can't remove member from the raft: this would result in a loss of quorum \
+             ({reachable} of the {remaining} other managers are reachable, {needed} needed; node {})",
+            node.id
+        )));
+    }
+    Ok(())
 }
