@@ -508,3 +508,103 @@ async fn a_missing_image_is_rejected_and_retried_per_restart_policy() {
     worker.shutdown().await;
     manager.shutdown().await;
 }
+
+async fn set_availability(control: &swarm::control::Control, node: &str, a: Availability) {
+    let n = control.inspect_node(node).unwrap();
+    let mut spec = n.spec.clone();
+    spec.availability = a;
+    control
+        .update_node(node, n.meta.version.index, spec)
+        .await
+        .unwrap();
+}
+
+fn on_node(control: &swarm::control::Control, service: &str, node: &str) -> usize {
+    let id = control.inspect_node(node).unwrap().id.clone();
+    wanted_running(control, service)
+        .iter()
+        .filter(|t| t.node_id == id)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_pause_and_reactivate_follow_docker() {
+    let c = cluster(2).await;
+    let control = c.manager.control().clone();
+    eventually("three ready nodes", || {
+        control
+            .list_nodes(&Default::default())
+            .iter()
+            .filter(|n| n.status.state == NodeState::Ready)
+            .count()
+            == 3
+    })
+    .await;
+    control.create_service(spec("web", 3)).await.unwrap();
+    eventually("one task per node", || {
+        ["manager1", "worker1", "worker2"]
+            .iter()
+            .all(|n| on_node(&control, "web", n) == 1)
+    })
+    .await;
+
+    // Drain: worker1's task is shut down and placed elsewhere.
+    set_availability(&control, "worker1", Availability::Drain).await;
+    eventually("worker1 empty, 3 running elsewhere", || {
+        on_node(&control, "web", "worker1") == 0 && wanted_running(&control, "web").len() == 3
+    })
+    .await;
+    let rt_w1 = &c.runtimes[1];
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while rt_w1
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.state == swarm::runtime::ContainerState::Running)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the drained node's process is stopped");
+
+    // Pause: worker2 keeps its task but takes no new one.
+    set_availability(&control, "worker2", Availability::Pause).await;
+    let before_w2 = on_node(&control, "web", "worker2");
+    control.scale_service("web", 5).await.unwrap();
+    eventually("5 running", || wanted_running(&control, "web").len() == 5).await;
+    assert_eq!(
+        on_node(&control, "web", "worker2"),
+        before_w2,
+        "paused node got no task"
+    );
+    assert_eq!(
+        on_node(&control, "web", "worker1"),
+        0,
+        "drained node got no task"
+    );
+
+    // Active again: nothing moves back by itself; new tasks may go there.
+    set_availability(&control, "worker1", Availability::Active).await;
+    set_availability(&control, "worker2", Availability::Active).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        on_node(&control, "web", "worker1"),
+        0,
+        "old tasks stay where they are"
+    );
+    assert_eq!(wanted_running(&control, "web").len(), 5);
+    control.scale_service("web", 6).await.unwrap();
+    eventually("the new task on the empty node", || {
+        on_node(&control, "web", "worker1") == 1 && wanted_running(&control, "web").len() == 6
+    })
+    .await;
+
+    control.remove_service("web").await.unwrap();
+    until_no_tasks(&c.runtimes).await;
+    for w in c.workers {
+        w.shutdown().await;
+    }
+    c.manager.shutdown().await;
+}
