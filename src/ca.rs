@@ -443,11 +443,20 @@ pub struct PeerIdentity {
     pub role: NodeRole,
     /// The cluster ID (O).
     pub cluster_id: Id,
+    /// When the certificate became valid (seconds since the epoch).
+    pub not_before: i64,
     /// When the certificate expires (seconds since the epoch).
     pub not_after: i64,
 }
 
 impl PeerIdentity {
+    /// When a node should renew this certificate: at `fraction` (0..1) of its
+    /// validity (SwarmKit renews at a random point between half and 80 %).
+    pub fn renew_at(&self, fraction: f64) -> i64 {
+        let span = (self.not_after - self.not_before).max(0) as f64;
+        self.not_before + (span * fraction.clamp(0.0, 1.0)) as i64
+    }
+
     /// Reads CN, OU and O from a certificate (DER).
     pub fn from_der(der: &[u8]) -> Result<PeerIdentity, CaError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -484,6 +493,7 @@ impl PeerIdentity {
             node_id: Id::from(node_id),
             role,
             cluster_id: Id::from(cluster_id),
+            not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }

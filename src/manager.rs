@@ -216,7 +216,7 @@ pub(crate) enum JoinedAs {
     /// A running manager.
     Manager(Manager),
     /// A worker, saved in its data directory, not started yet.
-    Worker(NodeFile, NodeIdentity, RootCa),
+    Worker(Box<(NodeFile, NodeIdentity, RootCa)>),
 }
 
 /// Joins the swarm of the manager at `remote` with `token`, as the role the
@@ -264,7 +264,11 @@ pub(crate) async fn join_swarm(
     };
     dir.save(&node, &joined.identity, &joined.ca)?;
     if role != NodeRole::Manager {
-        return Ok(JoinedAs::Worker(node, joined.identity, joined.ca));
+        return Ok(JoinedAs::Worker(Box::new((
+            node,
+            joined.identity,
+            joined.ca,
+        ))));
     }
     let cfg = ManagerConfig {
         advertise_addr: Some(addr),

@@ -43,7 +43,7 @@ enum Running {
 }
 
 struct Shared {
-    cfg: ManagerConfig,
+    cfg: parking_lot::Mutex<ManagerConfig>,
     runtime: Arc<dyn Runtime>,
     dir: DataDir,
     running: Mutex<Running>,
@@ -92,9 +92,12 @@ impl Node {
         let dir = DataDir::open(&cfg.data_dir)?;
         let running = match join_swarm(cfg.clone(), remote, token, true).await? {
             JoinedAs::Manager(m) => Running::Manager(m),
-            JoinedAs::Worker(node, identity, ca) => Running::Worker(
-                Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
-            ),
+            JoinedAs::Worker(saved) => {
+                let (node, identity, ca) = *saved;
+                Running::Worker(
+                    Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
+                )
+            }
         };
         Node::follow(cfg, runtime, dir, running)
     }
@@ -112,13 +115,18 @@ impl Node {
         };
         let (role, _) = watch::channel(role);
         let shared = Arc::new(Shared {
-            cfg,
+            cfg: parking_lot::Mutex::new(cfg),
             runtime,
             dir,
             running: Mutex::new(running),
             role,
         });
         let (stop, stop_rx) = watch::channel(false);
+        if let Ok(r) = shared.running.try_lock()
+            && let Running::Manager(m) = &*r
+        {
+            shared.pin_addr(m);
+        }
         let follower = tokio::spawn(follow_role(shared.clone(), stop_rx));
         Ok(Node {
             node_id,
@@ -178,6 +186,22 @@ impl Node {
         }
     }
 
+    /// Renews this node's certificate now (it also happens on its own, at a
+    /// random point between half and 80 % of the certificate's life): a new key,
+    /// the same node ID and role. The node restarts its role with it; its tasks
+    /// keep running.
+    pub async fn renew_certificate(&self) -> Result<()> {
+        let mut last = Error::Unavailable("no manager known".into());
+        for addr in watch_targets(&self.shared).await {
+            let role = *self.shared.role.borrow();
+            match switch(&self.shared, role, &addr).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Stops the node. Its tasks keep running; a restart adopts them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -194,6 +218,21 @@ impl Drop for Node {
         let _ = self.stop.send(true);
         if let Some(f) = &self.follower {
             f.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn cfg(&self) -> ManagerConfig {
+        self.cfg.lock().clone()
+    }
+
+    /// Keeps the cluster port a manager got from port 0, so a restart of the
+    /// role (certificate renewal) comes back where the other managers expect.
+    fn pin_addr(&self, m: &Manager) {
+        let mut cfg = self.cfg.lock();
+        if cfg.advertise_addr.is_none() && cfg.listen_addr.ends_with(":0") {
+            cfg.listen_addr = m.addr().to_string();
         }
     }
 }
@@ -235,12 +274,27 @@ async fn watch_targets(shared: &Shared) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Watches the node's role at the managers and switches when it changes.
+/// When the certificate in `dir` is due for renewal.
+fn renewal_due(dir: &DataDir) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let Ok((_, identity, _)) = dir.load() else {
+        return now + Duration::from_secs(3600);
+    };
+    let at = identity.peer.renew_at(rand::random_range(0.5..0.8));
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now + Duration::from_secs((at - unix_now).max(0) as u64)
+}
+
+/// Watches the node's role at the managers and switches when it changes;
+/// renews the certificate when it is due.
 async fn follow_role(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
         }
+        let renew = renewal_due(&shared.dir);
         for addr in watch_targets(&shared).await {
             let Ok((_, identity, ca)) = shared.dir.load() else {
                 break;
@@ -258,6 +312,14 @@ async fn follow_role(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             loop {
                 let next = tokio::select! {
                     n = updates.next() => n,
+                    _ = tokio::time::sleep_until(renew) => {
+                        let role = *shared.role.borrow();
+                        match switch(&shared, role, &addr).await {
+                            Ok(()) => tracing::info!("node certificate renewed"),
+                            Err(e) => tracing::warn!(error = %e, "could not renew the node certificate; retrying"),
+                        }
+                        break;
+                    }
                     _ = stop.changed() => return,
                 };
                 let update = match next {
@@ -305,7 +367,8 @@ fn remember_managers(dir: &DataDir, managers: &[String]) {
 }
 
 /// Gets a certificate for `want` from the manager at `addr`, stops what runs
-/// and starts the other role from the data directory.
+/// and starts `want` from the data directory: the other role (promotion,
+/// demotion), or the same one again with the renewed certificate.
 async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
     let (mut node, identity, ca) = shared.dir.load()?;
     let (renewed, managers) = renew(addr, &ca, &identity).await?;
@@ -317,18 +380,35 @@ async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
     }
     let mut running = shared.running.lock().await;
     stop_running(std::mem::replace(&mut *running, Running::Stopped)).await;
-    node.role = want;
     if !managers.is_empty() {
         node.managers = managers;
     }
+    if node.role == want {
+        shared.dir.save(&node, &renewed, &ca)?;
+        *running = match want {
+            NodeRole::Manager => Running::Manager(Manager::start(shared.cfg()).await?),
+            NodeRole::Worker => Running::Worker(
+                Worker::run_saved(
+                    &shared.cfg().hostname,
+                    node,
+                    renewed,
+                    ca,
+                    shared.runtime.clone(),
+                )
+                .await?,
+            ),
+        };
+        return Ok(());
+    }
+    node.role = want;
     shared.dir.forget_manager_state()?;
     match want {
         NodeRole::Manager => {
             node.raft_id = new_raft_id();
             shared.dir.save(&node, &renewed, &ca)?;
-            let m =
-                Manager::start_promoted(shared.cfg.clone(), shared.dir.clone(), node, renewed, ca)
-                    .await?;
+            let m = Manager::start_promoted(shared.cfg(), shared.dir.clone(), node, renewed, ca)
+                .await?;
+            shared.pin_addr(&m);
             *running = Running::Manager(m);
         }
         NodeRole::Worker => {
@@ -336,7 +416,7 @@ async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
             let ca = crate::ca::RootCa::from_pem(ca.cert_pem(), None)?;
             shared.dir.save(&node, &renewed, &ca)?;
             let w = Worker::run_saved(
-                &shared.cfg.hostname,
+                &shared.cfg().hostname,
                 node,
                 renewed,
                 ca,

@@ -261,3 +261,69 @@ async fn a_demotion_that_would_lose_quorum_is_refused() {
     }
     m1.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_without_losing_the_node_or_its_tasks() {
+    let d1 = tempfile::tempdir().unwrap();
+    let (cfg1, _) = config(d1.path(), "manager1");
+    let m1 = Node::start(cfg1).await.unwrap();
+    let control = m1.control().await.unwrap();
+    let addr = m1.manager_addr().await.unwrap();
+    let token = control.join_tokens().unwrap().worker;
+    let d2 = tempfile::tempdir().unwrap();
+    let (cfg2, rt2) = config(d2.path(), "worker1");
+    let w = Node::join(cfg2, &addr, &token).await.unwrap();
+    let wid = w.node_id().clone();
+    eventually("two ready nodes", async || {
+        control
+            .list_nodes(&Default::default())
+            .iter()
+            .filter(|n| n.status.state == NodeState::Ready)
+            .count()
+            == 2
+    })
+    .await;
+    control.create_service(spec("web", 2)).await.unwrap();
+    eventually("a task on the worker", async || {
+        running_on(&control, "web", &wid) == 1
+    })
+    .await;
+
+    let cert =
+        |d: &std::path::Path| std::fs::read_to_string(d.join("certificates/node.crt")).unwrap();
+    let before = cert(d2.path());
+    w.renew_certificate().await.unwrap();
+    let after = cert(d2.path());
+    assert_ne!(before, after, "a new certificate");
+    assert_eq!(w.node_id(), &wid, "the same node");
+    assert_eq!(w.role(), NodeRole::Worker);
+    assert_eq!(
+        control.inspect_node(&wid).unwrap().certificate.certificate,
+        after.as_bytes(),
+        "the swarm records the certificate it issued"
+    );
+
+    let before = cert(d1.path());
+    m1.renew_certificate().await.unwrap();
+    assert_ne!(before, cert(d1.path()));
+    assert_eq!(
+        m1.manager_addr().await.unwrap(),
+        addr,
+        "same cluster address"
+    );
+    let control = m1.control().await.unwrap();
+    control.scale_service("web", 4).await.unwrap();
+    eventually("4 running, 2 on the worker", async || {
+        running_on(&control, "web", &wid) == 2 && running_on(&control, "web", m1.node_id()) == 2
+    })
+    .await;
+    assert_eq!(container_count(&rt2).await, 2, "no duplicate containers");
+
+    control.remove_service("web").await.unwrap();
+    eventually("the worker's tasks gone", async || {
+        container_count(&rt2).await == 0
+    })
+    .await;
+    w.shutdown().await;
+    m1.shutdown().await;
+}

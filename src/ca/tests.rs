@@ -143,6 +143,7 @@ fn issued_certificates_name_node_role_and_cluster() {
             node_id: Id::from("abcdef0123456789abcdef012"),
             role: NodeRole::Manager,
             cluster_id: Id::from("cluster1"),
+            not_before: m.peer.not_before,
             not_after: m.peer.not_after,
         }
     );
@@ -151,6 +152,14 @@ fn issued_certificates_name_node_role_and_cluster() {
         .unwrap()
         .as_secs() as i64;
     assert!((m.peer.not_after - now - 3600).abs() < 10);
+    // Valid from five minutes back (clock skew); renewed past half its life.
+    assert!((now - 300 - m.peer.not_before).abs() < 10);
+    let half = m.peer.renew_at(0.5);
+    assert_eq!(
+        half,
+        m.peer.not_before + (m.peer.not_after - m.peer.not_before) / 2
+    );
+    assert_eq!(m.peer.renew_at(2.0), m.peer.not_after);
     let w = issue(&ca, "worker1", NodeRole::Worker);
     assert_eq!(w.peer.role, NodeRole::Worker);
     // A certificate with someone else's key is refused.

@@ -90,7 +90,13 @@ pub fn incoming(
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            // Stop listening as soon as the server is gone, so the port is
+            // free for a restart of this node.
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
