@@ -27,6 +27,7 @@ pub mod agent;
 pub mod ca;
 pub mod control;
 pub mod dispatcher;
+pub mod engine;
 mod error;
 pub mod leader;
 mod manager;

@@ -1,0 +1,141 @@
+//! swarmd: a swarm node that the stock docker CLI drives.
+//!
+//! ```text
+//! swarmd --data-dir /var/lib/swarmd --api-addr tcp://127.0.0.2:2375 \
+//!        --advertise-addr 127.0.0.2
+//! DOCKER_HOST=tcp://127.0.0.2:2375 docker swarm init --advertise-addr 127.0.0.2
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use swarm::engine::{Engine, EngineConfig};
+use swarm::runtime::{DockerRuntime, ProcessRuntime, PullPolicy, Runtime};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RuntimeKind {
+    /// Containers through the local Docker Engine.
+    Docker,
+    /// Task commands as local processes.
+    Process,
+}
+
+/// A Swarm node serving the swarm part of the Docker Engine API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where the node keeps its identity, raft log and task state.
+    #[arg(long, default_value = "/var/lib/swarmd")]
+    data_dir: PathBuf,
+    /// Where the Engine API listens: tcp://HOST:PORT, HOST:PORT, or a unix
+    /// socket path (unix:///path or /path).
+    #[arg(long, default_value = "unix:///var/run/swarmd.sock")]
+    api_addr: String,
+    /// The runtime tasks run with (default: docker when an engine answers,
+    /// else process).
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeKind>,
+    /// The cluster port to listen on when `swarm init`/`join` keep docker's
+    /// default (0.0.0.0:2377).
+    #[arg(long)]
+    listen_addr: Option<String>,
+    /// The address other nodes reach this one on, when the request does not say.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// The address published ports bind on (the routing mesh).
+    #[arg(long)]
+    ingress_addr: Option<String>,
+    /// The host name the node reports.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Log filter (tracing's env-filter syntax), e.g. info or swarm=debug.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+async fn runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
+    let process = || -> anyhow::Result<Arc<dyn Runtime>> {
+        Ok(Arc::new(
+            ProcessRuntime::new(args.data_dir.join("runtime"))
+                .context("starting the process runtime")?,
+        ))
+    };
+    match args.runtime {
+        Some(RuntimeKind::Process) => process(),
+        Some(RuntimeKind::Docker) => Ok(Arc::new(
+            DockerRuntime::connect()
+                .await
+                .context("no Docker Engine answers")?
+                .with_pull_policy(PullPolicy::Missing),
+        )),
+        None => match DockerRuntime::connect().await {
+            Ok(d) => Ok(Arc::new(d.with_pull_policy(PullPolicy::Missing))),
+            Err(e) => {
+                tracing::info!(error = %e, "no Docker Engine: tasks run as processes");
+                process()
+            }
+        },
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .with_context(|| format!("invalid --log-level {:?}", args.log_level))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if args.ingress_addr.is_some() {
+        tracing::warn!(
+            "--ingress-addr: the routing mesh is not built yet; published ports are recorded only"
+        );
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let cfg = EngineConfig {
+        data_dir: args.data_dir.clone(),
+        listen_addr: args.listen_addr.clone(),
+        advertise_addr: args.advertise_addr.clone(),
+        hostname: args.hostname.clone().unwrap_or_else(swarm::hostname),
+        runtime: runtime(&args).await?,
+        tick_interval: Duration::from_millis(100),
+    };
+    let engine = Engine::start(cfg).await.context("starting the node")?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let api = args.api_addr.as_str();
+    let unix_path = api
+        .strip_prefix("unix://")
+        .or_else(|| api.starts_with('/').then_some(api));
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+        let listener =
+            tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {path}"))?;
+        tracing::info!(socket = path, "Engine API listening");
+        engine.clone().serve(listener, shutdown).await?;
+    } else {
+        let addr = api.strip_prefix("tcp://").unwrap_or(api);
+        if addr.is_empty() {
+            bail!("--api-addr is empty");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(addr, "Engine API listening");
+        engine.clone().serve(listener, shutdown).await?;
+    }
+    engine.shutdown().await;
+    Ok(())
+}
