@@ -1,0 +1,349 @@
+//! The stock `docker` CLI against three `swarmd` processes on 127.0.0.x
+//! (process runtime). Skips with a printed reason when no docker client is
+//! installed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    api: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(ip: &str, name: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("{ip}:{}", free_port(ip));
+    let cluster = format!("{ip}:{}", free_port(ip));
+    let child = Command::new(env!("CARGO_BIN_EXE_swarmd"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--api-addr", &format!("tcp://{api}")])
+        .args(["--listen-addr", &cluster])
+        .args(["--advertise-addr", &cluster])
+        .args([
+            "--runtime",
+            "process",
+            "--hostname",
+            name,
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("swarmd starts");
+    let d = Daemon {
+        child,
+        api,
+        _dir: dir,
+    };
+    wait_until("the API answers", || {
+        docker(&d, &["version"]).status.success()
+    });
+    d
+}
+
+fn docker(d: &Daemon, args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://{}", d.api))
+        .env("DOCKER_CLI_HINTS", "false")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+/// Runs docker and returns its stdout; fails the test on a non-zero exit.
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let o = docker(d, args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn have_docker() -> bool {
+    Command::new("docker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Raw HTTP to the API: (status, body).
+fn http(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&d.api).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn running_tasks(d: &Daemon, service: &str) -> Vec<String> {
+    ok(
+        d,
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn the_docker_cli_drives_a_three_node_swarm() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.21", "node1");
+    let n2 = start("127.0.0.22", "node2");
+    let n3 = start("127.0.0.23", "node3");
+
+    // Outside a swarm: docker's 503.
+    let o = docker(&n1, &["node", "ls"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("This node is not a swarm manager"));
+
+    let out = ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.21"]);
+    assert!(out.contains("Swarm initialized: current node ("), "{out}");
+    assert!(out.contains("docker swarm join --token SWMTKN-1-"), "{out}");
+    let worker_token = ok(&n1, &["swarm", "join-token", "-q", "worker"]);
+    let manager_addr = ok(
+        &n1,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    let (worker_token, manager_addr) = (worker_token.trim(), manager_addr.trim());
+    assert!(worker_token.starts_with("SWMTKN-1-"));
+
+    // A wrong token is refused; the node stays out.
+    let o = docker(
+        &n2,
+        &[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-bogus-bogus",
+            manager_addr,
+        ],
+    );
+    assert!(!o.status.success());
+    for n in [&n2, &n3] {
+        let out = ok(n, &["swarm", "join", "--token", worker_token, manager_addr]);
+        assert!(
+            out.contains("This node joined a swarm as a worker."),
+            "{out}"
+        );
+    }
+    let info = ok(
+        &n1,
+        &["info", "--format", "{{.Swarm.Managers}} {{.Swarm.Nodes}}"],
+    );
+    assert_eq!(info.trim(), "1 3");
+
+    wait_until("three ready nodes", || {
+        ok(&n1, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| *l == "Ready")
+            .count()
+            == 3
+    });
+    let ls = ok(&n1, &["node", "ls"]);
+    assert!(ls.lines().next().unwrap().starts_with("ID "), "{ls}");
+    let me = ls
+        .lines()
+        .find(|l| l.contains(" * "))
+        .expect("* marks this node");
+    assert!(me.contains("node1") && me.contains("Leader"), "{ls}");
+
+    // A worker cannot manage the swarm.
+    let o = docker(&n2, &["service", "ls"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Worker nodes can't be used"));
+
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "3",
+            "--name",
+            "web",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("3/3", || {
+        ok(
+            &n1,
+            &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+        )
+        .trim()
+            == "web 3/3"
+    });
+    ok(&n1, &["service", "scale", "--detach", "web=5"]);
+    wait_until("5 running", || running_tasks(&n1, "web").len() == 5);
+
+    // Drain: node2's tasks move; the replica count holds.
+    ok(&n1, &["node", "update", "--availability", "drain", "node2"]);
+    wait_until("nothing on node2", || {
+        let r = running_tasks(&n1, "web");
+        r.len() == 5 && r.iter().all(|l| !l.contains("node2"))
+    });
+    let ps = ok(&n1, &["service", "ps", "web"]);
+    assert!(ps.contains("\\_ web."), "history rows: {ps}");
+    ok(
+        &n1,
+        &["node", "update", "--availability", "active", "node2"],
+    );
+
+    // Promote and demote.
+    ok(&n1, &["node", "promote", "node3"]);
+    wait_until("node3 reachable", || {
+        ok(
+            &n1,
+            &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"],
+        )
+        .contains("node3 Reachable")
+    });
+    ok(&n3, &["node", "ls"]);
+    ok(&n1, &["node", "demote", "node3"]);
+    wait_until("one manager", || {
+        ok(&n1, &["info", "--format", "{{.Swarm.Managers}}"]).trim() == "1"
+    });
+    let o = docker(&n1, &["node", "demote", "node1"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("last manager"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A rolling update of the image, then the previous spec back.
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--image",
+            "busybox:2",
+            "web",
+        ],
+    );
+    let img = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "web",
+        ],
+    );
+    assert_eq!(img.trim(), "busybox:2");
+    let pretty = ok(&n1, &["service", "inspect", "--pretty", "web"]);
+    assert!(pretty.contains("Replicas:\t5"), "{pretty}");
+
+    // Bad input: Docker-style errors, nothing changed.
+    let (status, body) = http(&n1, "POST", "/v1.47/services/create", "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"message\""), "{body}");
+    let (status, body) = http(
+        &n1,
+        "POST",
+        "/v1.47/services/create",
+        r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Imagee":"a"}}}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("TaskTemplate.ContainerSpec.Imagee"), "{body}");
+    let (status, _) = http(&n1, "GET", "/v1.47/services/nosuchservice", "");
+    assert_eq!(status, 404);
+    let (status, _) = http(
+        &n1,
+        "POST",
+        "/v1.47/services/create",
+        r#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"a"}}}"#,
+    );
+    assert_eq!(status, 409, "a taken name");
+    let (status, _) = http(
+        &n1,
+        "POST",
+        "/v1.47/nodes/node2/update?version=1",
+        r#"{"Role":"king"}"#,
+    );
+    assert_eq!(status, 400);
+    let huge = format!("{{\"Name\":\"{}\"}}", "a".repeat(5 << 20));
+    let (status, _) = http(&n1, "POST", "/v1.47/services/create", &huge);
+    assert!(status == 413 || status == 400, "{status}");
+    assert_eq!(
+        ok(&n1, &["service", "ls", "--format", "{{.Name}}"]).trim(),
+        "web",
+        "nothing created"
+    );
+
+    ok(&n1, &["service", "rm", "web"]);
+    wait_until("no service", || {
+        ok(&n1, &["service", "ls", "-q"]).trim().is_empty()
+    });
+
+    // A worker leaves; the manager sees it go down.
+    ok(&n2, &["swarm", "leave"]);
+    wait_until("node2 down", || {
+        ok(
+            &n1,
+            &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+        )
+        .contains("node2 Down")
+    });
+}
