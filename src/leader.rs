@@ -1,5 +1,5 @@
 //! The loops only the raft leader runs: the orchestrator (replicated, global,
-//! restarts, reaper), the allocator (NEW → PENDING), and the scheduler driver
+//! restarts, reaper, rolling updates), the allocator (NEW → PENDING), and the scheduler driver
 //! (PENDING → ASSIGNED). They start when this manager becomes leader and stop
 //! when it loses leadership; all their state is in the store, so a new leader
 //! picks up exactly where the old one stopped.
@@ -88,6 +88,10 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
             .filter(|t| !t.service_id.is_empty())
             .map(|t| t.service_id.clone()),
     );
+    let mut history = orchestrator::RunHistory::new();
+    for t in view.list::<Task>() {
+        history.observe(&t);
+    }
     drop(view);
     let mut wake_at: Option<Timestamp> = None;
     loop {
@@ -101,7 +105,11 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
             let mut next_wake: Option<Timestamp> = None;
             for sid in &dirty {
                 let p = match view.get::<Service>(sid) {
-                    Some(s) => orchestrator::reconcile(&view, &s, now),
+                    Some(s) => {
+                        let mut p = orchestrator::reconcile(&view, &s, now);
+                        orchestrator::plan_update(&view, &s, &history, now, &mut p);
+                        p
+                    }
                     None => orchestrator::remove_service_tasks(&view, sid),
                 };
                 if let Some(w) = p.wake_at {
@@ -110,6 +118,7 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
                 plan.create.extend(p.create);
                 plan.update.extend(p.update);
                 plan.delete.extend(p.delete);
+                plan.services.extend(p.services);
             }
             drop(view);
             wake_at = next_wake;
@@ -141,10 +150,20 @@ async fn orchestrate(store: Store, clock: Arc<dyn Clock>, mut stop: watch::Recei
                                 dirty.insert(c.object.id().clone());
                             }
                             Kind::Task => {
-                                if let Some(t) = c.object.downcast::<Task>()
-                                    && !t.service_id.is_empty()
+                                if let Some(t) = c.object.downcast::<Task>() {
+                                    if c.action == swarm_core::Action::Remove {
+                                        history.forget(&t.id);
+                                    } else {
+                                        history.observe(t);
+                                    }
+                                    if !t.service_id.is_empty() {
+                                        dirty.insert(t.service_id.clone());
+                                    }
+                                }
+                                if let Some(old) = c.old.as_ref().and_then(|o| o.downcast::<Task>())
+                                    && c.action != swarm_core::Action::Remove
                                 {
-                                    dirty.insert(t.service_id.clone());
+                                    history.observe(old);
                                 }
                             }
                             Kind::Node | Kind::Cluster

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use swarm_core::types::{Service, ServiceMode, ServiceSpec, Task, TaskState, Version};
+use swarm_core::types::{
+    JobStatus, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
+    Version,
+};
 use swarm_core::{Id, Kind};
 
 use super::Control;
@@ -40,12 +43,39 @@ impl Control {
     /// name must be free.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<Arc<Service>> {
         validate_service_spec(&self.store.view(), &spec)?;
+        let is_job = spec.mode.is_job();
         let service = Service {
             spec,
             spec_version: Some(Version { index: 1 }),
             ..Default::default()
         };
-        Ok(self.store.update(|tx| tx.create(service)).await?)
+        Ok(self
+            .store
+            .update(|tx| {
+                let mut s = service.clone();
+                if is_job {
+                    s.job_status = Some(JobStatus {
+                        job_iteration: Version { index: 0 },
+                        last_execution: Some(tx.now()),
+                    });
+                }
+                tx.create(s)
+            })
+            .await?)
+    }
+
+    /// How far a job service's current run has got: completed and running
+    /// tasks against the completions wanted.
+    pub fn job_progress(&self, id_or_name: &str) -> Result<orchestrator::JobProgress> {
+        let view = self.store.view();
+        let service = view.resolve::<Service>(id_or_name)?;
+        if !service.spec.mode.is_job() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not a job service",
+                service.spec.annotations.name
+            )));
+        }
+        Ok(orchestrator::job_progress(&view, &service))
     }
 
     /// A service by ID, unique ID prefix or name.
@@ -77,6 +107,13 @@ impl Control {
     /// Replaces a service's spec (`docker service update`); the old spec is kept
     /// for rollback. `version` is the service version the caller read. The mode's
     /// kind (replicated, global, job) cannot change.
+    ///
+    /// The update status is cleared, so the updater starts over: tasks whose
+    /// template differs from the new spec are replaced as its `UpdateConfig`
+    /// says. A paused update resumes when the task template did not change (the
+    /// tutorial's `docker service update redis`): it goes on from where it
+    /// stopped, its failure count and start time reset. A job service starts a
+    /// new iteration.
     pub async fn update_service(
         &self,
         id_or_name: &str,
@@ -98,8 +135,77 @@ impl Control {
         s.spec_version = Some(Version {
             index: s.spec_version.map_or(1, |v| v.index + 1),
         });
+        // An update paused by failures resumes when the service is updated
+        // again with the same task template: its remaining slots (none, if the
+        // failed ones recovered on their own) are updated and it completes.
+        let resumed = match s.update_status.as_ref().map(|u| u.state) {
+            Some(UpdateState::Paused) if spec.task == s.spec.task => Some(UpdateState::Updating),
+            Some(UpdateState::RollbackPaused) if spec.task == s.spec.task => {
+                Some(UpdateState::RollbackStarted)
+            }
+            _ => None,
+        };
         s.spec = spec;
-        Ok(self.store.update(|tx| tx.update(s)).await?)
+        s.update_status = None;
+        Ok(self
+            .store
+            .update(|tx| {
+                let mut s = s.clone();
+                s.update_status = resumed.map(|state| UpdateStatus {
+                    state,
+                    started_at: Some(tx.now()),
+                    completed_at: None,
+                    message: match state {
+                        UpdateState::Updating => "update in progress",
+                        _ => "rollback in progress",
+                    }
+                    .into(),
+                });
+                if let Some(js) = &mut s.job_status {
+                    js.job_iteration.index += 1;
+                    js.last_execution = Some(tx.now());
+                }
+                tx.update(s)
+            })
+            .await?)
+    }
+
+    /// Rolls a service back to its previous spec (`docker service rollback`),
+    /// replacing its tasks as its `RollbackConfig` says. Fails with
+    /// `FailedPrecondition` when there is no previous spec.
+    pub async fn rollback_service(&self, id_or_name: &str) -> Result<Arc<Service>> {
+        let id = self.inspect_service(id_or_name)?.id.clone();
+        let r = self
+            .update_retrying(|tx| {
+                let current =
+                    tx.get::<Service>(&id)
+                        .ok_or_else(|| swarm_core::Error::NotFound {
+                            kind: Kind::Service,
+                            id: id.to_string(),
+                        })?;
+                let mut s = (*current).clone();
+                let Some(previous) = s.previous_spec.take() else {
+                    return Err(swarm_core::Error::InvalidArgument(format!(
+                        "service {} does not have a previous spec",
+                        s.spec.annotations.name
+                    )));
+                };
+                let previous_version = s.previous_spec_version.take();
+                s.previous_spec = Some(std::mem::replace(&mut s.spec, previous));
+                s.previous_spec_version = std::mem::replace(&mut s.spec_version, previous_version);
+                s.update_status = Some(UpdateStatus {
+                    state: UpdateState::RollbackStarted,
+                    started_at: Some(tx.now()),
+                    completed_at: None,
+                    message: "manually requested rollback".into(),
+                });
+                tx.update(s)
+            })
+            .await;
+        r.map_err(|e| match e {
+            swarm_core::Error::InvalidArgument(m) => Error::FailedPrecondition(m),
+            e => e.into(),
+        })
     }
 
     /// Sets the replica count of a replicated service (`docker service scale`).

@@ -10,20 +10,26 @@
 //!        global:     one task per eligible node
 //!        restart:    ended tasks shut down and replaced as the restart policy says
 //!        reaper:     `task_history_retention_limit` tasks kept per slot / node
+//!        update:     slots whose tasks run an old template replaced per UpdateConfig
+//!        jobs:       run-to-completion tasks, never restarted once COMPLETE
 //! ```
 
 mod global;
+mod jobs;
 mod reaper;
 mod replicated;
 mod restart;
+mod update;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use global::reconcile_global;
+pub use jobs::{JobProgress, job_progress, reconcile_job};
 pub use reaper::reap;
 pub use replicated::reconcile_replicated;
 pub use restart::{RestartDecision, restart_decision};
+pub use update::{RunHistory, plan_update};
 
 use swarm_core::types::{
     Annotations, Node, NodeState, Service, ServiceMode, Task, TaskState, TaskStatus,
@@ -39,6 +45,9 @@ pub struct Plan {
     pub update: Vec<Task>,
     /// Tasks to delete (history beyond the retention limit, removed slots).
     pub delete: Vec<Id>,
+    /// Services with a changed update status or spec (a rollback), each carrying
+    /// the version it was read at.
+    pub services: Vec<Service>,
     /// When the plan should be made again (a delayed restart comes due).
     pub wake_at: Option<Timestamp>,
 }
@@ -46,11 +55,17 @@ pub struct Plan {
 impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.update.is_empty() && self.delete.is_empty()
+        self.create.is_empty()
+            && self.update.is_empty()
+            && self.delete.is_empty()
+            && self.services.is_empty()
     }
 
     /// Writes the plan in `tx`.
     pub fn apply(self, tx: &mut Tx) -> swarm_core::Result<()> {
+        for s in self.services {
+            tx.update(s)?;
+        }
         for t in self.update {
             tx.update(t)?;
         }
@@ -84,8 +99,7 @@ impl Plan {
     }
 }
 
-/// Reconciles one service, whatever its mode. Job modes are not run here (the
-/// jobs issue adds them): they plan nothing.
+/// Reconciles one service, whatever its mode.
 pub fn reconcile(view: &Tables, service: &Service, now: Timestamp) -> Plan {
     let retention = view
         .cluster()
@@ -93,7 +107,9 @@ pub fn reconcile(view: &Tables, service: &Service, now: Timestamp) -> Plan {
     let mut plan = match service.spec.mode {
         ServiceMode::Replicated { replicas } => reconcile_replicated(view, service, replicas, now),
         ServiceMode::Global => reconcile_global(view, service, now),
-        ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => Plan::default(),
+        ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
+            reconcile_job(view, service, now)
+        }
     };
     reap(view, service, retention, &mut plan);
     plan
@@ -207,18 +223,46 @@ fn supervise_group(
 ) -> SlotState {
     let policy = service.spec.task.restart.clone().unwrap_or_default();
     let mut live = false;
+    // Whether the newest live task runs: an older one beside it stays until then
+    // (a start-first update).
+    let mut newest_runs = false;
     let mut finished_now = false;
     for t in tasks.iter().filter(|t| is_wanted(t)) {
         let stranded = !node_keeps(view, &t.node_id);
         if !t.status.state.is_terminal() && !stranded {
             if live {
-                // An older task still wanted beside a newer one: only the newest stays.
-                plan.set_desired(t, TaskState::Shutdown);
+                // An older task still wanted beside a newer one: only the newest
+                // stays, once it runs.
+                if newest_runs {
+                    plan.set_desired(t, TaskState::Shutdown);
+                }
                 continue;
             }
             live = true;
+            newest_runs = t.status.state == TaskState::Running;
             if t.desired_state == TaskState::Ready {
-                let due = t.meta.created_at.add(policy.delay);
+                // The tasks it replaces: the slot's others no longer wanted.
+                let mut replaced = tasks.iter().filter(|o| o.id != t.id && !is_wanted(o));
+                if replaced
+                    .clone()
+                    .any(|o| is_alive(o) && node_keeps(view, &o.node_id))
+                {
+                    // Stop-first: it starts once the task it replaces has stopped.
+                    continue;
+                }
+                // A replacement for a task stopped on purpose (an update) starts at
+                // once; a restart after the task ended waits the policy's delay.
+                let stopped_on_purpose = replaced.next().is_some_and(|o| {
+                    !matches!(
+                        o.status.state,
+                        TaskState::Complete | TaskState::Failed | TaskState::Rejected
+                    )
+                });
+                let due = if stopped_on_purpose {
+                    t.meta.created_at
+                } else {
+                    t.meta.created_at.add(policy.delay)
+                };
                 if now >= due {
                     plan.set_desired(t, TaskState::Running);
                 } else {
