@@ -737,3 +737,120 @@ async fn a_global_job_runs_once_per_node() {
     );
     c.stop("once").await;
 }
+
+/// Three managers, each running tasks: the leader stops in the middle of an
+/// update; the new leader finds the update in the store, keeps the replica
+/// count (the stopped node's tasks move) and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_failover_during_an_update_finishes_it() {
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    let mut managers = Vec::new();
+    let mut cs = ClusterSpec::default();
+    cs.dispatcher.heartbeat_period = Duration::from_millis(300);
+    let d = tempfile::tempdir().unwrap();
+    nodes.push(Node::new(d.path(), ALL));
+    let first = Manager::start(
+        ManagerConfig::new(d.path(), "127.0.0.1:0")
+            .hostname("manager1")
+            .cluster_spec(cs)
+            .runtime(nodes[0].clone())
+            .tick_interval(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    dirs.push(d);
+    let token = first.control().join_tokens().unwrap().manager;
+    let remote = first.addr().to_string();
+    managers.push(first);
+    for i in 2..=3 {
+        let d = tempfile::tempdir().unwrap();
+        let rt = Node::new(d.path(), ALL);
+        nodes.push(rt.clone());
+        let cfg = ManagerConfig::new(d.path(), "127.0.0.1:0")
+            .hostname(format!("manager{i}"))
+            .runtime(rt)
+            .tick_interval(Duration::from_millis(20));
+        managers.push(Manager::join(cfg, &remote, &token).await.unwrap());
+        dirs.push(d);
+    }
+    for m in &managers {
+        let control = m.control().clone();
+        eventually("three ready managers in every store", || {
+            control
+                .list_nodes(&Default::default())
+                .iter()
+                .filter(|n| n.manager_status.is_some() && n.status.state == NodeState::Ready)
+                .count()
+                == 3
+        })
+        .await;
+    }
+    let control = managers[0].control().clone();
+    control
+        .create_service(spec(
+            "web",
+            "app:1",
+            3,
+            update_config(1, Duration::from_secs(1)),
+        ))
+        .await
+        .unwrap();
+    eventually("3 running v1", || {
+        all_running_with(&control, "web", 3, "app:1")
+    })
+    .await;
+    update(&control, "web", |s| s.task.container.image = "app:2".into()).await;
+    eventually("one slot updated", || {
+        running(&control, "web")
+            .iter()
+            .any(|t| t.spec.container.image == "app:2")
+    })
+    .await;
+    assert_eq!(status(&control, "web").state, UpdateState::Updating);
+
+    let leader = managers.iter().position(|m| m.is_leader()).unwrap();
+    let gone = managers.remove(leader);
+    let gone_node = gone.node_id().clone();
+    gone.shutdown().await;
+    eventually("a new leader", || managers.iter().any(|m| m.is_leader())).await;
+    let control = managers[0].control().clone();
+    eventually_on(
+        &control,
+        "web",
+        "the update completed on the new leader",
+        || {
+            status(&control, "web").state == UpdateState::Completed
+                && all_running_with(&control, "web", 3, "app:2")
+                && running(&control, "web")
+                    .iter()
+                    .all(|t| t.node_id != gone_node)
+        },
+    )
+    .await;
+
+    control.remove_service("web").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut left = 0;
+            for (i, n) in nodes.iter().enumerate() {
+                if i == leader {
+                    // Nothing runs the stopped manager's node any more.
+                    for t in n.list().await.unwrap() {
+                        let _ = n.remove(&t.labels.task_id).await;
+                    }
+                }
+                left += n.list().await.unwrap().len();
+            }
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no task left on any node");
+    for m in managers {
+        m.shutdown().await;
+    }
+}

@@ -279,3 +279,7 @@ pub fn job_progress(view: &Tables, service: &Service) -> JobProgress {
     };
     p
 }
+
+#[cfg(test)]
+#[path = "jobs_tests.rs"]
+mod tests;
