@@ -56,6 +56,10 @@ fn cfg(parallelism: u64, delay_s: u64) -> UpdateConfig {
 impl Sim {
     /// Three ready nodes and a service at version `v1`, every task running.
     fn new(replicas: u64, update: UpdateConfig) -> Sim {
+        Sim::with_mode(ServiceMode::Replicated { replicas }, update)
+    }
+
+    fn with_mode(mode: ServiceMode, update: UpdateConfig) -> Sim {
         let clock = Arc::new(ManualClock::new(t0()));
         let store = Store::with_clock(clock.clone());
         store
@@ -70,9 +74,11 @@ impl Sim {
                         ..Default::default()
                     })?;
                 }
+                let mut spec = spec("v1", 0, update);
+                spec.mode = mode;
                 tx.create(Service {
                     id: Id::from("svc"),
-                    spec: spec("v1", replicas, update),
+                    spec,
                     spec_version: Some(Version { index: 1 }),
                     ..Default::default()
                 })
@@ -443,5 +449,31 @@ fn scaling_during_an_update_keeps_the_count_and_finishes() {
         sim.advance(1);
     }
     assert_eq!(sim.images(), ["v2"; 5]);
+    assert_eq!(sim.status().state, UpdateState::Completed);
+}
+
+#[test]
+fn a_global_service_is_updated_node_by_node() {
+    let mut sim = Sim::with_mode(ServiceMode::Global, cfg(1, 1));
+    assert_eq!(sim.images(), ["v1"; 3]);
+    sim.update(|s| s.task.container.image = "v2".into());
+    sim.settle();
+    let count = |sim: &Sim| sim.images().iter().filter(|i| *i == "v2").count();
+    assert_eq!(count(&sim), 1);
+    sim.advance(1);
+    assert_eq!(count(&sim), 2);
+    sim.advance(1);
+    assert_eq!(count(&sim), 3);
+    let mut nodes: Vec<Id> = sim
+        .store
+        .view()
+        .tasks_by_service("svc")
+        .filter(|t| is_wanted(t))
+        .map(|t| t.node_id.clone())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "still one task per node");
+    sim.advance(6);
     assert_eq!(sim.status().state, UpdateState::Completed);
 }
