@@ -29,8 +29,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use swarm_core::types::{
-    FailureAction, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    Availability, FailureAction, Node, NodeState, Service, ServiceMode, Task, TaskState,
+    UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 use swarm_core::{Id, Tables, Timestamp};
 
@@ -275,6 +275,15 @@ fn slots(view: &Tables, service: &Service, history: &RunHistory, started: Timest
     let mut out = Vec::new();
     for ((slot, node), tasks) in groups {
         if !global && slot == 0 {
+            continue;
+        }
+        // A global service's task on a node that takes no new tasks (paused,
+        // down) is left as it is: its replacement could not start there.
+        if global
+            && !view.get::<Node>(&node).is_some_and(|n| {
+                n.status.state == NodeState::Ready && n.spec.availability == Availability::Active
+            })
+        {
             continue;
         }
         let wanted: Vec<Arc<Task>> = tasks.iter().filter(|t| is_wanted(t)).cloned().collect();

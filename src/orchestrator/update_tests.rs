@@ -477,3 +477,30 @@ fn a_global_service_is_updated_node_by_node() {
     sim.advance(6);
     assert_eq!(sim.status().state, UpdateState::Completed);
 }
+
+#[test]
+fn a_global_service_leaves_a_paused_node_on_the_old_version() {
+    let mut sim = Sim::with_mode(ServiceMode::Global, cfg(0, 0));
+    sim.store
+        .update_local(|tx| {
+            let mut n = (*tx.get::<Node>("n2").unwrap()).clone();
+            n.spec.availability = Availability::Pause;
+            tx.update(n).map(drop)
+        })
+        .unwrap();
+    sim.update(|s| s.task.container.image = "v2".into());
+    sim.settle();
+    sim.advance(6);
+    let on = |node: &str| {
+        sim.store
+            .view()
+            .tasks_by_service("svc")
+            .filter(|t| is_wanted(t) && t.node_id == Id::from(node))
+            .map(|t| t.spec.container.image.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(on("n1"), ["v2"]);
+    assert_eq!(on("n2"), ["v1"], "a paused node keeps its task");
+    assert_eq!(on("n3"), ["v2"]);
+    assert_eq!(sim.status().state, UpdateState::Completed);
+}
