@@ -854,3 +854,33 @@ async fn a_leader_failover_during_an_update_finishes_it() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_update_redeploys_every_task_without_a_change() {
+    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let control = c.control();
+    control
+        .create_service(spec("web", "app:1", 3, update_config(0, Duration::ZERO)))
+        .await
+        .unwrap();
+    eventually("3 running", || {
+        all_running_with(&control, "web", 3, "app:1")
+    })
+    .await;
+    let before: BTreeSet<String> = running(&control, "web")
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    update(&control, "web", |s| s.task.force_update += 1).await;
+    eventually_on(&control, "web", "update completed", || {
+        status(&control, "web").state == UpdateState::Completed
+            && all_running_with(&control, "web", 3, "app:1")
+    })
+    .await;
+    let after: BTreeSet<String> = running(&control, "web")
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    assert!(before.is_disjoint(&after), "every task replaced");
+    c.stop("web").await;
+}
