@@ -1,8 +1,10 @@
 //! The loops only the raft leader runs: the orchestrator (replicated, global,
-//! restarts, reaper, rolling updates), the allocator (NEW → PENDING), and the scheduler driver
-//! (PENDING → ASSIGNED). They start when this manager becomes leader and stop
-//! when it loses leadership; all their state is in the store, so a new leader
-//! picks up exactly where the old one stopped.
+//! jobs, restarts, reaper, rolling updates), the allocator (NEW → PENDING), and
+//! the scheduler driver (PENDING → ASSIGNED). They start when this manager
+//! becomes leader and stop when it loses leadership; all their state is in the
+//! store, so a new leader picks up exactly where the old one stopped (the
+//! updater's memory of when ended tasks started running aside, see
+//! [`orchestrator::RunHistory`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
