@@ -504,3 +504,76 @@ fn a_global_service_leaves_a_paused_node_on_the_old_version() {
     assert_eq!(on("n3"), ["v2"]);
     assert_eq!(sim.status().state, UpdateState::Completed);
 }
+
+#[test]
+fn a_failing_rollback_pauses_instead_of_rolling_back_again() {
+    let mut c = cfg(0, 0);
+    c.failure_action = FailureAction::Continue;
+    let mut sim = Sim::new(2, c);
+    // A broken version goes out in full (failures do not stop it), its rollback
+    // config asking for a rollback on failure...
+    sim.update(|s| {
+        s.task.container.image = "bad".into();
+        let mut r = cfg(0, 0);
+        r.failure_action = FailureAction::Rollback;
+        s.rollback = Some(r);
+    });
+    sim.run(6, &|_| {});
+    // ...then a good one, with rollback on failure, works: the previous spec is
+    // the broken one.
+    sim.update(|s| {
+        s.task.container.image = "v2".into();
+        let mut u = cfg(0, 0);
+        u.failure_action = FailureAction::Rollback;
+        s.update = Some(u.clone());
+        s.rollback = Some(u);
+    });
+    sim.run(6, &|_| {});
+    sim.clock.advance(Duration::from_secs(6));
+    sim.run(6, &|_| {});
+    assert_eq!(sim.status().state, UpdateState::Completed);
+    // A manual rollback to the broken spec fails: it pauses, it does not roll
+    // back the rollback.
+    sim.store
+        .update_local(|tx| {
+            let mut s = (*tx.get::<Service>("svc").unwrap()).clone();
+            let prev = s.previous_spec.take().unwrap();
+            s.previous_spec = Some(std::mem::replace(&mut s.spec, prev));
+            s.update_status = Some(UpdateStatus {
+                state: UpdateState::RollbackStarted,
+                started_at: Some(tx.now()),
+                completed_at: None,
+                message: "manually requested rollback".into(),
+            });
+            tx.update(s).map(drop)
+        })
+        .unwrap();
+    sim.run(4, &|_| {});
+    let st = sim.status();
+    assert_eq!(st.state, UpdateState::RollbackPaused);
+    assert!(
+        st.message
+            .starts_with("rollback paused due to failure or early termination of task "),
+        "{}",
+        st.message
+    );
+    assert_eq!(sim.service().spec.task.container.image, "bad");
+}
+
+#[test]
+fn start_first_keeps_the_old_task_while_the_new_one_fails() {
+    let mut c = cfg(1, 0);
+    c.order = UpdateOrder::StartFirst;
+    let mut sim = Sim::new(2, c);
+    sim.update(|s| s.task.container.image = "bad".into());
+    sim.run(6, &|_| {});
+    assert_eq!(sim.status().state, UpdateState::Paused);
+    let running: Vec<String> = sim
+        .store
+        .view()
+        .tasks_by_service("svc")
+        .filter(|t| t.status.state == TaskState::Running && is_wanted(t))
+        .map(|t| t.spec.container.image.clone())
+        .collect();
+    assert_eq!(running, ["v1", "v1"], "both slots still served by v1");
+}
