@@ -495,7 +495,7 @@ fn a_global_service_leaves_a_paused_node_on_the_old_version() {
         sim.store
             .view()
             .tasks_by_service("svc")
-            .filter(|t| is_wanted(t) && t.node_id == Id::from(node))
+            .filter(|t| is_wanted(t) && t.node_id == node)
             .map(|t| t.spec.container.image.clone())
             .collect::<Vec<_>>()
     };
