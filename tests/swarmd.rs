@@ -347,3 +347,163 @@ fn the_docker_cli_drives_a_three_node_swarm() {
         .contains("node2 Down")
     });
 }
+
+#[test]
+fn networks_secrets_configs_stacks_and_rollback_through_the_cli() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.24", "node1");
+    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.24"]);
+    let files = tempfile::tempdir().unwrap();
+    let secret = files.path().join("pass");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let config = files.path().join("app.conf");
+    std::fs::write(&config, "listen 80").unwrap();
+
+    ok(
+        &n1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--attachable",
+            "backend",
+        ],
+    );
+    let nets = ok(
+        &n1,
+        &[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ],
+    );
+    assert!(nets.contains("backend overlay swarm"), "{nets}");
+    ok(
+        &n1,
+        &["secret", "create", "dbpass", secret.to_str().unwrap()],
+    );
+    ok(
+        &n1,
+        &["config", "create", "app.conf", config.to_str().unwrap()],
+    );
+    let cfg = ok(&n1, &["config", "inspect", "--pretty", "app.conf"]);
+    assert!(cfg.contains("listen 80"), "{cfg}");
+    let o = docker(&n1, &["secret", "create", "-bad", secret.to_str().unwrap()]);
+    assert!(!o.status.success(), "a bad name is refused");
+
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--secret",
+            "dbpass",
+            "--config",
+            "app.conf",
+            "--network",
+            "backend",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    let refs = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{(index .Spec.TaskTemplate.ContainerSpec.Secrets 0).SecretName}}",
+            "db",
+        ],
+    );
+    assert_eq!(refs.trim(), "dbpass");
+    for (args, needle) in [
+        (
+            vec!["secret", "rm", "dbpass"],
+            "in use by the following service: db",
+        ),
+        (
+            vec!["config", "rm", "app.conf"],
+            "in use by the following service: db",
+        ),
+        (vec!["network", "rm", "backend"], "in use by service db"),
+    ] {
+        let o = docker(&n1, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Update, then roll back to the previous spec.
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--image",
+            "busybox:2",
+            "db",
+        ],
+    );
+    ok(&n1, &["service", "rollback", "--detach", "db"]);
+    wait_until("the old image back", || {
+        ok(
+            &n1,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                "db",
+            ],
+        )
+        .trim()
+            == "busybox:latest"
+    });
+
+    // A stack from a compose file.
+    let compose = files.path().join("stack.yml");
+    std::fs::write(
+        &compose,
+        "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    deploy:\n      replicas: 2\nnetworks:\n  default:\n    driver: overlay\n",
+    )
+    .unwrap();
+    ok(
+        &n1,
+        &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"],
+    );
+    wait_until("demo_web 2/2", || {
+        ok(
+            &n1,
+            &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+        )
+        .contains("demo_web 2/2")
+    });
+    let stacks = ok(&n1, &["stack", "ls", "--format", "{{.Name}} {{.Services}}"]);
+    assert_eq!(stacks.trim(), "demo 1");
+    ok(&n1, &["stack", "rm", "demo"]);
+    ok(&n1, &["service", "rm", "db"]);
+    ok(&n1, &["secret", "rm", "dbpass"]);
+    ok(&n1, &["config", "rm", "app.conf"]);
+    wait_until("the stack's network gone", || {
+        let o = docker(&n1, &["network", "rm", "backend"]);
+        o.status.success()
+    });
+    let nets = ok(&n1, &["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !nets.contains("backend") && !nets.contains("demo_default"),
+        "{nets}"
+    );
+}

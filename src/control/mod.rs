@@ -4,6 +4,7 @@
 //! is replicated (and forwarded to the leader) before it returns.
 
 mod nodes;
+mod objects;
 mod services;
 mod validate;
 

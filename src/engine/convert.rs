@@ -269,6 +269,28 @@ pub fn service_spec(d: dm::ServiceSpec) -> Result<ServiceSpec, ApiError> {
         capability_drop: c.capability_drop.unwrap_or_default(),
         ..Default::default()
     };
+    for r in c.secrets.unwrap_or_default() {
+        let f = r.file.unwrap_or_default();
+        container.secrets.push(SecretReference {
+            secret_id: r.secret_id.unwrap_or_default().into(),
+            secret_name: r.secret_name.unwrap_or_default(),
+            file_name: f.name.unwrap_or_default(),
+            uid: f.uid.unwrap_or_default(),
+            gid: f.gid.unwrap_or_default(),
+            mode: f.mode.unwrap_or(0o444),
+        });
+    }
+    for r in c.configs.unwrap_or_default() {
+        let f = r.file.unwrap_or_default();
+        container.configs.push(ConfigReference {
+            config_id: r.config_id.unwrap_or_default().into(),
+            config_name: r.config_name.unwrap_or_default(),
+            file_name: f.name.unwrap_or_default(),
+            uid: f.uid.unwrap_or_default(),
+            gid: f.gid.unwrap_or_default(),
+            mode: f.mode.unwrap_or(0o444),
+        });
+    }
     for m in c.mounts.unwrap_or_default() {
         let kind = m
             .typ
@@ -607,6 +629,33 @@ pub fn task_spec_json(t: &TaskSpec) -> Value {
     }
     if let Some(i) = c.init {
         container["Init"] = json!(i);
+    }
+    let file = |name: &str, uid: &str, gid: &str, mode: u32| json!({"Name": name, "UID": uid, "GID": gid, "Mode": mode});
+    if !c.secrets.is_empty() {
+        container["Secrets"] = c
+            .secrets
+            .iter()
+            .map(|r| {
+                json!({
+                    "File": file(&r.file_name, &r.uid, &r.gid, r.mode),
+                    "SecretID": r.secret_id.as_str(),
+                    "SecretName": r.secret_name,
+                })
+            })
+            .collect();
+    }
+    if !c.configs.is_empty() {
+        container["Configs"] = c
+            .configs
+            .iter()
+            .map(|r| {
+                json!({
+                    "File": file(&r.file_name, &r.uid, &r.gid, r.mode),
+                    "ConfigID": r.config_id.as_str(),
+                    "ConfigName": r.config_name,
+                })
+            })
+            .collect();
     }
     let mut v = json!({
         "ContainerSpec": container,

@@ -14,14 +14,15 @@ use serde_json::{Value, json};
 use swarm_core::types::{NodeRole, Service, ServiceMode, TaskState};
 
 use super::convert::{self, ServiceCounts, strict};
+use super::objects;
 use super::{API_VERSION, ApiError, Engine, EngineConfig, MAX_BODY, MIN_API_VERSION};
 use crate::ManagerConfig;
 use crate::control::{NodeFilter, Rotate, ServiceFilter, TaskFilter};
 use crate::node::Node;
 
-type Shared = State<Arc<Engine>>;
-type ApiResult = Result<Response, ApiError>;
-type Params = Query<HashMap<String, String>>;
+pub(super) type Shared = State<Arc<Engine>>;
+pub(super) type ApiResult = Result<Response, ApiError>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
 /// Every route.
 pub(super) fn routes() -> axum::Router<Arc<Engine>> {
@@ -48,20 +49,42 @@ pub(super) fn routes() -> axum::Router<Arc<Engine>> {
         .route("/tasks", get(tasks_list))
         .route("/tasks/{id}", get(task_inspect))
         .route("/distribution/{*name}", get(distribution))
+        .route("/networks", get(objects::networks_list))
+        .route("/networks/create", post(objects::network_create))
+        .route(
+            "/networks/{id}",
+            get(objects::network_inspect).delete(objects::network_remove),
+        )
+        .route("/secrets", get(objects::secrets_list))
+        .route("/secrets/create", post(objects::secret_create))
+        .route(
+            "/secrets/{id}",
+            get(objects::secret_inspect).delete(objects::secret_remove),
+        )
+        .route("/secrets/{id}/update", post(objects::secret_update))
+        .route("/configs", get(objects::configs_list))
+        .route("/configs/create", post(objects::config_create))
+        .route(
+            "/configs/{id}",
+            get(objects::config_inspect).delete(objects::config_remove),
+        )
+        .route("/configs/{id}/update", post(objects::config_update))
         .fallback(|| async { ApiError::not_found("page not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-fn ok(v: Value) -> ApiResult {
+pub(super) fn ok(v: Value) -> ApiResult {
     Ok(([("API-Version", API_VERSION)], Json(v)).into_response())
 }
 
-fn empty(status: StatusCode) -> ApiResult {
+pub(super) fn empty(status: StatusCode) -> ApiResult {
     Ok((status, [("API-Version", API_VERSION)]).into_response())
 }
 
 /// `filters={"key":{"value":true}}` (or the old `{"key":["value"]}`).
-fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
+pub(super) fn filters(
+    q: &HashMap<String, String>,
+) -> Result<HashMap<String, Vec<String>>, ApiError> {
     let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(HashMap::new());
     };
@@ -85,7 +108,10 @@ fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, 
     Ok(out)
 }
 
-fn check_filters(f: &HashMap<String, Vec<String>>, allowed: &[&str]) -> Result<(), ApiError> {
+pub(super) fn check_filters(
+    f: &HashMap<String, Vec<String>>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
     match f.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad_request(format!("invalid filter '{k}'"))),
         None => Ok(()),
@@ -97,7 +123,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-fn version_param(q: &HashMap<String, String>) -> Result<u64, ApiError> {
+pub(super) fn version_param(q: &HashMap<String, String>) -> Result<u64, ApiError> {
     let v = q
         .get("version")
         .ok_or_else(|| ApiError::bad_request("the version parameter is required"))?;
@@ -496,18 +522,21 @@ async fn service_update(
 ) -> ApiResult {
     let control = e.control().await?;
     let version = version_param(&q)?;
-    let spec = if q.get("rollback").map(String::as_str) == Some("previous") {
-        let s = control.inspect_service(&id)?;
-        s.previous_spec.clone().ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "service {} does not have a previous spec",
-                s.spec.annotations.name
-            ))
-        })?
+    if q.get("rollback").map(String::as_str) == Some("previous") {
+        // The CLI sends the current spec along; the rollback uses the
+        // previous one and the rollback config.
+        let current = control.inspect_service(&id)?;
+        if current.meta.version.index != version {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                message: "update out of sequence".into(),
+            });
+        }
+        control.rollback_service(&id).await?;
     } else {
-        convert::service_spec(strict(&body)?)?
-    };
-    control.update_service(&id, version, spec).await?;
+        let spec = convert::service_spec(strict(&body)?)?;
+        control.update_service(&id, version, spec).await?;
+    }
     ok(json!({"Warnings": null}))
 }
 

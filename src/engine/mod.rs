@@ -11,6 +11,7 @@
 
 mod convert;
 mod handlers;
+mod objects;
 
 use std::path::PathBuf;
 use std::sync::Arc;
