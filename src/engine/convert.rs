@@ -803,48 +803,159 @@ pub fn service_json(s: &Service, counts: Option<ServiceCounts>) -> Value {
     v
 }
 
-/// A task as `GET /tasks` shows it.
+/// A time written straight into the output (no intermediate string).
+struct TimeOut(Timestamp);
+
+impl Serialize for TimeOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct PortsOut {
+    #[serde(rename = "Ports")]
+    ports: Value,
+}
+
+#[derive(Serialize)]
+struct IndexOut {
+    #[serde(rename = "Index")]
+    index: u64,
+}
+
+#[derive(Serialize)]
+struct ContainerOut<'a> {
+    #[serde(rename = "ContainerID")]
+    container_id: &'a str,
+    #[serde(rename = "PID")]
+    pid: i32,
+    #[serde(rename = "ExitCode")]
+    exit_code: i32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskStatusOut<'a> {
+    timestamp: TimeOut,
+    state: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    err: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_status: Option<ContainerOut<'a>>,
+    port_status: PortsOut,
+}
+
+/// A task in Docker's shape, written straight from the object (no
+/// intermediate JSON tree: `GET /tasks` of 10k tasks is one pass).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskOut<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    version: IndexOut,
+    created_at: TimeOut,
+    updated_at: TimeOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+    spec: &'a serde_json::value::RawValue,
+    #[serde(rename = "ServiceID")]
+    service_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<u64>,
+    #[serde(rename = "NodeID", skip_serializing_if = "Option::is_none")]
+    node_id: Option<&'a str>,
+    status: TaskStatusOut<'a>,
+    desired_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_iteration: Option<IndexOut>,
+}
+
+fn task_out<'a>(t: &'a Task, spec: &'a serde_json::value::RawValue) -> TaskOut<'a> {
+    TaskOut {
+        id: t.id.as_str(),
+        version: IndexOut {
+            index: t.meta.version.index,
+        },
+        created_at: TimeOut(t.meta.created_at),
+        updated_at: TimeOut(t.meta.updated_at),
+        name: (!t.annotations.name.is_empty()).then_some(t.annotations.name.as_str()),
+        labels: &t.annotations.labels,
+        spec,
+        service_id: t.service_id.as_str(),
+        slot: (t.slot > 0).then_some(t.slot),
+        node_id: (!t.node_id.is_empty()).then_some(t.node_id.as_str()),
+        status: TaskStatusOut {
+            timestamp: TimeOut(t.status.timestamp),
+            state: t.status.state.as_str(),
+            message: &t.status.message,
+            err: &t.status.err,
+            container_status: t.status.container_status.as_ref().map(|c| ContainerOut {
+                container_id: &c.container_id,
+                pid: c.pid,
+                exit_code: c.exit_code,
+            }),
+            port_status: PortsOut {
+                ports: match &t.status.port_status {
+                    Some(p) if !p.ports.is_empty() => ports_json(&p.ports),
+                    _ => Value::Array(Vec::new()),
+                },
+            },
+        },
+        desired_state: t.desired_state.as_str(),
+        job_iteration: t.job_iteration.map(|j| IndexOut { index: j.index }),
+    }
+}
+
+fn raw_spec(spec: &TaskSpec) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&task_spec_json(spec)).expect("JSON values always serialise")
+}
+
+/// A task as `GET /tasks/{id}` shows it.
 pub fn task_json(t: &Task) -> Value {
-    let mut status = json!({
-        "Timestamp": time(t.status.timestamp),
-        "State": t.status.state.as_str(),
-        "Message": t.status.message,
-    });
-    if !t.status.err.is_empty() {
-        status["Err"] = json!(t.status.err);
+    let spec = raw_spec(&t.spec);
+    serde_json::to_value(task_out(t, &spec)).unwrap_or(Value::Null)
+}
+
+/// Tasks as `GET /tasks` shows them, as JSON bytes. Tasks of one service
+/// version share their template: it is written once and reused.
+pub fn tasks_json_bytes(tasks: &[std::sync::Arc<Task>]) -> Vec<u8> {
+    let mut specs: std::collections::HashMap<
+        (&str, u64),
+        (&TaskSpec, Box<serde_json::value::RawValue>),
+    > = std::collections::HashMap::new();
+    let mut singles = Vec::new();
+    for t in tasks {
+        match t.spec_version {
+            Some(v) => {
+                let key = (t.service_id.as_str(), v.index);
+                let fresh = specs.get(&key).is_none_or(|(s, _)| **s != t.spec);
+                if fresh && specs.contains_key(&key) {
+                    singles.push(raw_spec(&t.spec));
+                } else if fresh {
+                    specs.insert(key, (&t.spec, raw_spec(&t.spec)));
+                }
+            }
+            None => singles.push(raw_spec(&t.spec)),
+        }
     }
-    if let Some(c) = &t.status.container_status {
-        status["ContainerStatus"] = json!({
-            "ContainerID": c.container_id, "PID": c.pid, "ExitCode": c.exit_code,
-        });
-    }
-    status["PortStatus"] = json!({
-        "Ports": t.status.port_status.as_ref().map(|p| ports_json(&p.ports)).unwrap_or(json!([])),
-    });
-    let mut v = json!({
-        "ID": t.id.as_str(),
-        "Version": {"Index": t.meta.version.index},
-        "CreatedAt": time(t.meta.created_at),
-        "UpdatedAt": time(t.meta.updated_at),
-        "Labels": t.annotations.labels,
-        "Spec": task_spec_json(&t.spec),
-        "ServiceID": t.service_id.as_str(),
-        "Status": status,
-        "DesiredState": t.desired_state.as_str(),
-    });
-    if t.slot > 0 {
-        v["Slot"] = json!(t.slot);
-    }
-    if !t.node_id.is_empty() {
-        v["NodeID"] = json!(t.node_id.as_str());
-    }
-    if !t.annotations.name.is_empty() {
-        v["Name"] = json!(t.annotations.name);
-    }
-    if let Some(j) = t.job_iteration {
-        v["JobIteration"] = json!({"Index": j.index});
-    }
-    v
+    let mut single = singles.iter();
+    let out: Vec<TaskOut<'_>> = tasks
+        .iter()
+        .map(|t| {
+            let spec: &serde_json::value::RawValue = match t.spec_version {
+                Some(v) => match specs.get(&(t.service_id.as_str(), v.index)) {
+                    Some((s, raw)) if **s == t.spec => raw,
+                    _ => single.next().expect("one per task that shares no template"),
+                },
+                None => single.next().expect("one per task without a version"),
+            };
+            task_out(t, spec)
+        })
+        .collect();
+    serde_json::to_vec(&out).unwrap_or_else(|_| b"[]".to_vec())
 }
 
 /// A swarm spec of the Engine API, applied over `current`. Zero values of the
@@ -1017,6 +1128,39 @@ mod tests {
             service_spec(serde_json::from_value(service_spec_json(&spec)).expect("docker's shape"))
                 .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn a_task_list_shares_templates_and_matches_single_tasks() {
+        use std::sync::Arc;
+        let mut a = Task {
+            id: "t1".into(),
+            service_id: "s1".into(),
+            slot: 1,
+            spec_version: Some(swarm_core::types::Version { index: 1 }),
+            ..Default::default()
+        };
+        a.spec.container.image = "busybox:1".into();
+        let mut b = a.clone();
+        b.id = "t2".into();
+        b.slot = 2;
+        b.node_id = "n1".into();
+        // Same version, another template (never expected, still written right).
+        let mut c = a.clone();
+        c.id = "t3".into();
+        c.spec.container.image = "busybox:2".into();
+        let mut d = a.clone();
+        d.id = "t4".into();
+        d.spec_version = None;
+        d.status.err = "No such image: busybox:1".into();
+        let tasks: Vec<Arc<Task>> = [a, b, c, d].into_iter().map(Arc::new).collect();
+        let listed: Value = serde_json::from_slice(&tasks_json_bytes(&tasks)).unwrap();
+        let singles: Vec<Value> = tasks.iter().map(|t| task_json(t)).collect();
+        assert_eq!(listed, json!(singles));
+        assert_eq!(listed[2]["Spec"]["ContainerSpec"]["Image"], "busybox:2");
+        assert_eq!(listed[3]["Status"]["Err"], "No such image: busybox:1");
+        assert_eq!(listed[1]["NodeID"], "n1");
+        assert!(listed[0].get("NodeID").is_none());
     }
 
     #[test]

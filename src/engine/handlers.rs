@@ -441,12 +441,8 @@ async fn node_remove(State(e): Shared, Path(id): Path<String>, Query(q): Params)
 }
 
 fn counts(control: &crate::control::Control, s: &Service) -> ServiceCounts {
-    let tasks = control
-        .list_tasks(&TaskFilter {
-            services: vec![s.id.to_string()],
-            ..Default::default()
-        })
-        .unwrap_or_default();
+    let view = control.store().view();
+    let tasks: Vec<_> = view.tasks_by_service(&s.id).collect();
     let running = tasks
         .iter()
         .filter(|t| t.status.state == TaskState::Running && t.desired_state <= TaskState::Running)
@@ -581,13 +577,18 @@ async fn tasks_list(State(e): Shared, Query(q): Params) -> ApiResult {
         desired_states,
     };
     let ids = get("id");
-    let tasks: Vec<Value> = control
-        .list_tasks(&filter)?
-        .iter()
-        .filter(|t| ids.is_empty() || ids.iter().any(|i| t.id.starts_with(i.as_str())))
-        .map(|t| convert::task_json(t))
-        .collect();
-    ok(json!(tasks))
+    let mut tasks = control.list_tasks(&filter)?;
+    if !ids.is_empty() {
+        tasks.retain(|t| ids.iter().any(|i| t.id.starts_with(i.as_str())));
+    }
+    Ok((
+        [
+            ("API-Version", API_VERSION),
+            ("Content-Type", "application/json"),
+        ],
+        convert::tasks_json_bytes(&tasks),
+    )
+        .into_response())
 }
 
 async fn task_inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult {
