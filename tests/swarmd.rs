@@ -9,7 +9,16 @@ use std::time::{Duration, Instant};
 struct Daemon {
     child: Child,
     api: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Stops the process (SIGKILL, like a crash) and hands back its data dir.
+    fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("a data dir")
+    }
 }
 
 impl Drop for Daemon {
@@ -29,13 +38,22 @@ fn free_port(ip: &str) -> u16 {
 
 fn start(ip: &str, name: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("{ip}:{}", free_port(ip));
     let cluster = format!("{ip}:{}", free_port(ip));
+    start_in(
+        dir,
+        ip,
+        name,
+        &["--listen-addr", &cluster, "--advertise-addr", &cluster],
+    )
+}
+
+/// Starts swarmd on `dir` (a new one, or one a stopped swarmd left).
+fn start_in(dir: tempfile::TempDir, ip: &str, name: &str, extra: &[&str]) -> Daemon {
+    let api = format!("{ip}:{}", free_port(ip));
     let child = Command::new(env!("CARGO_BIN_EXE_swarmd"))
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .args(["--api-addr", &format!("tcp://{api}")])
-        .args(["--listen-addr", &cluster])
-        .args(["--advertise-addr", &cluster])
+        .args(extra)
         .args([
             "--runtime",
             "process",
@@ -51,7 +69,7 @@ fn start(ip: &str, name: &str) -> Daemon {
     let d = Daemon {
         child,
         api,
-        _dir: dir,
+        dir: Some(dir),
     };
     wait_until("the API answers", || {
         docker(&d, &["version"]).status.success()
@@ -472,6 +490,19 @@ fn networks_secrets_configs_stacks_and_rollback_through_the_cli() {
         .trim()
             == "busybox:latest"
     });
+
+    // A restarted swarmd (no address flags) comes back as the same node, on
+    // the cluster address it was given at init, with the swarm's state.
+    let id = ok(&n1, &["info", "--format", "{{.Swarm.NodeID}}"]);
+    let addr = ok(&n1, &["info", "--format", "{{.Swarm.NodeAddr}}"]);
+    let dir = n1.kill();
+    let n1 = start_in(dir, "127.0.0.24", "node1", &[]);
+    wait_until("the node back in its swarm", || {
+        let o = docker(&n1, &["service", "ls", "--format", "{{.Name}}"]);
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "db"
+    });
+    assert_eq!(ok(&n1, &["info", "--format", "{{.Swarm.NodeID}}"]), id);
+    assert_eq!(ok(&n1, &["info", "--format", "{{.Swarm.NodeAddr}}"]), addr);
 
     // A stack from a compose file.
     let compose = files.path().join("stack.yml");

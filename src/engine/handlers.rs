@@ -212,6 +212,33 @@ async fn info(State(e): Shared) -> ApiResult {
     }))
 }
 
+/// The cluster addresses an init or join settled on, kept beside the node so a
+/// restarted swarmd comes back on them (`swarmd.json` in the data directory).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedAddrs {
+    pub(super) listen_addr: Option<String>,
+    pub(super) advertise_addr: Option<String>,
+}
+
+impl SavedAddrs {
+    const FILE: &str = "swarmd.json";
+
+    pub(super) fn load(dir: &std::path::Path) -> SavedAddrs {
+        std::fs::read(dir.join(Self::FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, dir: &std::path::Path) -> Result<(), ApiError> {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        std::fs::write(dir.join(Self::FILE), bytes).map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("saving {}: {e}", dir.join(Self::FILE).display()),
+        })
+    }
+}
+
 /// The manager settings for this engine's node, with the request's addresses.
 pub(super) fn manager_config(
     cfg: &EngineConfig,
@@ -275,8 +302,14 @@ async fn swarm_init(State(e): Shared, body: Bytes) -> ApiResult {
     }
     let spec = convert::swarm_spec(req.spec.unwrap_or_default(), &Default::default())?;
     let (listen, advertise) = addresses(&e.cfg, req.listen_addr, req.advertise_addr)?;
-    let cfg = manager_config(&e.cfg, listen, advertise).cluster_spec(spec);
+    let cfg = manager_config(&e.cfg, listen.clone(), advertise.clone()).cluster_spec(spec);
     let n = Node::start(cfg).await?;
+    let listen = listen.or(n.manager_addr().await);
+    SavedAddrs {
+        listen_addr: listen,
+        advertise_addr: advertise,
+    }
+    .save(&e.cfg.data_dir)?;
     let id = n.node_id().to_string();
     *node = Some(n);
     ok(json!(id))
@@ -308,6 +341,11 @@ async fn swarm_join(State(e): Shared, body: Bytes) -> ApiResult {
         match Node::join(cfg, &remote, &token).await {
             Ok(n) => {
                 *node = Some(n);
+                SavedAddrs {
+                    listen_addr: listen,
+                    advertise_addr: advertise,
+                }
+                .save(&e.cfg.data_dir)?;
                 return empty(StatusCode::OK);
             }
             Err(err) => last = err.into(),
@@ -336,7 +374,7 @@ async fn swarm_leave(State(e): Shared, Query(q): Params) -> ApiResult {
             let _ = e.cfg.runtime.remove(&t.labels.task_id).await;
         }
     }
-    for sub in ["node.json", "certificates", "raft"] {
+    for sub in ["node.json", "certificates", "raft", SavedAddrs::FILE] {
         let p = e.cfg.data_dir.join(sub);
         let _ = if p.is_dir() {
             std::fs::remove_dir_all(&p)

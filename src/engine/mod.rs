@@ -166,7 +166,10 @@ impl Engine {
     pub async fn start(cfg: EngineConfig) -> crate::Result<Arc<Engine>> {
         let dir = crate::state::DataDir::open(&cfg.data_dir)?;
         let node = if dir.has_node() {
-            Some(Node::start(handlers::manager_config(&cfg, None, None)).await?)
+            let saved = handlers::SavedAddrs::load(&cfg.data_dir);
+            let listen = cfg.listen_addr.clone().or(saved.listen_addr);
+            let advertise = cfg.advertise_addr.clone().or(saved.advertise_addr);
+            Some(Node::start(handlers::manager_config(&cfg, listen, advertise)).await?)
         } else {
             None
         };
