@@ -252,6 +252,19 @@ fn the_docker_cli_drives_a_three_node_swarm() {
     });
     ok(&n1, &["service", "scale", "--detach", "web=5"]);
     wait_until("5 running", || running_tasks(&n1, "web").len() == 5);
+    // `docker ps` on each node shows the tasks it runs.
+    wait_until("5 containers across the nodes", || {
+        [&n1, &n2, &n3]
+            .iter()
+            .map(|n| {
+                ok(n, &["ps", "--format", "{{.Names}}"])
+                    .lines()
+                    .filter(|l| l.starts_with("web."))
+                    .count()
+            })
+            .sum::<usize>()
+            == 5
+    });
 
     // Drain: node2's tasks move; the replica count holds.
     ok(&n1, &["node", "update", "--availability", "drain", "node2"]);

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use swarm_core::types::{NodeRole, Service, ServiceMode, TaskState};
 
 use super::convert::{self, ServiceCounts, strict};
-use super::objects;
 use super::{API_VERSION, ApiError, Engine, EngineConfig, MAX_BODY, MIN_API_VERSION};
+use super::{containers, objects};
 use crate::ManagerConfig;
 use crate::control::{NodeFilter, Rotate, ServiceFilter, TaskFilter};
 use crate::node::Node;
@@ -49,6 +49,7 @@ pub(super) fn routes() -> axum::Router<Arc<Engine>> {
         .route("/tasks", get(tasks_list))
         .route("/tasks/{id}", get(task_inspect))
         .route("/distribution/{*name}", get(distribution))
+        .route("/containers/json", get(containers::containers_list))
         .route("/networks", get(objects::networks_list))
         .route("/networks/create", post(objects::network_create))
         .route(

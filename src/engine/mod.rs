@@ -9,6 +9,7 @@
 //! Answers use Docker's JSON field names and its error shape
 //! (`{"message": ...}` with 400/404/409/500/503).
 
+mod containers;
 mod convert;
 mod handlers;
 mod objects;
