@@ -30,6 +30,7 @@ pub mod dispatcher;
 pub mod engine;
 mod error;
 pub mod leader;
+pub mod logs;
 mod manager;
 mod node;
 pub mod orchestrator;

@@ -29,6 +29,7 @@ use crate::control::Control;
 use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
 use crate::leader::{LeaderLoops, SchedulerFactory};
+use crate::logs::LogBroker;
 use crate::rpc::ca::CaService;
 use crate::rpc::raft::{RaftService, RpcTransport};
 use crate::state::{DataDir, NodeFile, describe};
@@ -293,6 +294,7 @@ pub struct Manager {
     addr: String,
     control: Control,
     raft: Arc<RaftNode>,
+    logs: LogBroker,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -418,7 +420,9 @@ impl Manager {
         let _ = member.set((raft.clone(), store.clone()));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let logs = LogBroker::new();
         let router = tonic::transport::Server::builder()
+            .add_service(logs.clone().server())
             .add_service(crate::rpc::proto::ca_server::CaServer::new(CaService::new(
                 ca.clone(),
                 store.clone(),
@@ -500,9 +504,10 @@ impl Manager {
         )));
 
         if let Some(runtime) = cfg.runtime.clone() {
-            let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
-                .await
-                .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+            let (agent, updates) =
+                Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
             let mut managers = vec![addr.clone()];
             managers.extend(
                 crate::dispatcher::manager_addrs(&store.view())
@@ -518,6 +523,21 @@ impl Manager {
             tasks.push(tokio::spawn(async move {
                 run_session(session, agent, updates, srx).await.detach();
             }));
+            let (view_store, own) = (store.clone(), addr.clone());
+            let managers = move || {
+                let mut m = crate::dispatcher::manager_addrs(&view_store.view());
+                if !m.contains(&own) {
+                    m.push(own.clone());
+                }
+                m
+            };
+            tasks.push(tokio::spawn(crate::logs::serve_node(
+                managers,
+                ca.clone(),
+                identity.clone(),
+                runtime,
+                stop_rx.clone(),
+            )));
         }
         tracing::info!(node = %node.node_id, addr = %addr, "manager started");
         Ok(Manager {
@@ -525,6 +545,7 @@ impl Manager {
             addr,
             control,
             raft,
+            logs,
             stop,
             tasks,
         })
@@ -543,6 +564,11 @@ impl Manager {
     /// The control API.
     pub fn control(&self) -> &Control {
         &self.control
+    }
+
+    /// Task output from the nodes (`docker service logs`).
+    pub fn logs(&self) -> &LogBroker {
+        &self.logs
     }
 
     /// The Swarm block of `docker info`, as this manager sees it.

@@ -167,6 +167,14 @@ impl Node {
         }
     }
 
+    /// The log broker, while the node is a manager.
+    pub async fn log_broker(&self) -> Option<crate::logs::LogBroker> {
+        match &*self.shared.running.lock().await {
+            Running::Manager(m) => Some(m.logs().clone()),
+            _ => None,
+        }
+    }
+
     /// Whether the node is the raft leader now.
     pub async fn is_leader(&self) -> bool {
         match &*self.shared.running.lock().await {

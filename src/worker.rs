@@ -122,15 +122,24 @@ impl Worker {
         ca: RootCa,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Worker> {
-        let (agent, updates) = Agent::new(node.node_id.clone(), runtime, Arc::new(SystemClock))
-            .await
-            .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+        let (agent, updates) =
+            Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
+                .await
+                .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
         let session = SessionConfig {
             managers: node.managers.clone(),
             tls: client_config(&ca, &identity)?,
             description: describe(hostname),
         };
         let (stop, stop_rx) = watch::channel(false);
+        let managers = node.managers.clone();
+        tokio::spawn(crate::logs::serve_node(
+            move || managers.clone(),
+            ca.clone(),
+            identity.clone(),
+            runtime,
+            stop_rx.clone(),
+        ));
         let handle = tokio::spawn(async move {
             run_session(session, agent, updates, stop_rx).await.detach();
         });

@@ -266,6 +266,47 @@ fn the_docker_cli_drives_a_three_node_swarm() {
             == 5
     });
 
+    // Logs come from every node that runs a task of the service.
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "3",
+            "--name",
+            "talk",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello; sleep 600",
+        ],
+    );
+    wait_until("3 talk tasks running", || {
+        running_tasks(&n1, "talk").len() == 3
+    });
+    wait_until("a hello from each task", || {
+        let out = ok(&n1, &["service", "logs", "talk"]);
+        let lines: Vec<&str> = out.lines().filter(|l| l.ends_with("| hello")).collect();
+        let mut prefixes: Vec<&str> = lines.iter().map(|l| l.split('|').next().unwrap()).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        prefixes.len() == 3
+            && prefixes
+                .iter()
+                .all(|p| p.starts_with("talk.") && p.contains('@'))
+    });
+    let task = ok(&n1, &["service", "ps", "-q", "talk"]);
+    let task = task.lines().next().unwrap();
+    let one = ok(&n1, &["service", "logs", task]);
+    assert_eq!(
+        one.lines().filter(|l| l.ends_with("| hello")).count(),
+        1,
+        "{one}"
+    );
+    ok(&n1, &["service", "rm", "talk"]);
+
     // Drain: node2's tasks move; the replica count holds.
     ok(&n1, &["node", "update", "--availability", "drain", "node2"]);
     wait_until("nothing on node2", || {

@@ -15,7 +15,7 @@ use swarm_core::types::{NodeRole, Service, ServiceMode, TaskState};
 
 use super::convert::{self, ServiceCounts, strict};
 use super::{API_VERSION, ApiError, Engine, EngineConfig, MAX_BODY, MIN_API_VERSION};
-use super::{containers, objects};
+use super::{containers, logs, objects};
 use crate::ManagerConfig;
 use crate::control::{NodeFilter, Rotate, ServiceFilter, TaskFilter};
 use crate::node::Node;
@@ -46,6 +46,8 @@ pub(super) fn routes() -> axum::Router<Arc<Engine>> {
             get(service_inspect).delete(service_remove),
         )
         .route("/services/{id}/update", post(service_update))
+        .route("/services/{id}/logs", get(logs::service_logs))
+        .route("/tasks/{id}/logs", get(logs::task_logs))
         .route("/tasks", get(tasks_list))
         .route("/tasks/{id}", get(task_inspect))
         .route("/distribution/{*name}", get(distribution))

@@ -12,6 +12,7 @@
 mod containers;
 mod convert;
 mod handlers;
+mod logs;
 mod objects;
 
 use std::path::PathBuf;

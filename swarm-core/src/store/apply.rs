@@ -140,13 +140,23 @@ fn update<T: StoreObject>(
     batch: &mut BatchVersions,
 ) -> Result<Change> {
     let id = obj.id();
+    let read = obj.meta().version.index;
     let Some(old) = tables.get::<T>(id) else {
+        // The writer read a version of it: it was removed since, a change
+        // concurrent with this one (retrying sees it gone).
+        if read > 0 {
+            return Err(Error::Conflict {
+                kind: T::KIND,
+                id: id.clone(),
+                read,
+                current: 0,
+            });
+        }
         return Err(Error::NotFound {
             kind: T::KIND,
             id: id.to_string(),
         });
     };
-    let read = obj.meta().version.index;
     let current = batch
         .before(T::KIND, id)
         .unwrap_or(old.meta().version.index);

@@ -607,6 +607,39 @@ fn apply_is_all_or_nothing_and_skips_replays() {
 }
 
 #[test]
+fn an_update_of_an_object_removed_since_it_was_read_is_a_conflict() {
+    let s = store();
+    let svc = Arc::new(service("s1", "web", "nginx", 1));
+    s.apply(1, &[StoreAction::Create(Object::Service(svc))])
+        .unwrap();
+    let read = s.view().get::<Service>("s1").unwrap();
+    s.apply(
+        2,
+        &[StoreAction::Remove {
+            kind: Kind::Service,
+            id: Id::from("s1"),
+        }],
+    )
+    .unwrap();
+    // Written from what was read at version 1, applied after the removal:
+    // a concurrent change (retry), not a caller's mistake.
+    let err = s
+        .apply(3, &[StoreAction::Update(Object::Service(read))])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                read: 1,
+                current: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn snapshot_restore_roundtrip_and_diff_events() {
     let s = store();
     seed(&s);

@@ -1,0 +1,377 @@
+//! Task logs across the swarm (`docker service logs`, `docker logs` of a task).
+//!
+//! ```text
+//!   every node ── Logs.Subscribe ──► every manager's LogBroker   (requests down)
+//!   every node ── Logs.Publish   ──► the manager that asked      (output up)
+//!   API on any manager ─► LogBroker::logs(tasks) ─► one request per node
+//! ```
+//!
+//! Nodes subscribe at every manager they know, so whichever manager a client
+//! talks to reaches the nodes directly. A node reads its runtime's logs for the
+//! tasks asked and streams them back, tagged with the request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use swarm_core::Id;
+use swarm_runtime::{LogOptions, LogStream, Runtime};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ca::{MANAGER_OU, NodeIdentity, RootCa, client_config};
+use crate::error::{Error, Result};
+use crate::rpc::proto::logs_client::LogsClient;
+use crate::rpc::proto::logs_server::{Logs, LogsServer};
+use crate::rpc::proto::{Empty, LogMessage, LogRequest};
+use crate::rpc::tls::{channel, require_node};
+
+/// One piece of a task's output, as a client gets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// The task.
+    pub task_id: Id,
+    /// The node it ran on.
+    pub node_id: Id,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The bytes (whole lines when the task wrote whole lines).
+    pub data: Bytes,
+}
+
+/// Requests a client may make.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogsQuery {
+    /// Keep streaming until the tasks exit.
+    pub follow: bool,
+    /// Include stdout.
+    pub stdout: bool,
+    /// Include stderr.
+    pub stderr: bool,
+}
+
+type Answer = mpsc::Sender<std::result::Result<LogMessage, Status>>;
+
+/// The manager side: which nodes listen, and which requests wait for output.
+#[derive(Clone, Default)]
+pub struct LogBroker {
+    inner: Arc<BrokerInner>,
+}
+
+#[derive(Default)]
+struct BrokerInner {
+    next: AtomicU64,
+    nodes: Mutex<HashMap<Id, mpsc::Sender<LogRequest>>>,
+    waiting: Mutex<HashMap<u64, Answer>>,
+}
+
+impl std::fmt::Debug for LogBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBroker")
+            .field("nodes", &self.inner.nodes.lock().len())
+            .finish()
+    }
+}
+
+impl LogBroker {
+    /// A broker with no node yet.
+    pub fn new() -> LogBroker {
+        LogBroker::default()
+    }
+
+    /// The tonic server for this broker.
+    pub fn server(self) -> LogsServer<LogBroker> {
+        LogsServer::new(self)
+    }
+
+    /// The output of `tasks` (task, node), merged as it arrives. A task whose
+    /// node is not connected to this manager yields an error line on stderr.
+    pub fn logs(
+        &self,
+        tasks: Vec<(Id, Id)>,
+        query: LogsQuery,
+    ) -> impl futures::Stream<Item = LogLine> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<std::result::Result<LogMessage, Status>>(256);
+        let mut by_node: HashMap<Id, Vec<Id>> = HashMap::new();
+        for (task, node) in &tasks {
+            by_node.entry(node.clone()).or_default().push(task.clone());
+        }
+        let node_of: HashMap<Id, Id> = tasks.into_iter().collect();
+        let mut pending = 0usize;
+        let mut ids = Vec::new();
+        let mut missing = Vec::new();
+        for (node, task_ids) in by_node {
+            let sub = self.inner.nodes.lock().get(&node).cloned();
+            let Some(sub) = sub else {
+                missing.extend(task_ids.into_iter().map(|t| (t, node.clone())));
+                continue;
+            };
+            let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
+            self.inner.waiting.lock().insert(id, tx.clone());
+            pending += task_ids.len();
+            let req = LogRequest {
+                request_id: id,
+                task_ids: task_ids.iter().map(|t| t.to_string()).collect(),
+                follow: query.follow,
+                stdout: query.stdout,
+                stderr: query.stderr,
+            };
+            if sub.try_send(req).is_err() {
+                self.inner.waiting.lock().remove(&id);
+                pending -= task_ids.len();
+                missing.extend(task_ids.into_iter().map(|t| (t, node.clone())));
+            } else {
+                ids.push(id);
+            }
+        }
+        drop(tx);
+        let broker = self.inner.clone();
+        let errors = futures::stream::iter(missing.into_iter().map(|(task, node)| LogLine {
+            data: Bytes::from(format!(
+                "error from daemon in stream: node {node} is not connected to this manager\n"
+            )),
+            task_id: task,
+            node_id: node,
+            stream: LogStream::Stderr,
+        }));
+        let state = (rx, node_of, pending, 0usize);
+        let lines =
+            futures::stream::unfold(state, |(mut rx, node_of, pending, mut done)| async move {
+                loop {
+                    if done >= pending {
+                        return None;
+                    }
+                    let Ok(m) = rx.recv().await? else {
+                        continue;
+                    };
+                    let task_id = Id::from(m.task_id.as_str());
+                    let node_id = node_of.get(&task_id).cloned().unwrap_or_default();
+                    if m.done {
+                        done += 1;
+                    }
+                    let line = if !m.error.is_empty() {
+                        LogLine {
+                            task_id,
+                            node_id,
+                            stream: LogStream::Stderr,
+                            data: Bytes::from(format!(
+                                "error from daemon in stream: {}\n",
+                                m.error
+                            )),
+                        }
+                    } else if m.data.is_empty() {
+                        continue;
+                    } else {
+                        LogLine {
+                            task_id,
+                            node_id,
+                            stream: if m.stream == 2 {
+                                LogStream::Stderr
+                            } else {
+                                LogStream::Stdout
+                            },
+                            data: Bytes::from(m.data),
+                        }
+                    };
+                    return Some((line, (rx, node_of, pending, done)));
+                }
+            });
+        let cleanup = Cleanup { broker, ids };
+        errors.chain(lines).map(move |l| {
+            let _ = &cleanup;
+            l
+        })
+    }
+}
+
+/// Forgets a client's requests when its stream is dropped.
+struct Cleanup {
+    broker: Arc<BrokerInner>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut w = self.broker.waiting.lock();
+        for id in &self.ids {
+            w.remove(id);
+        }
+    }
+}
+
+/// The stream a node's subscription gets.
+pub type RequestStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::result::Result<LogRequest, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Logs for LogBroker {
+    type SubscribeStream = RequestStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<Empty>,
+    ) -> std::result::Result<Response<Self::SubscribeStream>, Status> {
+        let node = require_node(&req)?.node_id.clone();
+        let (tx, rx) = mpsc::channel(64);
+        self.inner.nodes.lock().insert(node.clone(), tx);
+        tracing::debug!(node = %node, "node listens for log requests");
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        )))
+    }
+
+    async fn publish(
+        &self,
+        req: Request<Streaming<LogMessage>>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        require_node(&req)?;
+        let mut stream = req.into_inner();
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            let answer = self.inner.waiting.lock().get(&m.request_id).cloned();
+            match answer {
+                // The client went away: tell the node to stop.
+                None => return Err(Status::cancelled("nobody waits for these logs")),
+                Some(a) => {
+                    if a.send(Ok(m)).await.is_err() {
+                        return Err(Status::cancelled("nobody waits for these logs"));
+                    }
+                }
+            }
+        }
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// The node side: listens at every manager in `managers` (re-read each
+/// round) and answers log requests from `runtime`, until `stop`.
+pub async fn serve_node(
+    managers: impl Fn() -> Vec<String> + Send + 'static,
+    ca: RootCa,
+    identity: NodeIdentity,
+    runtime: Arc<dyn Runtime>,
+    stop: watch::Receiver<bool>,
+) {
+    let tls = match client_config(&ca, &identity) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "logs: no TLS settings");
+            return;
+        }
+    };
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut stop_rx = stop.clone();
+    loop {
+        for m in managers() {
+            let alive = running.get(&m).is_some_and(|h| !h.is_finished());
+            if !alive {
+                let (tls, rt, stop) = (tls.clone(), runtime.clone(), stop.clone());
+                let addr = m.clone();
+                running.insert(
+                    m,
+                    tokio::spawn(async move {
+                        if let Err(e) = listen(&addr, tls, rt, stop).await {
+                            tracing::debug!(manager = %addr, error = %e, "logs: subscription ended");
+                        }
+                    }),
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop_rx.changed() => break,
+        }
+    }
+    for (_, h) in running {
+        h.abort();
+    }
+}
+
+async fn listen(
+    addr: &str,
+    tls: Arc<rustls::ClientConfig>,
+    runtime: Arc<dyn Runtime>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let ch = channel(addr, tls, MANAGER_OU)?;
+    let mut requests = LogsClient::new(ch.clone())
+        .subscribe(Empty {})
+        .await
+        .map_err(crate::rpc::tls::from_status)?
+        .into_inner();
+    loop {
+        let req = tokio::select! {
+            r = requests.next() => r,
+            _ = stop.changed() => return Ok(()),
+        };
+        let Some(req) = req else {
+            return Err(Error::Unavailable(format!(
+                "{addr} closed the subscription"
+            )));
+        };
+        let req = req.map_err(crate::rpc::tls::from_status)?;
+        tokio::spawn(answer(ch.clone(), runtime.clone(), req));
+    }
+}
+
+/// Streams the output of every task in `req` back to the manager.
+async fn answer(ch: tonic::transport::Channel, runtime: Arc<dyn Runtime>, req: LogRequest) {
+    let (tx, rx) = mpsc::channel::<LogMessage>(256);
+    let id = req.request_id;
+    let opts = LogOptions {
+        follow: req.follow,
+        stdout: req.stdout,
+        stderr: req.stderr,
+    };
+    for task in req.task_ids {
+        let (tx, runtime) = (tx.clone(), runtime.clone());
+        tokio::spawn(async move {
+            let error = match runtime.logs(&task, opts).await {
+                Ok(mut chunks) => {
+                    let mut error = String::new();
+                    while let Some(c) = chunks.next().await {
+                        match c {
+                            Ok(c) => {
+                                let m = LogMessage {
+                                    request_id: id,
+                                    task_id: task.clone(),
+                                    stream: if c.stream == LogStream::Stderr { 2 } else { 1 },
+                                    data: c.data.to_vec(),
+                                    done: false,
+                                    error: String::new(),
+                                };
+                                if tx.send(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                error = e.to_string();
+                                break;
+                            }
+                        }
+                    }
+                    error
+                }
+                Err(e) => e.to_string(),
+            };
+            let _ = tx
+                .send(LogMessage {
+                    request_id: id,
+                    task_id: task,
+                    done: true,
+                    error,
+                    ..Default::default()
+                })
+                .await;
+        });
+    }
+    drop(tx);
+    let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+    if let Err(s) = LogsClient::new(ch).publish(out).await {
+        tracing::debug!(error = %s.message(), "logs: publishing stopped");
+    }
+}
