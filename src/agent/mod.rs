@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use swarm_core::types::{ContainerStatus, Task, TaskState, TaskStatus};
 use swarm_core::{Clock, Id};
 use swarm_runtime::{ContainerState, Inspection, Runtime, drive};
@@ -29,6 +30,8 @@ pub struct StatusUpdate {
 struct Controller {
     desired: watch::Sender<TaskState>,
     handle: JoinHandle<()>,
+    /// The last status the controller reported.
+    last: Arc<Mutex<Option<TaskStatus>>>,
 }
 
 /// The agent of one node. Drive it with [`assign`](Agent::assign) each time the
@@ -158,8 +161,11 @@ impl Agent {
             self.updates.clone(),
             task.id.clone(),
         );
+        let last = Arc::new(Mutex::new(None));
+        let last_reported = last.clone();
         let handle = tokio::spawn(async move {
             let report = |s: &TaskStatus| {
+                *last_reported.lock() = Some(s.clone());
                 let _ = updates.send(StatusUpdate {
                     task_id: id.clone(),
                     status: s.clone(),
@@ -172,8 +178,31 @@ impl Agent {
             Controller {
                 desired: desired_tx,
                 handle,
+                last,
             },
         );
+    }
+
+    /// Reports again the last status of every task in `tasks` (the node's set as
+    /// the swarm knows it) whose known state is behind what this node reported:
+    /// a status sent to a manager that lost its leadership before writing it is
+    /// otherwise never written. Call it with the complete set a new session
+    /// starts with; states only move forward, so a repeat is harmless.
+    pub fn report_behind(&self, tasks: &[Task]) {
+        for task in tasks {
+            let Some(c) = self.controllers.get(&task.id) else {
+                continue;
+            };
+            let last = c.last.lock().clone();
+            if let Some(status) = last
+                && status.state > task.status.state
+            {
+                let _ = self.updates.send(StatusUpdate {
+                    task_id: task.id.clone(),
+                    status,
+                });
+            }
+        }
     }
 
     /// Stops the controllers without touching the tasks: they keep running, and a

@@ -166,6 +166,9 @@ async fn one_session(
                         }
                         let tasks: Vec<Task> = assigned.values().cloned().collect();
                         agent.assign(&tasks);
+                        if full {
+                            agent.report_behind(&tasks);
+                        }
                     }
                     SessionMessage::Managers(list) => {
                         if !list.is_empty() {

@@ -148,3 +148,32 @@ async fn orphans_from_before_a_restart_are_removed() {
     .await
     .expect("the orphan is removed");
 }
+
+#[tokio::test]
+async fn reports_again_what_the_swarm_has_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut rx, _rt) = agent(dir.path()).await;
+    let t = task("lost", "sleep 30");
+    a.assign(std::slice::from_ref(&t));
+    until(&mut rx, "lost", TaskState::Running).await;
+    // A new session's full set still shows ASSIGNED (the reports went to a
+    // manager that lost its leadership before writing them): RUNNING again.
+    a.report_behind(std::slice::from_ref(&t));
+    let again = timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.task_id, "lost");
+    assert_eq!(again.status.state, TaskState::Running);
+    // The swarm already has RUNNING: nothing to repeat.
+    let mut known = t.clone();
+    known.status.state = TaskState::Running;
+    a.report_behind(&[known]);
+    assert!(
+        timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err(),
+        "a status the swarm has was sent again"
+    );
+    a.assign(&[]);
+}

@@ -29,6 +29,10 @@ use protocol::*;
 const GRACE_PERIODS: u32 = 3;
 /// How long status updates wait to be written together.
 const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// Status batches committing at once.
+const STATUS_WRITES_IN_FLIGHT: usize = 4;
+/// Tries at writing one batch of statuses.
+const STATUS_WRITE_ATTEMPTS: u32 = 10;
 
 struct Session {
     id: String,
@@ -366,10 +370,15 @@ async fn stream_assignments(
 
 /// Writes reported task statuses in batched transactions: a status is applied
 /// only to a task assigned to the reporting node, and only if it moves forward.
+/// Up to [`STATUS_WRITES_IN_FLIGHT`] batches are committing at once (raft packs
+/// them into one entry), so one slow commit does not hold every report back;
+/// two batches that touch the same task conflict, and the loser is retried
+/// (its status then applies only if it is still ahead).
 async fn write_statuses(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<(Id, Vec<(Id, TaskStatus)>)>,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(STATUS_WRITES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut pending = vec![first];
         let deadline = tokio::time::sleep(STATUS_BATCH_WINDOW);
@@ -383,6 +392,17 @@ async fn write_statuses(
                 },
             }
         }
+        // Wait for a free slot, taking in what arrives meanwhile.
+        let permit = loop {
+            tokio::select! {
+                p = in_flight.clone().acquire_owned() => break p,
+                more = rx.recv() => match more {
+                    Some(m) => pending.push(m),
+                    None => return,
+                },
+            }
+        };
+        let Ok(permit) = permit else { return };
         // The newest status per task wins.
         let mut latest: HashMap<Id, (Id, TaskStatus)> = HashMap::new();
         for (node, updates) in pending {
@@ -395,31 +415,50 @@ async fn write_statuses(
                 }
             }
         }
-        for attempt in 0..5 {
-            let r = store
-                .update(|tx| {
-                    for (task_id, (node, status)) in &latest {
-                        let Some(t) = tx.get::<Task>(task_id) else {
-                            continue;
-                        };
-                        if t.node_id != *node || status.state < t.status.state {
-                            continue;
-                        }
-                        let mut t = (*t).clone();
-                        t.status = status.clone();
-                        t.status.applied_by = node.clone();
-                        tx.update(t)?;
+        let store = store.clone();
+        tokio::spawn(async move {
+            write_status_batch(&store, &latest).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes one batch of statuses, retrying on conflicts and brief losses of
+/// quorum.
+async fn write_status_batch(store: &Store, latest: &HashMap<Id, (Id, TaskStatus)>) {
+    for attempt in 0..STATUS_WRITE_ATTEMPTS {
+        let r = store
+            .update(|tx| {
+                for (task_id, (node, status)) in latest {
+                    let Some(t) = tx.get::<Task>(task_id) else {
+                        continue;
+                    };
+                    if t.node_id != *node || status.state < t.status.state {
+                        continue;
                     }
-                    Ok(())
-                })
-                .await;
-            match r {
-                Ok(()) => break,
-                Err(swarm_core::Error::Conflict { .. }) if attempt < 4 => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, updates = latest.len(), "could not write task statuses");
-                    break;
+                    let mut t = (*t).clone();
+                    t.status = status.clone();
+                    t.status.applied_by = node.clone();
+                    tx.update(t)?;
                 }
+                Ok(())
+            })
+            .await;
+        let last = attempt + 1 == STATUS_WRITE_ATTEMPTS;
+        match r {
+            Ok(()) => return,
+            Err(swarm_core::Error::Conflict { .. }) if !last => continue,
+            // No quorum for a moment (an election): try again while this
+            // manager may still lead; if it does not, its nodes open new
+            // sessions and report again (Agent::report_behind).
+            Err(swarm_core::Error::Unavailable(_) | swarm_core::Error::NotLeader { .. })
+                if !last =>
+            {
+                tokio::time::sleep(STATUS_BATCH_WINDOW * 2).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, updates = latest.len(), "could not write task statuses");
+                return;
             }
         }
     }

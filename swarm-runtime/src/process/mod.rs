@@ -66,7 +66,14 @@ struct Inner {
     /// (start, inspect, wait) reads no files. The disk stays the source of truth
     /// for other instances.
     known: Mutex<HashMap<String, Known>>,
+    /// Bounds the file and spawn work running at once on the blocking pool: a
+    /// node starting hundreds of tasks would otherwise get hundreds of threads
+    /// contending for the same directory.
+    io: tokio::sync::Semaphore,
 }
+
+/// Blocking operations (task creation, start, removal) one runtime runs at once.
+const IO_PARALLELISM: usize = 2;
 
 #[derive(Clone)]
 struct Known {
@@ -93,6 +100,7 @@ impl ProcessRuntime {
             inner: Arc::new(Inner {
                 dir,
                 known: Mutex::new(HashMap::new()),
+                io: tokio::sync::Semaphore::new(IO_PARALLELISM),
             }),
         })
     }
@@ -104,6 +112,24 @@ impl ProcessRuntime {
 
     fn task_dir(&self, task_id: &str) -> Result<TaskDir> {
         TaskDir::new(&self.inner.dir, task_id)
+    }
+
+    /// Runs blocking file and process work on tokio's blocking pool, at most
+    /// [`IO_PARALLELISM`] at a time, so the async workers (which carry every
+    /// node's RPC in an embedded swarm) are never held up by a slow file system.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .inner
+            .io
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the runtime is closed".into()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Unavailable(format!("runtime worker failed: {e}")))?
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
@@ -201,105 +227,36 @@ impl ProcessRuntime {
         }
     }
 
-    fn inspect_dir(&self, task_id: &str, td: &TaskDir) -> Result<Inspection> {
-        let record = self.record(task_id, td)?;
-        let ours = self.child(task_id).is_some();
-        let state = self.proc_state(td, task_id)?;
-        let (state_kind, exit_code, pid) = match &state {
-            None => (ContainerState::Created, None, 0),
-            Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
-            // A child of ours runs until it is reaped.
-            Some(s) if ours || sys::is_alive(s.pid, s.start_ticks) => {
-                (ContainerState::Running, None, s.pid)
-            }
-            Some(_) => (ContainerState::Exited, None, 0),
-        };
-        let ports = if state_kind == ContainerState::Running {
-            record.ports.clone()
-        } else {
-            Vec::new()
-        };
-        Ok(Inspection {
-            labels: record.labels.clone(),
-            image: record.image.clone(),
-            state: state_kind,
-            exit_code,
-            container: ContainerStatus {
-                container_id: task_id.to_string(),
-                pid,
-                exit_code: exit_code.unwrap_or(0),
-            },
-            ports,
-            started_at: state.as_ref().map(|s| s.started_at),
-            finished_at: state.and_then(|s| s.finished_at),
-        })
-    }
-}
-
-impl std::fmt::Debug for ProcessRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessRuntime")
-            .field("state_dir", &self.inner.dir)
-            .finish()
-    }
-}
-
-#[async_trait]
-impl Runtime for ProcessRuntime {
-    fn name(&self) -> &'static str {
-        "process"
-    }
-
-    async fn prepare(&self, task: &Task) -> Result<()> {
-        self.task_dir(&task.id)?;
-        Self::check_spec(task).map(|_| ())
-    }
-
-    async fn create(&self, task: &Task) -> Result<ContainerStatus> {
-        Self::check_spec(task)?;
-        let td = self.task_dir(&task.id)?;
+    /// Creates the task's directory and record (blocking file writes).
+    fn create_blocking(
+        &self,
+        task_id: String,
+        td: TaskDir,
+        record: Record,
+    ) -> Result<ContainerStatus> {
         if td.exists() {
-            return Err(Error::AlreadyExists {
-                task_id: task.id.to_string(),
-            });
+            return Err(Error::AlreadyExists { task_id });
         }
         std::fs::create_dir_all(&td.root)
             .map_err(|e| Error::io(format!("creating {}", td.root.display()), e))?;
-        let c = &task.spec.container;
-        let ports = host_ports(task)
-            .into_iter()
-            .map(|p| PortConfig {
-                published_port: p.target_port,
-                ..p
-            })
-            .collect();
-        let record = Record {
-            labels: TaskLabels::of(task),
-            image: c.image.clone(),
-            argv: c.command.iter().chain(&c.args).cloned().collect(),
-            env: c.env.clone(),
-            dir: c.dir.clone(),
-            user: c.user.clone(),
-            stop_signal: c.stop_signal.clone(),
-            stop_grace: stop_grace(task),
-            ports,
-        };
         td.write_record(&record)?;
         self.known().insert(
-            task.id.to_string(),
+            task_id.clone(),
             Known {
                 record: Arc::new(record),
                 child: None,
             },
         );
         Ok(ContainerStatus {
-            container_id: task.id.to_string(),
+            container_id: task_id,
             pid: 0,
             exit_code: 0,
         })
     }
 
-    async fn start(&self, task_id: &str) -> Result<()> {
+    /// Starts the task's process (blocking: file writes and the spawn; run off the
+    /// async workers).
+    fn start_blocking(&self, task_id: &str) -> Result<()> {
         let td = self.task_dir(task_id)?;
         let record = self.record(task_id, &td)?;
         if self.child(task_id).is_some() || td.read_state()?.is_some() {
@@ -316,21 +273,33 @@ impl Runtime for ProcessRuntime {
             field: "container.command",
             reason: "empty".into(),
         })?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let env: Vec<(&str, &str)> = record
+            .env
+            .iter()
+            .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+            .collect();
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == "PATH")
+            .map_or(DEFAULT_PATH, |(_, v)| v);
+        let cwd = if record.dir.is_empty() {
+            td.root.as_path()
+        } else {
+            Path::new(&record.dir)
+        };
+        let not_found = || Error::StartFailed {
+            message: format!("exec: {program:?}: executable file not found in $PATH"),
+            rejected: false,
+        };
+        let resolved = sys::find_program(program, path, cwd).ok_or_else(not_found)?;
+        let mut cmd = tokio::process::Command::new(&resolved);
+        cmd.arg0(program)
+            .args(args)
             .env_clear()
             .env("PATH", DEFAULT_PATH)
-            .envs(
-                record
-                    .env
-                    .iter()
-                    .map(|kv| kv.split_once('=').unwrap_or((kv, ""))),
-            )
-            .current_dir(if record.dir.is_empty() {
-                &td.root
-            } else {
-                Path::new(&record.dir)
-            })
+            .envs(env.iter().copied())
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(open(td.stdout_path())?)
             .stderr(open(td.stderr_path())?)
@@ -398,6 +367,94 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    fn inspect_dir(&self, task_id: &str, td: &TaskDir) -> Result<Inspection> {
+        let record = self.record(task_id, td)?;
+        let ours = self.child(task_id).is_some();
+        let state = self.proc_state(td, task_id)?;
+        let (state_kind, exit_code, pid) = match &state {
+            None => (ContainerState::Created, None, 0),
+            Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
+            // A child of ours runs until it is reaped.
+            Some(s) if ours || sys::is_alive(s.pid, s.start_ticks) => {
+                (ContainerState::Running, None, s.pid)
+            }
+            Some(_) => (ContainerState::Exited, None, 0),
+        };
+        let ports = if state_kind == ContainerState::Running {
+            record.ports.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(Inspection {
+            labels: record.labels.clone(),
+            image: record.image.clone(),
+            state: state_kind,
+            exit_code,
+            container: ContainerStatus {
+                container_id: task_id.to_string(),
+                pid,
+                exit_code: exit_code.unwrap_or(0),
+            },
+            ports,
+            started_at: state.as_ref().map(|s| s.started_at),
+            finished_at: state.and_then(|s| s.finished_at),
+        })
+    }
+}
+
+impl std::fmt::Debug for ProcessRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessRuntime")
+            .field("state_dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn prepare(&self, task: &Task) -> Result<()> {
+        self.task_dir(&task.id)?;
+        Self::check_spec(task).map(|_| ())
+    }
+
+    async fn create(&self, task: &Task) -> Result<ContainerStatus> {
+        Self::check_spec(task)?;
+        let td = self.task_dir(&task.id)?;
+        let c = &task.spec.container;
+        let ports = host_ports(task)
+            .into_iter()
+            .map(|p| PortConfig {
+                published_port: p.target_port,
+                ..p
+            })
+            .collect();
+        let record = Record {
+            labels: TaskLabels::of(task),
+            image: c.image.clone(),
+            argv: c.command.iter().chain(&c.args).cloned().collect(),
+            env: c.env.clone(),
+            dir: c.dir.clone(),
+            user: c.user.clone(),
+            stop_signal: c.stop_signal.clone(),
+            stop_grace: stop_grace(task),
+            ports,
+        };
+        let me = self.clone();
+        let task_id = task.id.to_string();
+        self.blocking(move || me.create_blocking(task_id, td, record))
+            .await
+    }
+
+    async fn start(&self, task_id: &str) -> Result<()> {
+        let me = self.clone();
+        let task_id = task_id.to_string();
+        self.blocking(move || me.start_blocking(&task_id)).await
+    }
+
     async fn wait(&self, task_id: &str) -> Result<i32> {
         let td = self.task_dir(task_id)?;
         if let Some(mut child) = self.child(task_id) {
@@ -453,8 +510,11 @@ impl Runtime for ProcessRuntime {
             self.stop(task_id, Some(Duration::ZERO)).await?;
         }
         self.known().remove(task_id);
-        std::fs::remove_dir_all(&td.root)
-            .map_err(|e| Error::io(format!("removing {}", td.root.display()), e))
+        self.blocking(move || {
+            std::fs::remove_dir_all(&td.root)
+                .map_err(|e| Error::io(format!("removing {}", td.root.display()), e))
+        })
+        .await
     }
 
     async fn inspect(&self, task_id: &str) -> Result<Inspection> {

@@ -1,5 +1,6 @@
 //! Operating-system helpers of the process runtime: /proc, users, signals.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
@@ -41,6 +42,31 @@ pub(crate) fn is_alive(pid: i32, start_ticks: u64) -> bool {
     pid > 0
         && proc_stat(pid)
             .is_some_and(|s| s.start_ticks == start_ticks && !matches!(s.state, 'Z' | 'X'))
+}
+
+/// Finds `program` the way `execvp` would: a name holding a `/` is used as
+/// given; a bare name is looked up in the directories of `path` (an empty entry
+/// is the current directory, resolved against `cwd`). `None` when no executable
+/// file has that name.
+///
+/// The runtime resolves the program itself so the child can be started with
+/// `posix_spawn` (std falls back to `fork` when a changed `PATH` must be
+/// searched in the child, and forking a large multi-threaded host copies its
+/// whole page table: milliseconds per task).
+pub(crate) fn find_program(program: &str, path: &str, cwd: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return None;
+    }
+    path.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() { cwd } else { Path::new(dir) };
+        let candidate = dir.join(program);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
 }
 
 /// Parses a stop signal: `SIGTERM`, `TERM`, `term` or `15`. Empty means SIGTERM.
@@ -130,6 +156,34 @@ mod tests {
         assert!(is_alive(me, stat.start_ticks));
         assert!(!is_alive(me, stat.start_ticks + 1));
         assert!(!is_alive(0, 0));
+    }
+
+    #[test]
+    fn finds_programs_like_execvp() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = find_program("sh", "/nonexistent:/bin:/usr/bin", dir.path()).unwrap();
+        assert!(sh.ends_with("sh") && sh.is_absolute(), "{sh:?}");
+        assert_eq!(
+            find_program("./x", "/bin", dir.path()),
+            Some(PathBuf::from("./x"))
+        );
+        assert_eq!(
+            find_program("no-such-program-here", "/bin", dir.path()),
+            None
+        );
+        // Not executable: skipped.
+        std::fs::write(dir.path().join("data"), "x").unwrap();
+        assert_eq!(find_program("data", "", dir.path()), None);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("data"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_eq!(
+            find_program("data", "/nonexistent:", dir.path()),
+            Some(dir.path().join("data"))
+        );
     }
 
     #[test]
