@@ -6,18 +6,17 @@ use std::time::Duration;
 
 use swarm::control::TaskFilter;
 use swarm::core::types::*;
-use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::runtime::Runtime;
 use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
+
+mod common;
+use common::{eventually, runtime, sleep_spec as spec, wanted_running};
 
 struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
     manager: Manager,
     workers: Vec<Worker>,
     runtimes: Vec<Arc<dyn Runtime>>,
-}
-
-fn runtime(dir: &std::path::Path) -> Arc<dyn Runtime> {
-    Arc::new(ProcessRuntime::new(dir.join("runtime")).unwrap())
 }
 
 async fn cluster(workers: usize) -> Cluster {
@@ -55,16 +54,6 @@ async fn cluster(workers: usize) -> Cluster {
     }
 }
 
-async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
 /// Waits (bounded) until no runtime holds a task: what `service rm` must lead to.
 async fn until_no_tasks(runtimes: &[Arc<dyn Runtime>]) {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -81,23 +70,6 @@ async fn until_no_tasks(runtimes: &[Arc<dyn Runtime>]) {
     })
     .await
     .expect("every task of the removed service is gone from every node");
-}
-
-fn spec(name: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Annotations::named(name),
-        task: TaskSpec {
-            container: ContainerSpec {
-                image: "busybox".into(),
-                command: vec!["/bin/sh".into(), "-c".into(), "sleep 600".into()],
-                stop_grace_period: Some(Duration::from_secs(2)),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        mode: ServiceMode::Replicated { replicas },
-        ..Default::default()
-    }
 }
 
 fn running(c: &Cluster, service: &str) -> Vec<std::sync::Arc<Task>> {
@@ -327,18 +299,6 @@ async fn quick_manager(dir: &std::path::Path) -> Manager {
     )
     .await
     .unwrap()
-}
-
-fn wanted_running(control: &swarm::control::Control, service: &str) -> Vec<std::sync::Arc<Task>> {
-    control
-        .list_tasks(&TaskFilter {
-            services: vec![service.into()],
-            ..Default::default()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
-        .collect()
 }
 
 async fn remove_all(rt: &Arc<dyn Runtime>) {

@@ -9,6 +9,9 @@ use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
 use swarm::{Error, ManagerConfig, Node};
 
+mod common;
+use common::{eventually_async, sleep_spec as spec};
+
 fn config(dir: &std::path::Path, name: &str) -> (ManagerConfig, Arc<dyn Runtime>) {
     let rt: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(dir.join("runtime")).unwrap());
     let cfg = ManagerConfig::new(dir, "127.0.0.1:0")
@@ -16,33 +19,6 @@ fn config(dir: &std::path::Path, name: &str) -> (ManagerConfig, Arc<dyn Runtime>
         .runtime(rt.clone())
         .tick_interval(Duration::from_millis(20));
     (cfg, rt)
-}
-
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !f().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
-fn spec(name: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Annotations::named(name),
-        task: TaskSpec {
-            container: ContainerSpec {
-                image: "busybox".into(),
-                command: vec!["/bin/sh".into(), "-c".into(), "sleep 600".into()],
-                stop_grace_period: Some(Duration::from_secs(1)),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        mode: ServiceMode::Replicated { replicas },
-        ..Default::default()
-    }
 }
 
 fn running_on(control: &Control, service: &str, node: &swarm::core::Id) -> usize {
@@ -100,7 +76,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     assert!(w.control().await.is_none(), "a worker has no control API");
     let wid = w.node_id().clone();
 
-    eventually("two ready nodes", async || {
+    eventually_async("two ready nodes", async || {
         control
             .list_nodes(&Default::default())
             .iter()
@@ -110,7 +86,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     })
     .await;
     control.create_service(spec("web", 4)).await.unwrap();
-    eventually("two tasks on each node", async || {
+    eventually_async("two tasks on each node", async || {
         running_on(&control, "web", &wid) == 2 && running_on(&control, "web", m1.node_id()) == 2
     })
     .await;
@@ -125,7 +101,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     .await
     .expect("the worker becomes a manager")
     .unwrap();
-    eventually("two reachable managers", async || {
+    eventually_async("two reachable managers", async || {
         let ms = managers(&control);
         ms.len() == 2
             && ms.iter().all(|n| {
@@ -135,7 +111,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     })
     .await;
     let promoted = w.control().await.expect("a manager has a control API");
-    eventually("the promoted manager follows the swarm", async || {
+    eventually_async("the promoted manager follows the swarm", async || {
         promoted.inspect_service("web").is_ok() && running_on(&promoted, "web", &wid) == 2
     })
     .await;
@@ -154,7 +130,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     .await
     .expect("the manager becomes a worker")
     .unwrap();
-    eventually("one manager left", async || {
+    eventually_async("one manager left", async || {
         managers(&control).len() == 1
             && control.inspect_node(&wid).unwrap().role == NodeRole::Worker
     })
@@ -164,7 +140,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
         !d2.path().join("certificates/ca.key").exists(),
         "a worker does not keep the CA key"
     );
-    eventually("the demoted node reports its tasks again", async || {
+    eventually_async("the demoted node reports its tasks again", async || {
         running_on(&control, "web", &wid) == 2
             && control.inspect_node(&wid).unwrap().status.state == NodeState::Ready
     })
@@ -181,7 +157,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     );
 
     control.remove_service("web").await.unwrap();
-    eventually("every task gone", async || {
+    eventually_async("every task gone", async || {
         container_count(&rt1).await + container_count(&rt2).await == 0
     })
     .await;
@@ -205,7 +181,7 @@ async fn a_demotion_that_would_lose_quorum_is_refused() {
         others.push(Node::join(cfg, &addr, &token).await.unwrap());
         dirs.push(d);
     }
-    eventually("three reachable managers", async || {
+    eventually_async("three reachable managers", async || {
         let ms = managers(&control);
         ms.len() == 3
             && ms
@@ -227,7 +203,7 @@ async fn a_demotion_that_would_lose_quorum_is_refused() {
     let gone = others.pop().unwrap();
     let gone_id = gone.node_id().clone();
     gone.shutdown().await;
-    eventually("the stopped manager is unreachable", async || {
+    eventually_async("the stopped manager is unreachable", async || {
         control
             .inspect_node(&gone_id)
             .unwrap()
@@ -253,7 +229,7 @@ async fn a_demotion_that_would_lose_quorum_is_refused() {
     set_role(&control, &gone_id, NodeRole::Worker)
         .await
         .unwrap();
-    eventually("two managers left", async || managers(&control).len() == 2).await;
+    eventually_async("two managers left", async || managers(&control).len() == 2).await;
 
     worker.shutdown().await;
     for n in others {
@@ -274,7 +250,7 @@ async fn certificates_are_renewed_without_losing_the_node_or_its_tasks() {
     let (cfg2, rt2) = config(d2.path(), "worker1");
     let w = Node::join(cfg2, &addr, &token).await.unwrap();
     let wid = w.node_id().clone();
-    eventually("two ready nodes", async || {
+    eventually_async("two ready nodes", async || {
         control
             .list_nodes(&Default::default())
             .iter()
@@ -284,7 +260,7 @@ async fn certificates_are_renewed_without_losing_the_node_or_its_tasks() {
     })
     .await;
     control.create_service(spec("web", 2)).await.unwrap();
-    eventually("a task on the worker", async || {
+    eventually_async("a task on the worker", async || {
         running_on(&control, "web", &wid) == 1
     })
     .await;
@@ -313,14 +289,14 @@ async fn certificates_are_renewed_without_losing_the_node_or_its_tasks() {
     );
     let control = m1.control().await.unwrap();
     control.scale_service("web", 4).await.unwrap();
-    eventually("4 running, 2 on the worker", async || {
+    eventually_async("4 running, 2 on the worker", async || {
         running_on(&control, "web", &wid) == 2 && running_on(&control, "web", m1.node_id()) == 2
     })
     .await;
     assert_eq!(container_count(&rt2).await, 2, "no duplicate containers");
 
     control.remove_service("web").await.unwrap();
-    eventually("the worker's tasks gone", async || {
+    eventually_async("the worker's tasks gone", async || {
         container_count(&rt2).await == 0
     })
     .await;

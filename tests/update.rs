@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use swarm::control::{Control, TaskFilter};
+use swarm::control::Control;
 use swarm::core::Timestamp;
 use swarm::core::types::*;
 use swarm::runtime::{
@@ -21,6 +21,9 @@ use swarm::runtime::{
     Runtime,
 };
 use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
+
+mod common;
+use common::{eventually, tasks, wanted_running as running};
 
 /// The process runtime with a node-local image cache.
 struct Node {
@@ -174,16 +177,6 @@ impl Cluster {
     }
 }
 
-async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
-    tokio::time::timeout(Duration::from_secs(90), async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
-
 /// [`eventually`], showing the service and its tasks when it times out.
 async fn eventually_on<F: Fn() -> bool>(control: &Control, service: &str, what: &str, f: F) {
     if tokio::time::timeout(Duration::from_secs(90), async {
@@ -250,23 +243,6 @@ fn update_config(parallelism: u64, delay: Duration) -> UpdateConfig {
         monitor: Duration::from_millis(500),
         ..Default::default()
     }
-}
-
-fn tasks(control: &Control, service: &str) -> Vec<Arc<Task>> {
-    control
-        .list_tasks(&TaskFilter {
-            services: vec![service.into()],
-            ..Default::default()
-        })
-        .unwrap_or_default()
-}
-
-/// Wanted tasks observed RUNNING.
-fn running(control: &Control, service: &str) -> Vec<Arc<Task>> {
-    tasks(control, service)
-        .into_iter()
-        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
-        .collect()
 }
 
 fn all_running_with(control: &Control, service: &str, n: usize, image: &str) -> bool {

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use swarm_core::types::{NodeRole, Service, ServiceMode, TaskState};
 
 use super::convert::{self, ServiceCounts, strict};
+use super::objects::Blob;
 use super::{API_VERSION, ApiError, Engine, EngineConfig, MAX_BODY, MIN_API_VERSION};
 use super::{containers, logs, objects};
 use crate::ManagerConfig;
@@ -58,22 +59,29 @@ pub(super) fn routes() -> axum::Router<Arc<Engine>> {
             "/networks/{id}",
             get(objects::network_inspect).delete(objects::network_remove),
         )
-        .route("/secrets", get(objects::secrets_list))
-        .route("/secrets/create", post(objects::secret_create))
-        .route(
-            "/secrets/{id}",
-            get(objects::secret_inspect).delete(objects::secret_remove),
-        )
-        .route("/secrets/{id}/update", post(objects::secret_update))
-        .route("/configs", get(objects::configs_list))
-        .route("/configs/create", post(objects::config_create))
-        .route(
-            "/configs/{id}",
-            get(objects::config_inspect).delete(objects::config_remove),
-        )
-        .route("/configs/{id}/update", post(objects::config_update))
+        .merge(blob_routes("/secrets", Blob::Secret))
+        .merge(blob_routes("/configs", Blob::Config))
         .fallback(|| async { ApiError::not_found("page not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The five endpoints of secrets or configs under `base`.
+fn blob_routes(base: &str, kind: Blob) -> axum::Router<Arc<Engine>> {
+    axum::Router::new()
+        .route(base, get(move |s, q| objects::blobs_list(kind, s, q)))
+        .route(
+            &format!("{base}/create"),
+            post(move |s, b| objects::blob_create(kind, s, b)),
+        )
+        .route(
+            &format!("{base}/{{id}}"),
+            get(move |s, p| objects::blob_inspect(kind, s, p))
+                .delete(move |s, p| objects::blob_remove(kind, s, p)),
+        )
+        .route(
+            &format!("{base}/{{id}}/update"),
+            post(move |s, p, q, b| objects::blob_update(kind, s, p, q, b)),
+        )
 }
 
 pub(super) fn ok(v: Value) -> ApiResult {

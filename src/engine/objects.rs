@@ -273,46 +273,103 @@ pub(super) async fn network_remove(State(e): Shared, Path(id): Path<String>) -> 
     empty(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn secrets_list(State(e): Shared, Query(q): Params) -> ApiResult {
+/// Secrets and configs share their endpoints' shape; configs show their data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Blob {
+    /// `/secrets`.
+    Secret,
+    /// `/configs`.
+    Config,
+}
+
+impl Blob {
+    fn what(self) -> &'static str {
+        match self {
+            Blob::Secret => "secret",
+            Blob::Config => "config",
+        }
+    }
+}
+
+pub(super) async fn blobs_list(kind: Blob, State(e): Shared, Query(q): Params) -> ApiResult {
     let control = e.control().await?;
     let f = filters(&q)?;
     check_filters(&f, &["id", "name", "label", "names"])?;
-    let v: Vec<Value> = control
-        .list_secrets()
-        .iter()
-        .filter(|s| {
-            keep(
-                &f,
-                &s.id,
-                &s.spec.annotations.name,
-                &s.spec.annotations.labels,
-            )
-        })
-        .map(|s| blob_json(&s.id, &s.meta, &s.spec.annotations, None))
-        .collect();
+    let v: Vec<Value> = match kind {
+        Blob::Secret => control
+            .list_secrets()
+            .iter()
+            .filter(|s| {
+                keep(
+                    &f,
+                    &s.id,
+                    &s.spec.annotations.name,
+                    &s.spec.annotations.labels,
+                )
+            })
+            .map(|s| blob_json(&s.id, &s.meta, &s.spec.annotations, None))
+            .collect(),
+        Blob::Config => control
+            .list_configs()
+            .iter()
+            .filter(|c| {
+                keep(
+                    &f,
+                    &c.id,
+                    &c.spec.annotations.name,
+                    &c.spec.annotations.labels,
+                )
+            })
+            .map(|c| blob_json(&c.id, &c.meta, &c.spec.annotations, Some(&c.spec.data)))
+            .collect(),
+    };
     ok(json!(v))
 }
 
-pub(super) async fn secret_inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn blob_inspect(
+    kind: Blob,
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult {
     let control = e.control().await?;
-    let s = control.inspect_secret(&id)?;
-    ok(blob_json(&s.id, &s.meta, &s.spec.annotations, None))
+    ok(match kind {
+        Blob::Secret => {
+            let s = control.inspect_secret(&id)?;
+            blob_json(&s.id, &s.meta, &s.spec.annotations, None)
+        }
+        Blob::Config => {
+            let c = control.inspect_config(&id)?;
+            blob_json(&c.id, &c.meta, &c.spec.annotations, Some(&c.spec.data))
+        }
+    })
 }
 
-pub(super) async fn secret_create(State(e): Shared, body: Bytes) -> ApiResult {
+pub(super) async fn blob_create(kind: Blob, State(e): Shared, body: Bytes) -> ApiResult {
     let control = e.control().await?;
-    let (annotations, data) = strict::<BlobSpec>(&body)?.parts("secret")?;
-    let s = control
-        .create_secret(SecretSpec {
-            annotations,
-            data,
-            ..Default::default()
-        })
-        .await?;
-    created(json!({"ID": s.id.as_str()}))
+    let (annotations, data) = strict::<BlobSpec>(&body)?.parts(kind.what())?;
+    let id = match kind {
+        Blob::Secret => {
+            let spec = SecretSpec {
+                annotations,
+                data,
+                ..Default::default()
+            };
+            control.create_secret(spec).await?.id.clone()
+        }
+        Blob::Config => {
+            let spec = ConfigSpec {
+                annotations,
+                data,
+                ..Default::default()
+            };
+            control.create_config(spec).await?.id.clone()
+        }
+    };
+    created(json!({"ID": id.as_str()}))
 }
 
-pub(super) async fn secret_update(
+pub(super) async fn blob_update(
+    kind: Blob,
     State(e): Shared,
     Path(id): Path<String>,
     Query(q): Params,
@@ -320,96 +377,33 @@ pub(super) async fn secret_update(
 ) -> ApiResult {
     let control = e.control().await?;
     let version = version_param(&q)?;
-    let (annotations, data) = strict::<BlobSpec>(&body)?.parts("secret")?;
-    control
-        .update_secret(
-            &id,
-            version,
-            SecretSpec {
+    let (annotations, data) = strict::<BlobSpec>(&body)?.parts(kind.what())?;
+    match kind {
+        Blob::Secret => {
+            let spec = SecretSpec {
                 annotations,
                 data,
                 ..Default::default()
-            },
-        )
-        .await?;
-    empty(StatusCode::OK)
-}
-
-pub(super) async fn secret_remove(State(e): Shared, Path(id): Path<String>) -> ApiResult {
-    let control = e.control().await?;
-    control.remove_secret(&id).await?;
-    empty(StatusCode::NO_CONTENT)
-}
-
-pub(super) async fn configs_list(State(e): Shared, Query(q): Params) -> ApiResult {
-    let control = e.control().await?;
-    let f = filters(&q)?;
-    check_filters(&f, &["id", "name", "label", "names"])?;
-    let v: Vec<Value> = control
-        .list_configs()
-        .iter()
-        .filter(|c| {
-            keep(
-                &f,
-                &c.id,
-                &c.spec.annotations.name,
-                &c.spec.annotations.labels,
-            )
-        })
-        .map(|c| blob_json(&c.id, &c.meta, &c.spec.annotations, Some(&c.spec.data)))
-        .collect();
-    ok(json!(v))
-}
-
-pub(super) async fn config_inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult {
-    let control = e.control().await?;
-    let c = control.inspect_config(&id)?;
-    ok(blob_json(
-        &c.id,
-        &c.meta,
-        &c.spec.annotations,
-        Some(&c.spec.data),
-    ))
-}
-
-pub(super) async fn config_create(State(e): Shared, body: Bytes) -> ApiResult {
-    let control = e.control().await?;
-    let (annotations, data) = strict::<BlobSpec>(&body)?.parts("config")?;
-    let c = control
-        .create_config(ConfigSpec {
-            annotations,
-            data,
-            ..Default::default()
-        })
-        .await?;
-    created(json!({"ID": c.id.as_str()}))
-}
-
-pub(super) async fn config_update(
-    State(e): Shared,
-    Path(id): Path<String>,
-    Query(q): Params,
-    body: Bytes,
-) -> ApiResult {
-    let control = e.control().await?;
-    let version = version_param(&q)?;
-    let (annotations, data) = strict::<BlobSpec>(&body)?.parts("config")?;
-    control
-        .update_config(
-            &id,
-            version,
-            ConfigSpec {
+            };
+            control.update_secret(&id, version, spec).await.map(drop)?
+        }
+        Blob::Config => {
+            let spec = ConfigSpec {
                 annotations,
                 data,
                 ..Default::default()
-            },
-        )
-        .await?;
+            };
+            control.update_config(&id, version, spec).await.map(drop)?
+        }
+    }
     empty(StatusCode::OK)
 }
 
-pub(super) async fn config_remove(State(e): Shared, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn blob_remove(kind: Blob, State(e): Shared, Path(id): Path<String>) -> ApiResult {
     let control = e.control().await?;
-    control.remove_config(&id).await?;
+    match kind {
+        Blob::Secret => control.remove_secret(&id).await?,
+        Blob::Config => control.remove_config(&id).await?,
+    }
     empty(StatusCode::NO_CONTENT)
 }

@@ -50,9 +50,9 @@ pub enum Error {
         kind: Kind,
         /// The object.
         id: Id,
-        /// The version the update carried.
+        /// The version the update carried (0 for a removal, which carries none).
         read: u64,
-        /// The version in the store.
+        /// The version in the store (0: the object was removed since).
         current: u64,
     },
     /// A task's observed or desired state would move backwards.

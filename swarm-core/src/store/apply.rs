@@ -197,9 +197,13 @@ fn remove<T: StoreObject>(tables: &mut Tables, id: &str) -> Result<Change> {
             object: T::wrap(old),
             old: None,
         }),
-        None => Err(Error::NotFound {
+        // The writer saw it (a transaction checks that): it was removed since,
+        // by a concurrent change; retrying sees it gone.
+        None => Err(Error::Conflict {
             kind: T::KIND,
-            id: id.to_string(),
+            id: id.into(),
+            read: 0,
+            current: 0,
         }),
     }
 }

@@ -607,7 +607,7 @@ fn apply_is_all_or_nothing_and_skips_replays() {
 }
 
 #[test]
-fn an_update_of_an_object_removed_since_it_was_read_is_a_conflict() {
+fn a_change_to_an_object_removed_since_it_was_read_is_a_conflict() {
     let s = store();
     let svc = Arc::new(service("s1", "web", "nginx", 1));
     s.apply(1, &[StoreAction::Create(Object::Service(svc))])
@@ -637,6 +637,13 @@ fn an_update_of_an_object_removed_since_it_was_read_is_a_conflict() {
         ),
         "{err:?}"
     );
+    // A removal applied after another one: the same.
+    let remove = StoreAction::Remove {
+        kind: Kind::Service,
+        id: Id::from("s1"),
+    };
+    let err = s.apply(4, &[remove]).unwrap_err();
+    assert!(matches!(err, Error::Conflict { current: 0, .. }), "{err:?}");
 }
 
 #[test]

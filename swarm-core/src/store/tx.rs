@@ -75,6 +75,12 @@ impl Tx {
     /// version in the store (read it, change it, write it back), else `Conflict`.
     /// `updated_at` is stamped. Task states may only move forward.
     pub fn update<T: StoreObject>(&mut self, mut obj: T) -> Result<Arc<T>> {
+        if self.tables.get::<T>(obj.id()).is_none() {
+            return Err(Error::NotFound {
+                kind: T::KIND,
+                id: obj.id().to_string(),
+            });
+        }
         obj.meta_mut().updated_at = self.now;
         if let Some(before) = self.batch.before(T::KIND, obj.id()) {
             // Written earlier in this transaction: the caller must have read that
@@ -101,6 +107,12 @@ impl Tx {
 
     /// Deletes the object of kind `T` with ID `id`. Fails with `NotFound`.
     pub fn delete<T: StoreObject>(&mut self, id: &str) -> Result<()> {
+        if self.tables.get::<T>(id).is_none() {
+            return Err(Error::NotFound {
+                kind: T::KIND,
+                id: id.to_string(),
+            });
+        }
         self.apply::<T>(StoreAction::Remove {
             kind: T::KIND,
             id: Id::from(id),
