@@ -64,15 +64,31 @@ async fn runs_assigned_tasks_and_reports_every_state() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut rx, _rt) = agent(dir.path()).await;
     a.assign(&[task("ok", "exit 0"), task("bad", "exit 3")]);
-    let ok = until(&mut rx, "ok", TaskState::Complete).await;
-    let states: Vec<TaskState> = ok.iter().map(|u| u.status.state).collect();
+    // The two run side by side: collect both until each has ended.
+    let mut seen: std::collections::HashMap<String, Vec<StatusUpdate>> = Default::default();
+    timeout(Duration::from_secs(30), async {
+        while let Some(u) = rx.recv().await {
+            seen.entry(u.task_id.to_string()).or_default().push(u);
+            let ended = |t: &str| {
+                seen.get(t)
+                    .is_some_and(|v| v.last().is_some_and(|u| u.status.state.is_terminal()))
+            };
+            if ended("ok") && ended("bad") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("both tasks did not end; saw {seen:?}"));
+    let states: Vec<TaskState> = seen["ok"].iter().map(|u| u.status.state).collect();
     use TaskState::*;
     assert_eq!(
         states,
         [Accepted, Preparing, Ready, Starting, Running, Complete]
     );
-    let bad = until(&mut rx, "bad", TaskState::Failed).await;
-    assert_eq!(bad.last().unwrap().status.err, "task: non-zero exit (3)");
+    let bad = seen["bad"].last().unwrap();
+    assert_eq!(bad.status.state, Failed);
+    assert_eq!(bad.status.err, "task: non-zero exit (3)");
 }
 
 #[tokio::test]
