@@ -341,17 +341,46 @@ fn the_docker_cli_drives_a_three_node_swarm() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    // A rolling update of the image, then the previous spec back.
-    ok(
+    // A rolling update of the image, one slot at a time with a delay, followed
+    // to the end by the CLI's own progress display (no --detach).
+    let out = ok(
         &n1,
         &[
             "service",
             "update",
-            "--detach",
             "--image",
             "busybox:2",
+            "--update-delay",
+            "100ms",
+            "--update-parallelism",
+            "2",
+            "--update-monitor",
+            "500ms",
             "web",
         ],
+    );
+    assert!(out.contains("converged"), "{out}");
+    let state = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.UpdateStatus.State}}",
+            "web",
+        ],
+    );
+    assert_eq!(state.trim(), "completed");
+    let ps = ok(&n1, &["service", "ps", "--no-trunc", "web"]);
+    let running_new = ps
+        .lines()
+        .filter(|l| l.contains("busybox:2") && l.contains("Running"))
+        .count();
+    assert_eq!(running_new, 5, "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next().is_some_and(|id| id.len() == 25)),
+        "full IDs: {ps}"
     );
     let img = ok(
         &n1,
@@ -409,7 +438,14 @@ fn the_docker_cli_drives_a_three_node_swarm() {
         ok(&n1, &["service", "ls", "-q"]).trim().is_empty()
     });
 
-    // A worker leaves; the manager sees it go down.
+    let pretty = ok(&n1, &["node", "inspect", "--pretty", "self"]);
+    assert!(
+        pretty.contains("Hostname:") && pretty.contains("node1"),
+        "{pretty}"
+    );
+    assert!(pretty.contains("Leader:\t\tYes"), "{pretty}");
+
+    // A worker leaves; the manager sees it go down, and it can be removed.
     ok(&n2, &["swarm", "leave"]);
     wait_until("node2 down", || {
         ok(
@@ -418,6 +454,9 @@ fn the_docker_cli_drives_a_three_node_swarm() {
         )
         .contains("node2 Down")
     });
+    ok(&n1, &["node", "rm", "node2"]);
+    let ls = ok(&n1, &["node", "ls", "--format", "{{.Hostname}}"]);
+    assert!(!ls.contains("node2"), "{ls}");
 }
 
 #[test]
