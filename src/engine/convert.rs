@@ -919,43 +919,111 @@ pub fn task_json(t: &Task) -> Value {
     serde_json::to_value(task_out(t, &spec)).unwrap_or(Value::Null)
 }
 
-/// Tasks as `GET /tasks` shows them, as JSON bytes. Tasks of one service
-/// version share their template: it is written once and reused.
-pub fn tasks_json_bytes(tasks: &[std::sync::Arc<Task>]) -> Vec<u8> {
+/// Each task's JSON, in order. Tasks of one service version share their
+/// template: it is written once and reused.
+fn tasks_json_each(tasks: &[std::sync::Arc<Task>]) -> Vec<Vec<u8>> {
     let mut specs: std::collections::HashMap<
         (&str, u64),
         (&TaskSpec, Box<serde_json::value::RawValue>),
     > = std::collections::HashMap::new();
-    let mut singles = Vec::new();
-    for t in tasks {
-        match t.spec_version {
-            Some(v) => {
-                let key = (t.service_id.as_str(), v.index);
-                let fresh = specs.get(&key).is_none_or(|(s, _)| **s != t.spec);
-                if fresh && specs.contains_key(&key) {
-                    singles.push(raw_spec(&t.spec));
-                } else if fresh {
-                    specs.insert(key, (&t.spec, raw_spec(&t.spec)));
-                }
-            }
-            None => singles.push(raw_spec(&t.spec)),
-        }
-    }
-    let mut single = singles.iter();
-    let out: Vec<TaskOut<'_>> = tasks
+    tasks
         .iter()
         .map(|t| {
+            let own;
             let spec: &serde_json::value::RawValue = match t.spec_version {
-                Some(v) => match specs.get(&(t.service_id.as_str(), v.index)) {
-                    Some((s, raw)) if **s == t.spec => raw,
-                    _ => single.next().expect("one per task that shares no template"),
-                },
-                None => single.next().expect("one per task without a version"),
+                Some(v) => {
+                    let key = (t.service_id.as_str(), v.index);
+                    match specs.get(&key) {
+                        Some((s, raw)) if **s == t.spec => raw,
+                        Some(_) => {
+                            own = raw_spec(&t.spec);
+                            &own
+                        }
+                        None => &specs.entry(key).or_insert((&t.spec, raw_spec(&t.spec))).1,
+                    }
+                }
+                None => {
+                    own = raw_spec(&t.spec);
+                    &own
+                }
             };
-            task_out(t, spec)
+            serde_json::to_vec(&task_out(t, spec)).unwrap_or_else(|_| b"null".to_vec())
         })
-        .collect();
-    serde_json::to_vec(&out).unwrap_or_else(|_| b"[]".to_vec())
+        .collect()
+}
+
+fn json_array<B: AsRef<[u8]>>(items: &[B]) -> Vec<u8> {
+    let len = items.iter().map(|i| i.as_ref().len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (n, i) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(i.as_ref());
+    }
+    out.push(b']');
+    out
+}
+
+/// Tasks as `GET /tasks` shows them, as JSON bytes, with no cache.
+#[cfg(test)]
+fn tasks_json_bytes(tasks: &[std::sync::Arc<Task>]) -> Vec<u8> {
+    json_array(&tasks_json_each(tasks))
+}
+
+/// Each task's JSON by task ID and version. A stored object never changes
+/// without a new version, so a listing writes again only the tasks that
+/// changed since the last one.
+#[derive(Default)]
+pub struct TaskJsonCache {
+    entries: parking_lot::Mutex<CachedTasks>,
+}
+
+/// Task ID → (version, its JSON).
+type CachedTasks = std::collections::HashMap<swarm_core::Id, (u64, std::sync::Arc<[u8]>)>;
+
+impl std::fmt::Debug for TaskJsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskJsonCache")
+            .field("entries", &self.entries.lock().len())
+            .finish()
+    }
+}
+
+impl TaskJsonCache {
+    /// `tasks` as a JSON array; `stored` is how many tasks the store holds
+    /// (the cache keeps about that many entries).
+    pub fn list(&self, tasks: &[std::sync::Arc<Task>], stored: usize) -> Vec<u8> {
+        let misses: Vec<std::sync::Arc<Task>> = {
+            let e = self.entries.lock();
+            tasks
+                .iter()
+                .filter(|t| e.get(&t.id).map(|(v, _)| *v) != Some(t.meta.version.index))
+                .cloned()
+                .collect()
+        };
+        let fresh = tasks_json_each(&misses);
+        let mut e = self.entries.lock();
+        for (t, json) in misses.iter().zip(fresh) {
+            e.insert(t.id.clone(), (t.meta.version.index, json.into()));
+        }
+        let parts: Vec<std::sync::Arc<[u8]>> = tasks
+            .iter()
+            .map(|t| {
+                e.get(&t.id)
+                    .map(|(_, j)| j.clone())
+                    .unwrap_or_else(|| b"null".as_slice().into())
+            })
+            .collect();
+        if e.len() > 2 * stored + 1024 {
+            let keep: std::collections::HashSet<&swarm_core::Id> =
+                tasks.iter().map(|t| &t.id).collect();
+            e.retain(|id, _| keep.contains(id));
+        }
+        drop(e);
+        json_array(&parts)
+    }
 }
 
 /// A swarm spec of the Engine API, applied over `current`. Zero values of the
@@ -1157,6 +1225,17 @@ mod tests {
         let listed: Value = serde_json::from_slice(&tasks_json_bytes(&tasks)).unwrap();
         let singles: Vec<Value> = tasks.iter().map(|t| task_json(t)).collect();
         assert_eq!(listed, json!(singles));
+        // Through the cache: the same, and a new version is written again.
+        let cache = TaskJsonCache::default();
+        let cached: Value = serde_json::from_slice(&cache.list(&tasks, 4)).unwrap();
+        assert_eq!(cached, listed);
+        let mut moved = (*tasks[1]).clone();
+        moved.meta.version.index += 1;
+        moved.node_id = "n2".into();
+        let again = vec![tasks[0].clone(), Arc::new(moved)];
+        let cached: Value = serde_json::from_slice(&cache.list(&again, 4)).unwrap();
+        assert_eq!(cached[1]["NodeID"], "n2");
+        assert_eq!(cached[0], listed[0]);
         assert_eq!(listed[2]["Spec"]["ContainerSpec"]["Image"], "busybox:2");
         assert_eq!(listed[3]["Status"]["Err"], "No such image: busybox:1");
         assert_eq!(listed[1]["NodeID"], "n1");

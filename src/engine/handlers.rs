@@ -635,7 +635,10 @@ async fn tasks_list(State(e): Shared, Query(q): Params) -> ApiResult {
             ("API-Version", API_VERSION),
             ("Content-Type", "application/json"),
         ],
-        convert::tasks_json_bytes(&tasks),
+        e.tasks_json.list(
+            &tasks,
+            control.store().view().count::<swarm_core::types::Task>(),
+        ),
     )
         .into_response())
 }

@@ -151,6 +151,7 @@ impl std::fmt::Debug for EngineConfig {
 pub struct Engine {
     cfg: EngineConfig,
     node: RwLock<Option<Node>>,
+    tasks_json: convert::TaskJsonCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,6 +179,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             cfg,
             node: RwLock::new(node),
+            tasks_json: Default::default(),
         }))
     }
 
