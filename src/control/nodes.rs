@@ -89,10 +89,38 @@ impl Control {
                 check_quorum_without(&view, &node)?;
             }
         }
-        let mut n = (*node).clone();
-        n.meta.version.index = version;
-        n.spec = spec;
-        Ok(self.store.update(|tx| tx.update(n)).await?)
+        if version < node.spec_version || version > node.meta.version.index {
+            // The spec changed since the caller read it (or the caller
+            // names a version that never was): its write would lose that.
+            return Err(Error::Conflict(format!(
+                "update out of sequence: node {} was read at version {version}, its spec changed at version {}",
+                node.id, node.spec_version
+            )));
+        }
+        // Read at or after the last spec change: what the swarm wrote into the
+        // node since (status, reachability, certificate) is kept, not refused.
+        let id = node.id.clone();
+        Ok(self
+            .update_retrying(|tx| {
+                let Some(current) = tx.get::<Node>(&id) else {
+                    return Err(swarm_core::Error::NotFound {
+                        kind: Kind::Node,
+                        id: id.to_string(),
+                    });
+                };
+                if current.spec_version > version {
+                    return Err(swarm_core::Error::Conflict {
+                        kind: Kind::Node,
+                        id: id.clone(),
+                        read: version,
+                        current: current.spec_version,
+                    });
+                }
+                let mut n = (*current).clone();
+                n.spec = spec.clone();
+                tx.update(n)
+            })
+            .await?)
     }
 
     /// Removes a node (`docker node rm`). A manager must be demoted first; a node

@@ -354,6 +354,30 @@ fn node_update_and_removal_rules() {
     drain.availability = Availability::Drain;
     drain.annotations.labels.insert("zone".into(), "a".into());
     block_on(c.update_node("w1", w1.meta.version.index, drain)).unwrap();
+    // The swarm writes the node's status after the caller read it: the spec
+    // update still applies (docker's CLI would get "update out of sequence").
+    let read = c.inspect_node("w1").unwrap();
+    block_on(c.store().update(|tx| {
+        let mut n = (*tx.get::<Node>("w1").unwrap()).clone();
+        n.status.message = "heartbeat".into();
+        tx.update(n).map(drop)
+    }))
+    .unwrap();
+    let mut pause = read.spec.clone();
+    pause.availability = Availability::Pause;
+    block_on(c.update_node("w1", read.meta.version.index, pause.clone())).unwrap();
+    let now = c.inspect_node("w1").unwrap();
+    assert_eq!(now.spec.availability, Availability::Pause);
+    assert_eq!(now.status.message, "heartbeat", "the status write is kept");
+    // A spec change since the read is a conflict: nothing is lost.
+    let mut active = read.spec.clone();
+    active.availability = Availability::Active;
+    let err = block_on(c.update_node("w1", read.meta.version.index, active)).unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert_eq!(
+        c.inspect_node("w1").unwrap().spec.availability,
+        Availability::Pause
+    );
     let filtered = c.list_nodes(&NodeFilter {
         labels: vec!["zone=a".into()],
         ..Default::default()

@@ -123,6 +123,7 @@ fn create<T: StoreObject>(
     }
     let mut new = (**obj).clone();
     new.meta_mut().version.index = index;
+    new.stamp(None, index);
     let new = Arc::new(new);
     tables.insert(new.clone());
     batch.touch(T::KIND, id, 0);
@@ -180,6 +181,7 @@ fn update<T: StoreObject>(
     let meta = new.meta_mut();
     meta.version.index = index;
     meta.created_at = old.meta().created_at;
+    new.stamp(Some(&old), index);
     let new = Arc::new(new);
     tables.replace(new.clone());
     batch.touch(T::KIND, id, current);

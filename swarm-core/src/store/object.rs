@@ -211,10 +211,16 @@ pub trait StoreObject:
     fn table(tables: &Tables) -> &Table<Self>;
     #[doc(hidden)]
     fn table_mut(tables: &mut Tables) -> &mut Table<Self>;
+    /// Called when a write of this object is applied at store version
+    /// `index`, with the object it replaces (`None` for a creation): the
+    /// place for fields the store itself keeps (nodes: the version of the last
+    /// spec change).
+    #[doc(hidden)]
+    fn stamp(&mut self, _old: Option<&Self>, _index: u64) {}
 }
 
 macro_rules! store_object {
-    ($ty:ident, $field:ident, $unique:expr, |$s:ident| $name:expr) => {
+    ($ty:ident, $field:ident, $unique:expr, |$s:ident| $name:expr $(, $extra:item)*) => {
         impl sealed::Sealed for $ty {}
         impl StoreObject for $ty {
             const KIND: Kind = Kind::$ty;
@@ -250,11 +256,22 @@ macro_rules! store_object {
             fn table_mut(tables: &mut Tables) -> &mut Table<Self> {
                 &mut tables.$field
             }
+            $($extra)*
         }
     };
 }
 
-store_object!(Node, nodes, false, |n| n.name());
+store_object!(
+    Node,
+    nodes,
+    false,
+    |n| n.name(),
+    fn stamp(&mut self, old: Option<&Self>, index: u64) {
+        if old.is_none_or(|o| o.spec != self.spec) {
+            self.spec_version = index;
+        }
+    }
+);
 store_object!(Service, services, true, |s| &s.spec.annotations.name);
 store_object!(Task, tasks, false, |_t| "");
 store_object!(Network, networks, true, |n| &n.spec.annotations.name);

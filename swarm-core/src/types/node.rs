@@ -198,6 +198,11 @@ pub struct Node {
     pub role: NodeRole,
     /// Its certificate.
     pub certificate: NodeCertificate,
+    /// The store version at which `spec` last changed (kept by the store): a
+    /// spec update read at this version or later loses nothing, whatever the
+    /// swarm wrote into the node's status since.
+    #[serde(default)]
+    pub spec_version: u64,
 }
 
 impl Node {
