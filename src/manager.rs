@@ -631,26 +631,25 @@ async fn follow_leadership(
                 Arc::new(SystemClock),
             ));
             let raft_id = raft.id();
-            let r = store
-                .update(|tx| {
-                    let managers: Vec<_> = tx
-                        .list::<Node>()
-                        .filter(|n| n.manager_status.is_some())
-                        .collect();
-                    for n in managers {
-                        let ms = n.manager_status.as_ref().expect("filtered");
-                        let lead = ms.raft_id == raft_id;
-                        if ms.leader != lead {
-                            let mut n = (*n).clone();
-                            if let Some(ms) = n.manager_status.as_mut() {
-                                ms.leader = lead;
-                            }
-                            tx.update(n)?;
+            let r = crate::control::update_retrying(&store, |tx| {
+                let managers: Vec<_> = tx
+                    .list::<Node>()
+                    .filter(|n| n.manager_status.is_some())
+                    .collect();
+                for n in managers {
+                    let ms = n.manager_status.as_ref().expect("filtered");
+                    let lead = ms.raft_id == raft_id;
+                    if ms.leader != lead {
+                        let mut n = (*n).clone();
+                        if let Some(ms) = n.manager_status.as_mut() {
+                            ms.leader = lead;
                         }
+                        tx.update(n)?;
                     }
-                    Ok(())
-                })
-                .await;
+                }
+                Ok(())
+            })
+            .await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "could not record the new leader");
             }

@@ -1,6 +1,6 @@
 //! Node roles, as the leader keeps them: it carries out `node promote` and
 //! `node demote` (the node's `spec.desired_role`) and records which managers the
-//! raft leader can reach.
+//! raft leader can reach, and which one leads.
 //!
 //! ```text
 //!   promote: desired Manager ──► role = Manager ──► the node renews its
@@ -98,6 +98,7 @@ async fn pass(raft: &RaftNode, store: &Store) {
         .filter(|n| {
             n.manager_status.as_ref().is_some_and(|ms| {
                 (ms.reachability == Reachability::Reachable) != reachable(ms.raft_id)
+                    || ms.leader != (ms.raft_id == raft.id())
             })
         })
         .map(|n| n.id.clone())
@@ -110,6 +111,7 @@ async fn pass(raft: &RaftNode, store: &Store) {
                 };
                 let mut n = (*n).clone();
                 if let Some(ms) = n.manager_status.as_mut() {
+                    ms.leader = ms.raft_id == raft.id();
                     ms.reachability = if reachable(ms.raft_id) {
                         Reachability::Reachable
                     } else {

@@ -278,20 +278,19 @@ impl Control {
                 filter.desired_states.is_empty() || filter.desired_states.contains(&t.desired_state)
             })
             .collect();
-        tasks.sort_by(|a, b| {
+        // docker service ps: by service and slot (global tasks: by node),
+        // the newest task of a slot first, its history below.
+        let empty = Id::default();
+        let key = |t: &Arc<Task>| {
+            let node = if t.slot == 0 { &t.node_id } else { &empty };
             (
-                &a.service_annotations.name,
-                a.slot,
-                &a.node_id,
-                std::cmp::Reverse(a.meta.created_at),
+                t.service_annotations.name.clone(),
+                t.slot,
+                node.clone(),
+                std::cmp::Reverse(t.meta.created_at),
             )
-                .cmp(&(
-                    &b.service_annotations.name,
-                    b.slot,
-                    &b.node_id,
-                    std::cmp::Reverse(b.meta.created_at),
-                ))
-        });
+        };
+        tasks.sort_by_cached_key(key);
         Ok(tasks)
     }
 
