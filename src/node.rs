@@ -74,13 +74,16 @@ impl Node {
     pub async fn start(cfg: ManagerConfig) -> Result<Node> {
         let runtime = runtime_of(&cfg)?;
         let dir = DataDir::open(&cfg.data_dir)?;
-        let running = if dir.has_node() && dir.load()?.0.role == NodeRole::Worker {
-            let (node, identity, ca) = dir.load()?;
-            Running::Worker(
-                Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
-            )
+        let saved = if dir.has_node() {
+            Some(dir.load()?)
         } else {
-            Running::Manager(Manager::start(cfg.clone()).await?)
+            None
+        };
+        let running = match saved {
+            Some((node, identity, ca)) if node.role == NodeRole::Worker => Running::Worker(
+                Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
+            ),
+            _ => Running::Manager(Manager::start(cfg.clone()).await?),
         };
         Node::follow(cfg, runtime, dir, running)
     }

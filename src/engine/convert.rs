@@ -456,32 +456,23 @@ pub fn service_spec(d: dm::ServiceSpec) -> Result<ServiceSpec, ApiError> {
             },
         }))
     };
-    let update_config = update(
-        d.update_config.map(|u| {
-            (
-                u.parallelism,
-                u.delay,
-                u.failure_action.map(|a| enum_str(&a)),
-                u.monitor,
-                u.max_failure_ratio,
-                u.order.map(|o| enum_str(&o)),
-            )
-        }),
-        "UpdateConfig",
-    )?;
-    let rollback_config = update(
-        d.rollback_config.map(|u| {
-            (
-                u.parallelism,
-                u.delay,
-                u.failure_action.map(|a| enum_str(&a)),
-                u.monitor,
-                u.max_failure_ratio,
-                u.order.map(|o| enum_str(&o)),
-            )
-        }),
-        "RollbackConfig",
-    )?;
+    // bollard has one type for each config, with the same fields.
+    macro_rules! fields {
+        ($u:expr) => {
+            $u.map(|u| {
+                (
+                    u.parallelism,
+                    u.delay,
+                    u.failure_action.map(|a| enum_str(&a)),
+                    u.monitor,
+                    u.max_failure_ratio,
+                    u.order.map(|o| enum_str(&o)),
+                )
+            })
+        };
+    }
+    let update_config = update(fields!(d.update_config), "UpdateConfig")?;
+    let rollback_config = update(fields!(d.rollback_config), "RollbackConfig")?;
     let endpoint = match d.endpoint_spec {
         None => None,
         Some(e) => {

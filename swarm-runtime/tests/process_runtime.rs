@@ -198,6 +198,9 @@ async fn bad_specs_are_rejected_by_the_state_machine() {
 
 /// Not a check on its own: the other process of `adopts_tasks_of_another_process`,
 /// which starts a task and exits without waiting for it.
+// Ignored on purpose: it is the child half of `adopts_tasks_of_another_process`,
+// which runs it in a separate process (`--ignored --exact`); CI runs that test,
+// so this one runs in CI too, where it means something.
 #[tokio::test]
 #[ignore = "run by adopts_tasks_of_another_process in a child process"]
 async fn helper_start_task_and_exit() {
