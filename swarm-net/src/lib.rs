@@ -1,5 +1,30 @@
-//! Networking for Swarm: IPAM, the ingress routing mesh, service VIPs and DNS,
-//! overlay networks.
+//! Networking for Swarm: the ingress routing mesh today; IPAM, service VIPs
+//! and DNS, overlay networks land with the rest of the swarm-net issue.
 //!
-//! Not yet built: lands with the swarm-net issue.
+//! The routing mesh ([`mesh`]) makes every node answer every published port
+//! and balances the connections over the service's tasks on any node:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use swarm_net::mesh::{Backend, IngressView, Mesh, MeshConfig, Protocol, PublishedPort, Target};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mesh = Mesh::start(MeshConfig::new("127.0.0.1".parse().unwrap(), "127.0.0.1:0".parse().unwrap()))
+//!     .await
+//!     .expect("peer listener");
+//! let task: SocketAddr = "127.0.0.1:9".parse().unwrap();
+//! let errors = mesh.apply(IngressView {
+//!     ports: vec![PublishedPort {
+//!         protocol: Protocol::Tcp,
+//!         published_port: 0, // refused: the allocator picks real ports
+//!         target_port: 80,
+//!         proxy_protocol: false,
+//!         backends: vec![Backend { task_id: "t1".into(), target: Target::Local(task), draining_until: None }],
+//!     }],
+//! });
+//! assert_eq!(errors[0].to_string(), "port 0/tcp cannot be published");
+//! mesh.shutdown().await;
+//! # });
+//! ```
 #![deny(missing_docs)]
+
+pub mod mesh;

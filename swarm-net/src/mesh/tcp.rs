@@ -1,0 +1,154 @@
+//! Published TCP ports: accept, pick a backend, connect (directly or through
+//! the peer node's mesh), relay.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::header;
+use super::relay::relay;
+use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Status, Target};
+
+/// At most this many backends are tried for one client connection.
+pub(crate) const MAX_ATTEMPTS: usize = 3;
+/// Time allowed to connect to a backend (and, for a hand-over, for the peer's answer).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Peer answer: connected to the task, bytes follow.
+pub(crate) const ACK_OK: u8 = 0;
+/// Peer answer: the task is not a local, active backend of that port there.
+pub(crate) const ACK_UNKNOWN: u8 = 1;
+/// Peer answer: the task did not accept the connection.
+pub(crate) const ACK_UNREACHABLE: u8 = 2;
+
+/// A non-blocking listener on `addr` (bound at once, so errors are the caller's).
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
+}
+
+/// Accepts the clients of one published port until aborted.
+pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener) {
+    let mut next = 0usize;
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(port = key.port, error = %e, "mesh: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(spec) = inner.specs.load().get(&key).cloned() else {
+            continue;
+        };
+        let start = next;
+        next = next.wrapping_add(1);
+        tokio::spawn(client_connection(inner.clone(), spec, stream, client, start));
+    }
+}
+
+async fn client_connection(
+    inner: Arc<Inner>,
+    spec: Arc<PortSpec>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    start: usize,
+) {
+    let _open = OpenGuard::new(&spec.open);
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    for backend in spec.pick(start).take(MAX_ATTEMPTS) {
+        match connect(&spec, backend, client, local).await {
+            Ok(mut upstream) => {
+                tracing::debug!(%client, task = %backend.task_id, port = spec.key.port, "mesh: connection");
+                pump(&inner, &mut stream, &mut upstream, backend.status.clone()).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%client, task = %backend.task_id, target = ?backend.target, error = %e, "mesh: backend unreachable, trying the next");
+            }
+        }
+    }
+    tracing::warn!(%client, port = spec.key.port, "mesh: no backend reachable, closing the client");
+}
+
+/// Connects to a backend, directly or through its node's peer listener, and
+/// sends what must precede the client's bytes.
+async fn connect(
+    spec: &PortSpec,
+    backend: &LiveBackend,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<TcpStream> {
+    let attempt = async {
+        match backend.target {
+            Target::Local(addr) => {
+                let mut s = TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                if spec.proxy_protocol {
+                    s.write_all(&header::encode(Protocol::Tcp, client, local, None))
+                        .await?;
+                }
+                Ok(s)
+            }
+            Target::Remote { peer } => {
+                let mut s = TcpStream::connect(peer).await?;
+                let _ = s.set_nodelay(true);
+                let h = header::encode(
+                    Protocol::Tcp,
+                    client,
+                    local,
+                    Some((&backend.task_id, spec.key.port, spec.target_port)),
+                );
+                s.write_all(&h).await?;
+                match s.read_u8().await? {
+                    ACK_OK => Ok(s),
+                    ACK_UNKNOWN => Err(io::Error::other(format!(
+                        "peer {peer} does not run task {} for this port",
+                        backend.task_id
+                    ))),
+                    code => Err(io::Error::other(format!(
+                        "peer {peer} could not reach task {} (code {code})",
+                        backend.task_id
+                    ))),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Relays until both sides are done, the backend's drain deadline passes or
+/// the mesh stops.
+pub(crate) async fn pump(
+    inner: &Inner,
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    status: watch::Receiver<Status>,
+) {
+    let zero_copy = inner.zero_copy.load(Ordering::Relaxed);
+    tokio::select! {
+        r = relay(client, backend, zero_copy) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "mesh: connection ended with an error");
+            }
+        }
+        _ = super::must_close(status, inner.stop.subscribe(), false) => {
+            tracing::debug!("mesh: connection closed (backend drained or mesh stopped)");
+        }
+    }
+}
