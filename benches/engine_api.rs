@@ -74,6 +74,7 @@ fn main() {
             hostname: "bench".into(),
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).expect("runtime")),
             tick_interval: Duration::from_millis(100),
+            routing_mesh: None,
         })
         .await
         .expect("engine")

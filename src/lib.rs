@@ -29,6 +29,7 @@ pub mod control;
 pub mod dispatcher;
 pub mod engine;
 mod error;
+pub mod ingress;
 pub mod leader;
 pub mod logs;
 mod manager;

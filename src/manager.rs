@@ -53,6 +53,9 @@ pub struct ManagerConfig {
     pub cluster_spec: ClusterSpec,
     /// Raft tick interval (default 100 ms: a lost leader is replaced in ~1–2 s).
     pub tick_interval: Duration,
+    /// The node's routing mesh (`None`, the default: published ports are not
+    /// answered on this node; swarmd turns it on).
+    pub routing_mesh: Option<crate::ingress::RoutingMeshConfig>,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -81,7 +84,14 @@ impl ManagerConfig {
             }),
             cluster_spec: ClusterSpec::default(),
             tick_interval: Duration::from_millis(100),
+            routing_mesh: None,
         }
+    }
+
+    /// Answers published ports on this node through a routing mesh.
+    pub fn routing_mesh(mut self, mesh: crate::ingress::RoutingMeshConfig) -> Self {
+        self.routing_mesh = Some(mesh);
+        self
     }
 
     /// Sets the advertised address.
@@ -295,6 +305,7 @@ pub struct Manager {
     control: Control,
     raft: Arc<RaftNode>,
     logs: LogBroker,
+    mesh: Option<crate::ingress::NodeMesh>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -503,6 +514,7 @@ impl Manager {
             stop_rx.clone(),
         )));
 
+        let mut mesh = None;
         if let Some(runtime) = cfg.runtime.clone() {
             let (agent, updates) =
                 Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
@@ -514,10 +526,32 @@ impl Manager {
                     .into_iter()
                     .filter(|a| *a != addr),
             );
+            let mut description = describe(&cfg.hostname);
+            let mut ingress = None;
+            if let Some(m) = &cfg.routing_mesh {
+                let m = crate::ingress::RoutingMeshConfig {
+                    advertise_ip: m.advertise_ip.or_else(|| crate::ingress::ip_of(&addr)),
+                    ..m.clone()
+                };
+                let started = crate::ingress::NodeMesh::start(
+                    &m,
+                    node.node_id.clone(),
+                    runtime.clone(),
+                    stop_rx.clone(),
+                )
+                .await?;
+                description.mesh_addr = started.addr.clone();
+                ingress = Some(started.views.clone());
+                mesh = Some(started);
+            }
             let session = SessionConfig {
                 managers,
                 tls: client_config(&ca, &identity)?,
-                description: describe(&cfg.hostname),
+                description,
+                addr: crate::ingress::ip_of(&addr)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
+                ingress,
             };
             let srx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -546,6 +580,7 @@ impl Manager {
             control,
             raft,
             logs,
+            mesh,
             stop,
             tasks,
         })
@@ -594,6 +629,9 @@ impl Manager {
             {
                 abort.abort();
             }
+        }
+        if let Some(m) = self.mesh.take() {
+            m.shutdown().await;
         }
     }
 }

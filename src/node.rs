@@ -81,7 +81,8 @@ impl Node {
         };
         let running = match saved {
             Some((node, identity, ca)) if node.role == NodeRole::Worker => Running::Worker(
-                Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
+                Worker::run_saved(&worker_config(&cfg), node, identity, ca, runtime.clone())
+                    .await?,
             ),
             _ => Running::Manager(Manager::start(cfg.clone()).await?),
         };
@@ -98,7 +99,8 @@ impl Node {
             JoinedAs::Worker(saved) => {
                 let (node, identity, ca) = *saved;
                 Running::Worker(
-                    Worker::run_saved(&cfg.hostname, node, identity, ca, runtime.clone()).await?,
+                    Worker::run_saved(&worker_config(&cfg), node, identity, ca, runtime.clone())
+                        .await?,
                 )
             }
         };
@@ -245,6 +247,17 @@ impl Shared {
         if cfg.advertise_addr.is_none() && cfg.listen_addr.ends_with(":0") {
             cfg.listen_addr = m.addr().to_string();
         }
+    }
+}
+
+/// The settings a node started from `cfg` runs with while it is a worker.
+fn worker_config(cfg: &ManagerConfig) -> crate::worker::WorkerConfig {
+    crate::worker::WorkerConfig {
+        data_dir: cfg.data_dir.clone(),
+        hostname: cfg.hostname.clone(),
+        advertise_addr: cfg.advertise_addr.clone().unwrap_or_default(),
+        join: None,
+        routing_mesh: cfg.routing_mesh.clone(),
     }
 }
 
@@ -400,7 +413,7 @@ async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
             NodeRole::Manager => Running::Manager(Manager::start(shared.cfg()).await?),
             NodeRole::Worker => Running::Worker(
                 Worker::run_saved(
-                    &shared.cfg().hostname,
+                    &worker_config(&shared.cfg()),
                     node,
                     renewed,
                     ca,
@@ -427,7 +440,7 @@ async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
             let ca = crate::ca::RootCa::from_pem(ca.cert_pem(), None)?;
             shared.dir.save(&node, &renewed, &ca)?;
             let w = Worker::run_saved(
-                &shared.cfg().hostname,
+                &worker_config(&shared.cfg()),
                 node,
                 renewed,
                 ca,

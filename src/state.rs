@@ -193,5 +193,6 @@ pub fn describe(hostname: &str) -> swarm_core::types::NodeDescription {
             ..Default::default()
         },
         tls_root_ca: Vec::new(),
+        mesh_addr: String::new(),
     }
 }

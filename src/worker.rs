@@ -31,6 +31,9 @@ pub struct WorkerConfig {
     pub advertise_addr: String,
     /// A manager's address and a join token, for the first start.
     pub join: Option<(String, String)>,
+    /// The node's routing mesh (`None`, the default: published ports are not
+    /// answered on this node).
+    pub routing_mesh: Option<crate::ingress::RoutingMeshConfig>,
 }
 
 impl WorkerConfig {
@@ -41,7 +44,20 @@ impl WorkerConfig {
             hostname: crate::hostname(),
             advertise_addr: String::new(),
             join: None,
+            routing_mesh: None,
         }
+    }
+
+    /// Sets the address the node advertises.
+    pub fn advertise_addr(mut self, addr: impl Into<String>) -> Self {
+        self.advertise_addr = addr.into();
+        self
+    }
+
+    /// Answers published ports on this node through a routing mesh.
+    pub fn routing_mesh(mut self, mesh: crate::ingress::RoutingMeshConfig) -> Self {
+        self.routing_mesh = Some(mesh);
+        self
     }
 
     /// Joins through the manager at `remote` with `token` on the first start.
@@ -62,6 +78,7 @@ pub struct Worker {
     node_id: Id,
     stop: watch::Sender<bool>,
     session: Option<JoinHandle<()>>,
+    mesh: Option<crate::ingress::NodeMesh>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -111,12 +128,12 @@ impl Worker {
             dir.save(&node, &joined.identity, &joined.ca)?;
             (node, joined.identity, joined.ca)
         };
-        Worker::run_saved(&config.hostname, node, identity, ca, runtime).await
+        Worker::run_saved(&config, node, identity, ca, runtime).await
     }
 
     /// Runs the worker saved as `node` with `identity`, trusting `ca`.
     pub(crate) async fn run_saved(
-        hostname: &str,
+        config: &WorkerConfig,
         node: NodeFile,
         identity: NodeIdentity,
         ca: RootCa,
@@ -126,12 +143,32 @@ impl Worker {
             Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
                 .await
                 .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let advertised = crate::ingress::ip_of(&config.advertise_addr);
+        let mut description = describe(&config.hostname);
+        let mut mesh = None;
+        if let Some(m) = &config.routing_mesh {
+            let m = crate::ingress::RoutingMeshConfig {
+                advertise_ip: m.advertise_ip.or(advertised),
+                ..m.clone()
+            };
+            let started = crate::ingress::NodeMesh::start(
+                &m,
+                node.node_id.clone(),
+                runtime.clone(),
+                stop_rx.clone(),
+            )
+            .await?;
+            description.mesh_addr = started.addr.clone();
+            mesh = Some(started);
+        }
         let session = SessionConfig {
             managers: node.managers.clone(),
             tls: client_config(&ca, &identity)?,
-            description: describe(hostname),
+            description,
+            addr: advertised.map(|ip| ip.to_string()).unwrap_or_default(),
+            ingress: mesh.as_ref().map(|m| m.views.clone()),
         };
-        let (stop, stop_rx) = watch::channel(false);
         let managers = node.managers.clone();
         tokio::spawn(crate::logs::serve_node(
             move || managers.clone(),
@@ -148,6 +185,7 @@ impl Worker {
             node_id: node.node_id,
             stop,
             session: Some(handle),
+            mesh,
         })
     }
 
@@ -161,6 +199,9 @@ impl Worker {
         let _ = self.stop.send(true);
         if let Some(h) = self.session.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+        if let Some(m) = self.mesh.take() {
+            m.shutdown().await;
         }
     }
 }

@@ -80,6 +80,7 @@ fn setup() -> Setup {
             hostname: "fuzz".into(),
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).unwrap()),
             tick_interval: Duration::from_millis(20),
+            routing_mesh: None,
         })
         .await
         .unwrap()

@@ -59,7 +59,9 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// An agent for `node_id` over `runtime`. Lists what the runtime already runs
-    /// (for adoption); fails if the runtime cannot be listed.
+    /// for this node (for adoption); fails if the runtime cannot be listed.
+    /// Tasks labelled with another node are not this agent's: several nodes may
+    /// share one Docker Engine (swarmd processes on one machine).
     pub async fn new(
         node_id: Id,
         runtime: Arc<dyn Runtime>,
@@ -69,6 +71,7 @@ impl Agent {
             .list()
             .await?
             .into_iter()
+            .filter(|i| i.labels.node_id.is_empty() || i.labels.node_id == node_id)
             .map(|i| (Id::from(i.labels.task_id.as_str()), i))
             .collect();
         let (updates, rx) = mpsc::unbounded_channel();

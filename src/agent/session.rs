@@ -31,6 +31,10 @@ pub struct SessionConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// What the node reports about itself.
     pub description: NodeDescription,
+    /// The IP address the node advertises; empty: its connection's.
+    pub addr: String,
+    /// Where the routing mesh's views go (a node without a mesh drops them).
+    pub ingress: Option<watch::Sender<Arc<crate::ingress::IngressView>>>,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -100,6 +104,7 @@ async fn one_session(
     let mut client = DispatcherClient::new(ch);
     let open = SessionRequest {
         description: cfg.description.clone(),
+        addr: cfg.addr.clone(),
     };
     let mut stream = tokio::time::timeout(
         Duration::from_secs(10),
@@ -173,6 +178,11 @@ async fn one_session(
                     SessionMessage::Managers(list) => {
                         if !list.is_empty() {
                             cfg.managers = list;
+                        }
+                    }
+                    SessionMessage::Ingress(view) => {
+                        if let Some(tx) = &cfg.ingress {
+                            tx.send_replace(view);
                         }
                     }
                     SessionMessage::Started { .. } => return Err("unexpected second Started".into()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use swarm::engine::{Engine, EngineConfig};
+use swarm::engine::{Engine, EngineConfig, MeshSettings};
 use swarm::runtime::{DockerRuntime, ProcessRuntime, PullPolicy, Runtime};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,9 +45,17 @@ struct Args {
     /// The address other nodes reach this one on, when the request does not say.
     #[arg(long)]
     advertise_addr: Option<String>,
-    /// The address published ports bind on (the routing mesh).
+    /// The address published ports bind on (the routing mesh; default: every
+    /// address, as docker).
+    #[arg(long, default_value = "0.0.0.0")]
+    ingress_addr: std::net::IpAddr,
+    /// The port other nodes' routing meshes hand connections over on (TCP and
+    /// UDP, on the advertised address; docker swarm needs 7946 open anyway).
+    #[arg(long, default_value_t = 7946)]
+    mesh_port: u16,
+    /// Answers no published port on this node.
     #[arg(long)]
-    ingress_addr: Option<String>,
+    no_routing_mesh: bool,
     /// The host name the node reports.
     #[arg(long)]
     hostname: Option<String>,
@@ -91,11 +99,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if args.ingress_addr.is_some() {
-        tracing::warn!(
-            "--ingress-addr: the routing mesh is not built yet; published ports are recorded only"
-        );
-    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let cfg = EngineConfig {
@@ -105,6 +108,10 @@ async fn main() -> anyhow::Result<()> {
         hostname: args.hostname.clone().unwrap_or_else(swarm::hostname),
         runtime: runtime(&args).await?,
         tick_interval: Duration::from_millis(100),
+        routing_mesh: (!args.no_routing_mesh).then_some(MeshSettings {
+            ingress_ip: args.ingress_addr,
+            peer_port: args.mesh_port,
+        }),
     };
     let engine = Engine::start(cfg).await.context("starting the node")?;
     let shutdown = async {

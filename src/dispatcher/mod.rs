@@ -45,6 +45,8 @@ struct Inner {
     leading: watch::Receiver<bool>,
     sessions: Mutex<HashMap<Id, Session>>,
     statuses: mpsc::UnboundedSender<(Id, Vec<(Id, TaskStatus)>)>,
+    /// The routing mesh's view, sent to every node.
+    ingress: watch::Receiver<Arc<crate::ingress::IngressView>>,
 }
 
 /// The dispatcher of one manager. Cheap to clone.
@@ -78,6 +80,7 @@ impl Dispatcher {
     pub fn start_with_leadership(store: Store, leading: watch::Receiver<bool>) -> Dispatcher {
         let (statuses, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            ingress: crate::ingress::feed(store.clone()),
             store,
             leading,
             sessions: Mutex::new(HashMap::new()),
@@ -190,12 +193,13 @@ impl DispatcherRpc for Dispatcher {
         }
         drop(view);
         let description = open.description;
+        let advertised = open.addr.parse::<std::net::IpAddr>().ok();
         set_node_status(&store, &node_id, |n| {
             n.description = Some(description.clone());
             n.status.state = NodeState::Ready;
             n.status.message = String::new();
-            if let Some(a) = addr {
-                n.status.addr = a.ip().to_string();
+            if let Some(ip) = advertised.or(addr.map(|a| a.ip())) {
+                n.status.addr = ip.to_string();
             }
         })
         .await
@@ -304,10 +308,25 @@ async fn stream_assignments(
     {
         return "node went away";
     }
+    let mut ingress = d.inner.ingress.clone();
+    let current = ingress.borrow_and_update().clone();
+    if !send(SessionMessage::Ingress(current)).await {
+        return "node went away";
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let event = tokio::select! {
             e = futures::StreamExt::next(&mut watch) => match e { Some(e) => e, None => return "store closed" },
+            r = ingress.changed() => {
+                if r.is_err() {
+                    return "dispatcher stopped";
+                }
+                let current = ingress.borrow_and_update().clone();
+                if !send(SessionMessage::Ingress(current)).await {
+                    return "node went away";
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 let current = d.inner.sessions.lock().get(node).is_some_and(|s| s.id == session_id);
                 if !current {

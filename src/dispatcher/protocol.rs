@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 pub struct SessionRequest {
     /// What the node reports about itself.
     pub description: NodeDescription,
+    /// The IP address the node advertises (its `--advertise-addr`); empty: the
+    /// address its connection comes from is recorded.
+    pub addr: String,
 }
 
 /// A message of the session stream, manager to node.
@@ -40,6 +43,8 @@ pub enum SessionMessage {
     },
     /// The manager list changed.
     Managers(Vec<String>),
+    /// The routing mesh's backends changed (every node gets the whole view).
+    Ingress(std::sync::Arc<crate::ingress::IngressView>),
 }
 
 /// A heartbeat, node to manager.

@@ -88,6 +88,8 @@ async fn a_worker_session_runs_assigned_tasks_and_reports_back() {
             hostname: "worker-1".into(),
             ..Default::default()
         },
+        addr: String::new(),
+        ingress: None,
     };
     let (stop_tx, stop) = watch::channel(false);
     let session = tokio::spawn(run(cfg, agent, updates, stop));
@@ -168,6 +170,7 @@ async fn a_removed_node_cannot_open_a_session() {
     .unwrap();
     let open = super::protocol::SessionRequest {
         description: NodeDescription::default(),
+        addr: String::new(),
     };
     let err = crate::rpc::proto::dispatcher_client::DispatcherClient::new(ch)
         .session(crate::rpc::proto::Payload {

@@ -263,7 +263,20 @@ pub(super) fn manager_config(
         .hostname(cfg.hostname.clone())
         .runtime(cfg.runtime.clone())
         .tick_interval(cfg.tick_interval);
-    if let Some(a) = advertise.or_else(|| cfg.advertise_addr.clone()) {
+    let advertise = advertise.or_else(|| cfg.advertise_addr.clone());
+    if let Some(mesh) = cfg.routing_mesh {
+        let peer_ip = advertise
+            .as_deref()
+            .and_then(crate::ingress::ip_of)
+            .or_else(|| crate::ingress::ip_of(&m.listen_addr))
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        m = m.routing_mesh(crate::ingress::RoutingMeshConfig {
+            ingress_ip: mesh.ingress_ip,
+            peer_addr: std::net::SocketAddr::new(peer_ip, mesh.peer_port),
+            advertise_ip: None,
+        });
+    }
+    if let Some(a) = advertise {
         m = m.advertise_addr(a);
     }
     m

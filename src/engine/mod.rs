@@ -134,6 +134,31 @@ pub struct EngineConfig {
     pub runtime: Arc<dyn Runtime>,
     /// Raft tick interval.
     pub tick_interval: Duration,
+    /// The node's routing mesh: published ports listen on `ingress_ip`, other
+    /// nodes hand connections over on `peer_port` of the advertised address.
+    /// `None`: published ports are not answered on this node.
+    pub routing_mesh: Option<MeshSettings>,
+}
+
+/// Where swarmd's routing mesh listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// The address published ports bind on (docker: every address).
+    pub ingress_ip: std::net::IpAddr,
+    /// The port of the mesh's peer listener (TCP and UDP) on the node's
+    /// advertised address; 0 picks one.
+    pub peer_port: u16,
+}
+
+impl Default for MeshSettings {
+    /// Published ports on every address; peers on port 7946, the port docker
+    /// swarm already needs open between nodes.
+    fn default() -> MeshSettings {
+        MeshSettings {
+            ingress_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            peer_port: 7946,
+        }
+    }
 }
 
 impl std::fmt::Debug for EngineConfig {

@@ -340,6 +340,7 @@ mod tests {
                 ports: Vec::new(),
                 started_at: None,
                 finished_at: None,
+                addr: None,
             })
         }
         async fn list(&self) -> Result<Vec<crate::Inspection>> {

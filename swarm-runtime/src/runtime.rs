@@ -175,6 +175,11 @@ pub struct Inspection {
     pub started_at: Option<Timestamp>,
     /// When it exited.
     pub finished_at: Option<Timestamp>,
+    /// The task's own IP address while it runs, where the node's routing mesh
+    /// reaches its target ports: a container's address on its network. `None`
+    /// for a task on the host network (the process runtime): the mesh then
+    /// reaches it on the node's loopback address.
+    pub addr: Option<std::net::IpAddr>,
 }
 
 /// Which output a log chunk came from.

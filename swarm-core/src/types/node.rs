@@ -89,6 +89,9 @@ pub struct NodeDescription {
     pub engine: EngineDescription,
     /// The node's TLS information (trust root and certificate issuer), PEM.
     pub tls_root_ca: Vec<u8>,
+    /// Where the node's routing mesh takes over connections for the tasks it
+    /// runs (`ip:port`); empty when the node runs no routing mesh.
+    pub mesh_addr: String,
 }
 
 /// Observed health of a node.

@@ -209,6 +209,30 @@ struct State {
 }
 
 impl Inner {
+    /// The address hand-overs to other nodes leave from: the peer listener's,
+    /// the one other nodes know this node by (they accept hand-overs only from
+    /// the swarm's node addresses). `None` when it listens on every address.
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        let ip = self.peer_addr.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+
+    /// Connects to another node's peer listener from [`Inner::source_ip`].
+    pub async fn dial_peer(&self, peer: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        match self.source_ip() {
+            Some(ip) if ip.is_ipv4() == peer.is_ipv4() => {
+                let s = if peer.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                s.bind(SocketAddr::new(ip, 0))?;
+                s.connect(peer).await
+            }
+            _ => tokio::net::TcpStream::connect(peer).await,
+        }
+    }
+
     /// The spec of a port whose backend `task_id` runs here, active, on `target_port`.
     pub fn find_local(
         &self,
@@ -395,8 +419,9 @@ impl Mesh {
             }
             let addr = SocketAddr::new(self.inner.config.ingress_ip, key.port);
             let started = match key.protocol {
-                Protocol::Tcp => tcp::bind(addr)
-                    .map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l))),
+                Protocol::Tcp => {
+                    tcp::bind(addr).map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l)))
+                }
                 Protocol::Udp => udp::bind(addr)
                     .map(|s| tokio::spawn(udp::serve(self.inner.clone(), key, Arc::new(s)))),
             };

@@ -52,7 +52,13 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener
         };
         let start = next;
         next = next.wrapping_add(1);
-        tokio::spawn(client_connection(inner.clone(), spec, stream, client, start));
+        tokio::spawn(client_connection(
+            inner.clone(),
+            spec,
+            stream,
+            client,
+            start,
+        ));
     }
 }
 
@@ -70,7 +76,7 @@ async fn client_connection(
         Err(_) => return,
     };
     for backend in spec.pick(start).take(MAX_ATTEMPTS) {
-        match connect(&spec, backend, client, local).await {
+        match connect(&inner, &spec, backend, client, local).await {
             Ok(mut upstream) => {
                 tracing::debug!(%client, task = %backend.task_id, port = spec.key.port, "mesh: connection");
                 pump(&inner, &mut stream, &mut upstream, backend.status.clone()).await;
@@ -87,6 +93,7 @@ async fn client_connection(
 /// Connects to a backend, directly or through its node's peer listener, and
 /// sends what must precede the client's bytes.
 async fn connect(
+    inner: &Inner,
     spec: &PortSpec,
     backend: &LiveBackend,
     client: SocketAddr,
@@ -104,7 +111,7 @@ async fn connect(
                 Ok(s)
             }
             Target::Remote { peer } => {
-                let mut s = TcpStream::connect(peer).await?;
+                let mut s = inner.dial_peer(peer).await?;
                 let _ = s.set_nodelay(true);
                 let h = header::encode(
                     Protocol::Tcp,

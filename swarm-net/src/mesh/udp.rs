@@ -129,7 +129,12 @@ impl FlowTable {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+        // Hand-overs leave from the address other nodes know this one by.
+        let source = match (&upstream, inner.source_ip()) {
+            (Upstream::Remote { .. }, Some(ip)) if ip.is_ipv4() == to.is_ipv4() => ip,
+            _ => any,
+        };
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(source, 0))?;
         std_socket.set_nonblocking(true)?;
         let remote = match upstream {
             Upstream::Local(addr) => {
@@ -187,10 +192,10 @@ async fn run(
         tokio::select! {
             r = flow.socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if let Some((peer, _)) = &flow.remote {
-                        if from.port() != peer.port() {
-                            continue;
-                        }
+                    if let Some((peer, _)) = &flow.remote
+                        && from.port() != peer.port()
+                    {
+                        continue;
                     }
                     flow.touch();
                     if let Err(e) = reply.send_to(&buf[..n], client).await {

@@ -168,11 +168,11 @@ pub(crate) fn inspection(resp: ContainerInspectResponse) -> Inspection {
     };
     let exit_code = (state == ContainerState::Exited).then(|| st.exit_code.unwrap_or(0) as i32);
     let mut ports = Vec::new();
+    let mut addr = None;
     if state == ContainerState::Running {
-        let map = resp
-            .network_settings
-            .and_then(|n| n.ports)
-            .unwrap_or_default();
+        let settings = resp.network_settings.unwrap_or_default();
+        addr = container_ip(&settings);
+        let map = settings.ports.unwrap_or_default();
         for (key, bindings) in map {
             let Some((target, proto)) = key.split_once('/') else {
                 continue;
@@ -222,7 +222,19 @@ pub(crate) fn inspection(resp: ContainerInspectResponse) -> Inspection {
         ports,
         started_at: st.started_at.as_deref().and_then(parse_time),
         finished_at: st.finished_at.as_deref().and_then(parse_time),
+        addr,
     }
+}
+
+/// A running container's IP address: on its first network (by name) that
+/// gives it one. `None` on the host network.
+fn container_ip(settings: &bollard::models::NetworkSettings) -> Option<std::net::IpAddr> {
+    let mut networks: Vec<_> = settings.networks.iter().flatten().collect();
+    networks.sort_by(|a, b| a.0.cmp(b.0));
+    networks
+        .into_iter()
+        .filter_map(|(_, n)| n.ip_address.as_deref())
+        .find_map(|ip| ip.parse().ok())
 }
 
 /// Parses Docker's RFC 3339 UTC times (`2026-11-28T07:10:00.123456789Z`); `None` for

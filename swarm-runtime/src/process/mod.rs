@@ -398,6 +398,7 @@ impl ProcessRuntime {
             ports,
             started_at: state.as_ref().map(|s| s.started_at),
             finished_at: state.and_then(|s| s.finished_at),
+            addr: None,
         })
     }
 }

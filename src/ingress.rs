@@ -1,0 +1,469 @@
+//! The routing mesh's control side: which tasks back which published port.
+//!
+//! ```text
+//! leader's store ──► feed() ──► IngressView ──(dispatcher session)──► every node
+//!                                                                     │
+//!             swarm_net::mesh::Mesh::apply ◄── run_node_mesh() ◄──────┘
+//! ```
+//!
+//! The leader's dispatcher computes one [`IngressView`] for the whole swarm from
+//! its store — for each service with ingress-published ports, the RUNNING tasks
+//! and the mesh address of the node each runs on — and sends it to every node
+//! on its session, managers included, whenever it changes. Each node turns it
+//! into its mesh's backends: a task on this node is reached at its own address
+//! (a container's IP; the loopback address for a task on the host network),
+//! a task on another node through that node's mesh (its peer listener), so a
+//! published port answers on every node whether or not it runs a task.
+//!
+//! A task whose desired state moved past RUNNING while it still runs is
+//! *draining*: it gets no new connections, and its open ones are kept for its
+//! stop grace period.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use swarm_core::types::{Node, NodeState, Protocol, PublishMode, Service, Task, TaskState};
+use swarm_core::{Filter, Id, Kind, Store, View};
+use swarm_net::mesh;
+use swarm_runtime::Runtime;
+use tokio::sync::watch;
+
+/// Service label naming the published ports whose backends get a PROXY
+/// protocol v2 header carrying the client's address (Docker's moby#25526):
+/// a comma-separated list of published ports, or `all`.
+pub const PROXY_PROTOCOL_LABEL: &str = "swarm.proxy-protocol";
+
+/// How long the leader gathers store changes before it sends a new view.
+const FEED_WINDOW: Duration = Duration::from_millis(20);
+/// How often a node retries finding the address of a local task it could not
+/// inspect yet (a task that just started).
+const RESOLVE_RETRY: Duration = Duration::from_millis(250);
+
+/// The routing mesh of a node: where published ports listen and where other
+/// nodes hand over connections for the tasks this node runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingMeshConfig {
+    /// The address published ports listen on (Docker: every address, `0.0.0.0`).
+    pub ingress_ip: IpAddr,
+    /// The peer listener (TCP and UDP): other nodes' meshes reach the tasks of
+    /// this node through it. Port 0 picks one.
+    pub peer_addr: SocketAddr,
+    /// The address other nodes reach the peer listener on; the listener's own
+    /// when unset (it must then not be `0.0.0.0`).
+    pub advertise_ip: Option<IpAddr>,
+}
+
+impl RoutingMeshConfig {
+    /// Published ports on `ingress_ip`; the peer listener on `peer_ip` with a
+    /// port picked by the system.
+    pub fn new(ingress_ip: IpAddr, peer_ip: IpAddr) -> RoutingMeshConfig {
+        RoutingMeshConfig {
+            ingress_ip,
+            peer_addr: SocketAddr::new(peer_ip, 0),
+            advertise_ip: None,
+        }
+    }
+}
+
+/// Every published port of the swarm with its backends, as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressView {
+    /// Services with ingress-published ports, by ID.
+    pub services: Vec<IngressService>,
+    /// The mesh address of every ready node: who may hand connections over.
+    pub peers: Vec<String>,
+}
+
+/// One service's published ports and the tasks behind them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressService {
+    /// The service.
+    pub service_id: Id,
+    /// Its name, for logs.
+    pub name: String,
+    /// Its ingress-mode published ports (TCP and UDP).
+    pub ports: Vec<IngressPort>,
+    /// Its running tasks.
+    pub backends: Vec<IngressBackend>,
+}
+
+/// One published port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressPort {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The port every node answers on.
+    pub published_port: u16,
+    /// The port of the tasks.
+    pub target_port: u16,
+    /// Whether backends get a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
+}
+
+/// One running task of a service with published ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressBackend {
+    /// The task.
+    pub task_id: Id,
+    /// The node it runs on.
+    pub node_id: Id,
+    /// That node's mesh address (`ip:port`).
+    pub mesh_addr: String,
+    /// `Some(grace)`: the task is being stopped; it keeps its open connections
+    /// for `grace` and gets no new ones.
+    pub draining_for: Option<Duration>,
+}
+
+/// The ingress-mode TCP/UDP ports of a service: the allocated ones when the
+/// allocator has filled them, else the spec's explicitly published ones.
+fn ingress_ports(s: &Service) -> Vec<IngressPort> {
+    let allocated = s.endpoint.as_ref().map(|e| &e.ports[..]).unwrap_or(&[]);
+    let ports = if allocated.is_empty() {
+        s.spec
+            .endpoint
+            .as_ref()
+            .map(|e| &e.ports[..])
+            .unwrap_or(&[])
+    } else {
+        allocated
+    };
+    let proxied = s.spec.annotations.labels.get(PROXY_PROTOCOL_LABEL);
+    let proxy = |port: u32| {
+        proxied.is_some_and(|v| {
+            v.split(',').any(|p| {
+                let p = p.trim();
+                p.eq_ignore_ascii_case("all") || p.parse::<u32>() == Ok(port)
+            })
+        })
+    };
+    let mut out: Vec<IngressPort> = ports
+        .iter()
+        .filter(|p| p.publish_mode == PublishMode::Ingress && p.protocol != Protocol::Sctp)
+        .filter_map(|p| {
+            Some(IngressPort {
+                protocol: p.protocol,
+                published_port: u16::try_from(p.published_port).ok().filter(|&x| x != 0)?,
+                target_port: u16::try_from(p.target_port).ok().filter(|&x| x != 0)?,
+                proxy_protocol: proxy(p.published_port),
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.published_port, p.protocol as u8));
+    out
+}
+
+/// The IP address in `addr` (`ip`, `ip:port` or `[v6]:port`); `None` for a
+/// host name.
+pub fn ip_of(addr: &str) -> Option<IpAddr> {
+    addr.parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| addr.parse::<IpAddr>())
+        .ok()
+}
+
+/// The mesh address of a node that can take connections, if any.
+fn mesh_addr(n: &Node) -> Option<&str> {
+    let addr = n.description.as_ref()?.mesh_addr.as_str();
+    (n.status.state == NodeState::Ready && !addr.is_empty()).then_some(addr)
+}
+
+/// Computes the whole view from a store snapshot.
+pub fn compute(view: &View) -> IngressView {
+    let mut nodes: HashMap<Id, Option<String>> = HashMap::new();
+    let mut services = Vec::new();
+    for s in view.list::<Service>() {
+        let ports = ingress_ports(&s);
+        if ports.is_empty() {
+            continue;
+        }
+        let mut backends = Vec::new();
+        for t in view.tasks_by_service(&s.id) {
+            if t.status.state != TaskState::Running || t.node_id.is_empty() {
+                continue;
+            }
+            let addr = nodes
+                .entry(t.node_id.clone())
+                .or_insert_with(|| {
+                    view.get::<Node>(&t.node_id)
+                        .and_then(|n| mesh_addr(&n).map(str::to_string))
+                })
+                .clone();
+            let Some(mesh_addr) = addr else { continue };
+            let draining_for =
+                (t.desired_state > TaskState::Running).then(|| swarm_runtime::stop_grace(&t));
+            backends.push(IngressBackend {
+                task_id: t.id.clone(),
+                node_id: t.node_id.clone(),
+                mesh_addr,
+                draining_for,
+            });
+        }
+        backends.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        services.push(IngressService {
+            service_id: s.id.clone(),
+            name: s.spec.annotations.name.clone(),
+            ports,
+            backends,
+        });
+    }
+    services.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+    let mut peers: Vec<String> = view
+        .list::<Node>()
+        .filter_map(|n| mesh_addr(&n).map(str::to_string))
+        .collect();
+    peers.sort();
+    IngressView { services, peers }
+}
+
+/// Whether a store change can change the view, given the services that
+/// published ports in the last view.
+fn relevant(c: &swarm_core::Change, published: &HashSet<Id>) -> bool {
+    if let Some(t) = c.object.downcast::<Task>() {
+        if !published.contains(&t.service_id) {
+            return false;
+        }
+        let Some(old) = c.old.as_ref().and_then(|o| o.downcast::<Task>()) else {
+            return true;
+        };
+        return old.status.state != t.status.state
+            || old.desired_state != t.desired_state
+            || old.node_id != t.node_id
+            || c.action == swarm_core::Action::Remove;
+    }
+    if let Some(n) = c.object.downcast::<Node>() {
+        let Some(old) = c.old.as_ref().and_then(|o| o.downcast::<Node>()) else {
+            return true;
+        };
+        return mesh_addr(old) != mesh_addr(n);
+    }
+    if let Some(s) = c.object.downcast::<Service>() {
+        return published.contains(&s.id) || !ingress_ports(s).is_empty();
+    }
+    false
+}
+
+/// Keeps the swarm's ingress view up to date from `store` while anyone holds a
+/// receiver of it. Cheap when no service publishes a port: changes of other
+/// services' tasks are skipped with one lookup.
+pub fn feed(store: Store) -> watch::Receiver<Arc<IngressView>> {
+    let filter = Filter::kinds([Kind::Service, Kind::Task, Kind::Node]);
+    let (view, mut changes) = store.view_and_watch(filter);
+    let first = compute(&view);
+    drop(view);
+    let mut published: HashSet<Id> = first
+        .services
+        .iter()
+        .map(|s| s.service_id.clone())
+        .collect();
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = futures::StreamExt::next(&mut changes) => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+                _ = tx.closed() => return,
+            };
+            if !event.changes.iter().any(|c| relevant(c, &published)) {
+                continue;
+            }
+            // Gather what else lands in the window, then read the store once.
+            let _ = tokio::time::timeout(FEED_WINDOW, async {
+                while futures::StreamExt::next(&mut changes).await.is_some() {}
+            })
+            .await;
+            let next = compute(&store.view());
+            published = next.services.iter().map(|s| s.service_id.clone()).collect();
+            tx.send_if_modified(|cur| {
+                if **cur == next {
+                    false
+                } else {
+                    *cur = Arc::new(next);
+                    true
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// A node's running mesh: its data plane and what it takes views from.
+pub(crate) struct NodeMesh {
+    mesh: mesh::Mesh,
+    /// Where the node's session delivers the views the leader sends.
+    pub(crate) views: watch::Sender<Arc<IngressView>>,
+    /// The mesh address other nodes reach this one on.
+    pub(crate) addr: String,
+}
+
+impl NodeMesh {
+    /// Starts the data plane of `cfg` and the loop that keeps it following the
+    /// views, resolving this node's tasks through `runtime`.
+    pub(crate) async fn start(
+        cfg: &RoutingMeshConfig,
+        node_id: Id,
+        runtime: Arc<dyn Runtime>,
+        stop: watch::Receiver<bool>,
+    ) -> crate::error::Result<NodeMesh> {
+        let started = mesh::Mesh::start(mesh::MeshConfig {
+            ingress_ip: cfg.ingress_ip,
+            peer_addr: cfg.peer_addr,
+            udp_idle_timeout: mesh::DEFAULT_UDP_IDLE_TIMEOUT,
+        })
+        .await
+        .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
+        let bound = started.peer_addr();
+        let ip = cfg.advertise_ip.unwrap_or(bound.ip());
+        if ip.is_unspecified() {
+            started.shutdown().await;
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "routing mesh: the peer listener is on {bound}: give the address other nodes reach it on"
+            )));
+        }
+        let addr = SocketAddr::new(ip, bound.port()).to_string();
+        let (views, rx) = watch::channel(Arc::new(IngressView::default()));
+        tokio::spawn(follow(started.clone(), node_id, runtime, rx, stop));
+        Ok(NodeMesh {
+            mesh: started,
+            views,
+            addr,
+        })
+    }
+
+    /// Closes every published port and the peer listener.
+    pub(crate) async fn shutdown(&self) {
+        self.mesh.shutdown().await;
+    }
+}
+
+/// Applies each view to `mesh` until `stop`; retries local tasks whose address
+/// is not known yet.
+async fn follow(
+    mesh: mesh::Mesh,
+    me: Id,
+    runtime: Arc<dyn Runtime>,
+    mut views: watch::Receiver<Arc<IngressView>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut resolver = Resolver::default();
+    let mut retry = false;
+    loop {
+        let view = views.borrow_and_update().clone();
+        let (plane, unresolved) = resolver.plane(&view, &me, runtime.as_ref()).await;
+        mesh.set_peers(
+            view.peers
+                .iter()
+                .filter_map(|p| p.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                .collect(),
+        );
+        for e in mesh.apply(plane) {
+            if !retry {
+                tracing::warn!(error = %e, "routing mesh: a published port is not served on this node");
+            }
+        }
+        retry = unresolved;
+        tokio::select! {
+            r = views.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(RESOLVE_RETRY), if unresolved => {}
+            _ = stop.changed() => if *stop.borrow() { break },
+        }
+    }
+    mesh.shutdown().await;
+}
+
+/// What a node remembers between views: its tasks' addresses and when each
+/// draining task's grace ends.
+#[derive(Default)]
+struct Resolver {
+    addrs: HashMap<Id, IpAddr>,
+    drain_deadlines: HashMap<Id, Instant>,
+}
+
+impl Resolver {
+    /// The data plane's view for `view` on node `me`; `true` when some local
+    /// task could not be resolved yet.
+    async fn plane(
+        &mut self,
+        view: &IngressView,
+        me: &Id,
+        runtime: &dyn Runtime,
+    ) -> (mesh::IngressView, bool) {
+        let now = Instant::now();
+        let mut unresolved = false;
+        let mut live: HashSet<&Id> = HashSet::new();
+        let mut ports = Vec::new();
+        for s in &view.services {
+            let mut backends = Vec::new();
+            for b in &s.backends {
+                live.insert(&b.task_id);
+                let target = if &b.node_id == me {
+                    match self.local_ip(&b.task_id, runtime).await {
+                        Some(ip) => Some(Err(ip)),
+                        None => {
+                            unresolved = true;
+                            None
+                        }
+                    }
+                } else {
+                    b.mesh_addr.parse::<SocketAddr>().ok().map(Ok)
+                };
+                let Some(target) = target else { continue };
+                let draining_until = b.draining_for.map(|grace| {
+                    *self
+                        .drain_deadlines
+                        .entry(b.task_id.clone())
+                        .or_insert(now + grace)
+                });
+                backends.push((b.task_id.to_string(), target, draining_until));
+            }
+            for p in &s.ports {
+                let protocol = match p.protocol {
+                    Protocol::Udp => mesh::Protocol::Udp,
+                    _ => mesh::Protocol::Tcp,
+                };
+                ports.push(mesh::PublishedPort {
+                    protocol,
+                    published_port: p.published_port,
+                    target_port: p.target_port,
+                    proxy_protocol: p.proxy_protocol,
+                    backends: backends
+                        .iter()
+                        .map(|(task_id, target, draining_until)| mesh::Backend {
+                            task_id: task_id.clone(),
+                            target: match target {
+                                Ok(peer) => mesh::Target::Remote { peer: *peer },
+                                Err(ip) => mesh::Target::Local(SocketAddr::new(*ip, p.target_port)),
+                            },
+                            draining_until: *draining_until,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        self.addrs.retain(|id, _| live.contains(id));
+        self.drain_deadlines.retain(|id, _| live.contains(id));
+        (mesh::IngressView { ports }, unresolved)
+    }
+
+    /// The address a local task is reached on: its own, or loopback for a task
+    /// on the host network. `None` while the runtime does not know it yet.
+    async fn local_ip(&mut self, task: &Id, runtime: &dyn Runtime) -> Option<IpAddr> {
+        if let Some(ip) = self.addrs.get(task) {
+            return Some(*ip);
+        }
+        let inspected = runtime.inspect(task.as_str()).await.ok()?;
+        if inspected.state != swarm_runtime::ContainerState::Running {
+            return None;
+        }
+        let ip = inspected.addr.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        self.addrs.insert(task.clone(), ip);
+        Some(ip)
+    }
+}
+
+#[cfg(test)]
+mod tests;
