@@ -3,3 +3,5 @@
 //!
 //! Not yet built: lands with the swarm-net issue.
 #![deny(missing_docs)]
+
+pub mod dns;
