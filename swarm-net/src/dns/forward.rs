@@ -8,6 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 /// The port a `nameserver` line of resolv.conf means.
@@ -55,6 +56,9 @@ pub(crate) fn points_at_us(upstream: SocketAddr, local: SocketAddr) -> bool {
 pub(crate) struct Forwarder {
     upstream: Vec<SocketAddr>,
     timeout: Duration,
+    /// One permit per query being forwarded: a flood of queries for outside names (or a
+    /// dead upstream) cannot pile up sockets and tasks without bound.
+    in_flight: Semaphore,
 }
 
 /// Why one upstream gave no usable answer.
@@ -69,18 +73,28 @@ enum ExchangeError {
 }
 
 impl Forwarder {
-    /// A forwarder over `upstream`, each tried for at most `timeout`.
-    pub(crate) fn new(upstream: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Forwarder { upstream, timeout }
+    /// A forwarder over `upstream`, each tried for at most `timeout`, with at most
+    /// `max_in_flight` queries forwarded at once.
+    pub(crate) fn new(upstream: Vec<SocketAddr>, timeout: Duration, max_in_flight: usize) -> Self {
+        Forwarder {
+            upstream,
+            timeout,
+            in_flight: Semaphore::new(max_in_flight),
+        }
     }
 
     /// Sends `query` (a client's raw query) to each upstream in turn until one answers
-    /// with something other than SERVFAIL or REFUSED; `None` when none does.
+    /// with something other than SERVFAIL or REFUSED; `None` when none does, or at once
+    /// when the limit of queries in flight is reached.
     ///
     /// Over UDP unless `tcp` (the client came over TCP) or the UDP answer was truncated.
     /// Each attempt uses a fresh random query ID and socket, and an answer counts only if
     /// it carries that ID and the same question.
     pub(crate) async fn forward(&self, query: &[u8], tcp: bool) -> Option<Message> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            debug!("too many queries forwarded at once: this one fails");
+            return None;
+        };
         let question = Message::from_vec(query).ok()?;
         for &upstream in &self.upstream {
             let id: u16 = rand::random();

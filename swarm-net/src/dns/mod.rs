@@ -31,7 +31,8 @@
 //! [`DnsConfig::ttl`] and the authoritative flag. Forwarded queries go to the upstream
 //! resolvers one after the other (UDP, then TCP if the answer was truncated, or TCP when
 //! the client used TCP), each for at most [`DnsConfig::forward_timeout`]; SERVFAIL and
-//! REFUSED from one move on to the next.
+//! REFUSED from one move on to the next. At most [`DnsConfig::max_concurrent_forwards`]
+//! queries are forwarded at once; past that, SERVFAIL at once.
 //!
 //! Malformed packets never panic: shorter than a DNS header they are dropped; otherwise
 //! hickory answers FORMERR (as it does for a message with no or several questions), and
@@ -87,6 +88,10 @@ pub const DEFAULT_TTL: u32 = 600;
 
 /// How long one upstream gets to answer a forwarded query by default.
 pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many queries are forwarded upstream at once by default (Docker's resolver has the
+/// same limit).
+pub const DEFAULT_MAX_CONCURRENT_FORWARDS: usize = 100;
 
 /// How long a TCP client may stay idle between two queries before the server closes it.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,6 +152,9 @@ pub struct DnsConfig {
     /// How long one upstream gets to answer before the next is tried
     /// ([`DEFAULT_FORWARD_TIMEOUT`]).
     pub forward_timeout: Duration,
+    /// How many queries may be forwarded upstream at once; one more gets SERVFAIL at once
+    /// ([`DEFAULT_MAX_CONCURRENT_FORWARDS`]). Local answers are not limited.
+    pub max_concurrent_forwards: usize,
 }
 
 impl DnsConfig {
@@ -159,6 +167,7 @@ impl DnsConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             ttl: DEFAULT_TTL,
             forward_timeout: DEFAULT_FORWARD_TIMEOUT,
+            max_concurrent_forwards: DEFAULT_MAX_CONCURRENT_FORWARDS,
         }
     }
 }
@@ -222,7 +231,11 @@ impl DnsServer {
         let handler = Handler {
             index: index.clone(),
             ttl: config.ttl,
-            forwarder: Forwarder::new(upstream.clone(), config.forward_timeout),
+            forwarder: Forwarder::new(
+                upstream.clone(),
+                config.forward_timeout,
+                config.max_concurrent_forwards,
+            ),
             rotation: AtomicUsize::new(0),
         };
         let mut server = Server::new(handler);
