@@ -728,3 +728,34 @@ async fn forwarding_past_the_limit_fails_at_once() {
     third.abort();
     dns.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_sockets_bound_by_the_caller() {
+    // As a caller would after binding inside a sandbox's network namespace.
+    let udp_socket = std::net::UdpSocket::bind("127.0.0.23:0").unwrap();
+    let addr = udp_socket.local_addr().unwrap();
+    let Ok(listener) = std::net::TcpListener::bind(addr) else {
+        println!("skipped: TCP port {addr} already taken by another program");
+        return;
+    };
+    let dns =
+        DnsServer::start_with_sockets(udp_socket, listener, config("127.0.0.1:1", vec![])).unwrap();
+    assert_eq!(dns.local_addr(), addr);
+    dns.set_network("net1", net1()).unwrap();
+    assert_eq!(
+        addrs(&udp(addr, "web.", RecordType::A).await),
+        vec![ip("10.0.1.2")]
+    );
+    assert_eq!(
+        addrs(&tcp(addr, "web.", RecordType::A).await),
+        vec![ip("10.0.1.2")]
+    );
+    dns.shutdown().await;
+
+    // Sockets on two different addresses are refused.
+    let udp_socket = std::net::UdpSocket::bind("127.0.0.23:0").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.24:0").unwrap();
+    let err = DnsServer::start_with_sockets(udp_socket, listener, config("127.0.0.1:1", vec![]))
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Sockets { .. }), "{err}");
+}

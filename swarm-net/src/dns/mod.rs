@@ -119,6 +119,13 @@ pub enum DnsError {
         #[source]
         source: io::Error,
     },
+    /// The sockets given to [`DnsServer::start_with_sockets`] cannot be served: not bound
+    /// to the same address, or not usable by tokio. Nothing was started.
+    #[error("DNS server cannot serve the given sockets: {reason}")]
+    Sockets {
+        /// What is wrong with them.
+        reason: String,
+    },
     /// A name in the records given to [`DnsServer::set_network`] is not a valid DNS name.
     /// The network's records were left as they were.
     #[error("network {network}: invalid DNS name {name:?}: {reason}")]
@@ -197,10 +204,52 @@ impl DnsServer {
     /// Binds UDP and TCP on `config.listen` and starts answering, with no network yet
     /// (every name is forwarded until [`DnsServer::set_network`]).
     ///
-    /// Must run inside a tokio runtime, which then runs the server. Fails with
+    /// Must run inside a tokio runtime, which then runs the server. The sockets are
+    /// created in the network namespace of the calling thread; to serve inside a sandbox's
+    /// namespace, create them there and use [`DnsServer::start_with_sockets`]. Fails with
     /// [`DnsError::Bind`] when either socket cannot be bound; nothing is left running then.
     pub async fn start(config: DnsConfig) -> Result<DnsServer, DnsError> {
         let (udp, tcp) = bind(config.listen).await?;
+        Self::serve(udp, tcp, config)
+    }
+
+    /// Starts answering on sockets the caller bound, both to the same address;
+    /// `config.listen` is ignored ([`DnsServer::local_addr`] is the sockets' address).
+    ///
+    /// This is how a server answers inside a network sandbox the way Docker's does: bind
+    /// `127.0.0.11` (UDP and TCP) on a thread that entered the sandbox's namespace, hand
+    /// the sockets here, and the server runs on this runtime; forwarded queries then leave
+    /// from this process's own namespace, where the host's resolvers are reachable.
+    ///
+    /// Must run inside a tokio runtime. Fails with [`DnsError::Sockets`] when the sockets
+    /// are not bound to one address or cannot be made non-blocking.
+    pub fn start_with_sockets(
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        config: DnsConfig,
+    ) -> Result<DnsServer, DnsError> {
+        let sockets_error = |reason: String| DnsError::Sockets { reason };
+        let udp_addr = udp
+            .local_addr()
+            .map_err(|e| sockets_error(format!("UDP socket: {e}")))?;
+        let tcp_addr = tcp
+            .local_addr()
+            .map_err(|e| sockets_error(format!("TCP listener: {e}")))?;
+        if udp_addr != tcp_addr {
+            return Err(sockets_error(format!(
+                "UDP socket on {udp_addr} but TCP listener on {tcp_addr}"
+            )));
+        }
+        let into_tokio = || -> io::Result<(UdpSocket, TcpListener)> {
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
+        };
+        let (udp, tcp) = into_tokio().map_err(|e| sockets_error(e.to_string()))?;
+        Self::serve(udp, tcp, config)
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, config: DnsConfig) -> Result<DnsServer, DnsError> {
         let local_addr = udp.local_addr().map_err(|source| DnsError::Bind {
             addr: config.listen,
             protocol: "udp",
