@@ -277,9 +277,22 @@ async fn names_match_in_any_case_with_or_without_the_dot() {
         .unwrap();
     let mut records = net1();
     records.services[0].name = "Web.".into();
+    // A stack's service: underscores are fine in names here.
+    records.services[1].name = "Stack_DB".into();
+    records.services[1].tasks[0].name = "stack_db.1.ccc".into();
     dns.set_network("net1", records).unwrap();
     let at = dns.local_addr();
-    for name in ["WEB.", "web.", "wEb", "TASKS.Web.", "FRONT.", "Web.1.AAA."] {
+    for name in [
+        "WEB.",
+        "web.",
+        "wEb",
+        "TASKS.Web.",
+        "FRONT.",
+        "Web.1.AAA.",
+        "stack_db.",
+        "Tasks.STACK_DB",
+        "Stack_Db.1.CCC.",
+    ] {
         let answer = udp(at, name, RecordType::A).await;
         assert_eq!(
             answer.metadata.response_code,

@@ -117,7 +117,7 @@ impl Index {
     }
 
     fn add_reverse(&mut self, addr: IpAddr, name: &str) {
-        let Ok(mut name) = Name::from_utf8(name) else {
+        let Ok(mut name) = parse_name(name) else {
             return;
         };
         name.set_fqdn(true);
@@ -147,9 +147,19 @@ impl Index {
     }
 }
 
+/// Parses a name as given in the records: ASCII names as they are (underscores allowed,
+/// as in a stack's `stack_web`; IDNA would refuse them), others through IDNA (punycode).
+pub(crate) fn parse_name(name: &str) -> Result<Name, hickory_proto::ProtoError> {
+    if name.is_ascii() {
+        Name::from_ascii(name)
+    } else {
+        Name::from_utf8(name)
+    }
+}
+
 /// The key of a name: ASCII (punycode) form, lower case, without the trailing dot.
 pub(crate) fn normalize(name: &str) -> String {
-    let ascii = match Name::from_utf8(name) {
+    let ascii = match parse_name(name) {
         Ok(parsed) => parsed.to_ascii(),
         Err(_) => name.to_owned(),
     };
@@ -172,7 +182,7 @@ pub(crate) fn validate(network_id: &str, records: &NetworkRecords) -> Result<(),
         if trimmed.split('.').any(str::is_empty) {
             return Err(bad(name, "the name has an empty label".into()));
         }
-        let parsed = Name::from_utf8(trimmed).map_err(|e| bad(name, e.to_string()))?;
+        let parsed = parse_name(trimmed).map_err(|e| bad(name, e.to_string()))?;
         // 253 characters for the name plus `tasks.` must still fit a DNS name.
         if parsed.to_ascii().trim_end_matches('.').len() + "tasks.".len() > 253 {
             return Err(bad(name, "the name is longer than 247 characters".into()));
@@ -295,7 +305,13 @@ mod tests {
             )],
         };
         assert!(validate("n", &ok).is_ok());
-        for bad in ["", ".", "a..b", &"x".repeat(64), &"a.".repeat(125)] {
+        for good in ["stack_web", "Stack_Web.1.x", "ünï", "web-1."] {
+            let records = NetworkRecords {
+                services: vec![service(good, Resolution::Dnsrr, &[])],
+            };
+            assert!(validate("n", &records).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "a..b", "a b", &"x".repeat(64), &"a.".repeat(125)] {
             let records = NetworkRecords {
                 services: vec![service(bad, Resolution::Dnsrr, &[])],
             };
@@ -311,5 +327,7 @@ mod tests {
     fn normalize_is_case_and_dot_insensitive() {
         assert_eq!(normalize("Web.Example."), "web.example");
         assert_eq!(normalize("web"), "web");
+        assert_eq!(normalize("Stack_Web.1"), "stack_web.1");
+        assert_eq!(normalize("ünï"), "xn--n-nga1b");
     }
 }
