@@ -45,25 +45,17 @@ impl Handler {
             return Local::NotOurs;
         }
         let index = self.index.load();
-        if qtype == RecordType::PTR {
-            let Some(addr) = arpa_address(name) else {
-                return Local::NotOurs;
-            };
-            return match index.reverse(addr) {
-                Some(names) => Local::Answer(
-                    names
-                        .iter()
-                        .map(|target| {
-                            Record::from_rdata(
-                                name.clone(),
-                                self.ttl,
-                                RData::PTR(PTR(target.clone())),
-                            )
-                        })
-                        .collect(),
-                ),
-                None => Local::NotOurs,
-            };
+        if qtype == RecordType::PTR
+            && let Some(names) = arpa_address(name).and_then(|addr| index.reverse(addr))
+        {
+            return Local::Answer(
+                names
+                    .iter()
+                    .map(|target| {
+                        Record::from_rdata(name.clone(), self.ttl, RData::PTR(PTR(target.clone())))
+                    })
+                    .collect(),
+            );
         }
         let Some(entry) = index.lookup(name) else {
             return Local::NotOurs;

@@ -38,6 +38,11 @@
 //! hickory answers FORMERR (as it does for a message with no or several questions), and
 //! an opcode other than QUERY gets NOTIMP.
 //!
+//! # Logging
+//!
+//! The server logs through `tracing`: this module at `debug` per query, hickory's server
+//! (`hickory_server`) at `info` per query; a daemon usually filters the latter to `warn`.
+//!
 //! ```no_run
 //! use swarm_net::dns::{DnsConfig, DnsServer, NetworkRecords, Resolution, ServiceRecord, TaskRecord};
 //!
@@ -160,7 +165,8 @@ pub struct DnsConfig {
     /// ([`DEFAULT_FORWARD_TIMEOUT`]).
     pub forward_timeout: Duration,
     /// How many queries may be forwarded upstream at once; one more gets SERVFAIL at once
-    /// ([`DEFAULT_MAX_CONCURRENT_FORWARDS`]). Local answers are not limited.
+    /// ([`DEFAULT_MAX_CONCURRENT_FORWARDS`]; 0 forwards nothing). Local answers are not
+    /// limited.
     pub max_concurrent_forwards: usize,
 }
 
