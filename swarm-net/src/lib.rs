@@ -1,5 +1,6 @@
-//! Networking for Swarm: the ingress routing mesh today; IPAM, service VIPs
-//! and DNS, overlay networks land with the rest of the swarm-net issue.
+//! Networking for Swarm: the ingress routing mesh ([`mesh`]) and the embedded
+//! DNS resolver for service discovery ([`dns`]); IPAM and overlay networks land
+//! with the rest of the swarm-net issue.
 //!
 //! The routing mesh ([`mesh`]) makes every node answer every published port
 //! and balances the connections over the service's tasks on any node:
@@ -27,4 +28,5 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod mesh;
