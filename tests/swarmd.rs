@@ -47,21 +47,23 @@ fn start(ip: &str, name: &str) -> Daemon {
     )
 }
 
-/// Starts swarmd on `dir` (a new one, or one a stopped swarmd left).
+/// Starts swarmd on `dir` (a new one, or one a stopped swarmd left): the
+/// process runtime unless `extra` names one; published ports and the routing
+/// mesh's peer listener on `ip`.
 fn start_in(dir: tempfile::TempDir, ip: &str, name: &str, extra: &[&str]) -> Daemon {
     let api = format!("{ip}:{}", free_port(ip));
+    let runtime: &[&str] = if extra.contains(&"--runtime") {
+        &[]
+    } else {
+        &["--runtime", "process"]
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_swarmd"))
         .args(["--data-dir", dir.path().to_str().unwrap()])
         .args(["--api-addr", &format!("tcp://{api}")])
+        .args(["--ingress-addr", ip, "--mesh-port", "0"])
         .args(extra)
-        .args([
-            "--runtime",
-            "process",
-            "--hostname",
-            name,
-            "--log-level",
-            "warn",
-        ])
+        .args(runtime)
+        .args(["--hostname", name, "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -630,4 +632,307 @@ fn networks_secrets_configs_stacks_and_rollback_through_the_cli() {
         !nets.contains("backend") && !nets.contains("demo_default"),
         "{nets}"
     );
+}
+
+/// What answers an HTTP GET of `/` at `addr`: `(status, body)`, or `None`
+/// when nothing does.
+fn http_get(addr: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let sock: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |b| b.1)
+        .trim()
+        .to_string();
+    Some((status, body))
+}
+
+/// The distinct bodies (each task serves its own host name) of `n` GETs.
+fn answering(addr: &str, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| http_get(addr))
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect()
+}
+
+const WEB_IMAGE: &str = "swarm-test/busybox:1";
+
+/// Removes every container whose name starts with `prefix`.
+fn remove_containers(prefix: &str) {
+    let Ok(o) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// Removes a test's containers when dropped (the swarmd processes are killed
+/// at the end of a test, which leaves their containers running).
+struct RemoveContainers(&'static str);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        remove_containers(self.0);
+    }
+}
+
+/// Whether a Docker Engine answers and the test image can be built.
+fn have_engine_and_image() -> bool {
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !engine {
+        eprintln!("skipping: no Docker Engine answers");
+        return false;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image.sh");
+    let built = Command::new("sh").args([script, WEB_IMAGE]).output();
+    match built {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipping: cannot build {WEB_IMAGE}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipping: cannot run the image script: {e}");
+            false
+        }
+    }
+}
+
+/// The tutorial's routing mesh part with the docker CLI: `--publish 8080:80`
+/// answered on every node by tasks across all nodes, `--publish-add` and
+/// `--publish-rm`, and HAProxy in front of the three nodes as the tutorial
+/// configures it. Tasks run in containers (Docker runtime) so each has its own
+/// port 80.
+#[test]
+fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    if !have_engine_and_image() {
+        return;
+    }
+    // Containers of an earlier run that was killed, and of this one if it fails.
+    remove_containers("my-web.");
+    let _cleanup = RemoveContainers("my-web.");
+    let ips = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
+    let nodes: Vec<Daemon> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = format!("{ip}:{}", free_port(ip));
+            start_in(
+                dir,
+                ip,
+                &format!("node{}", i + 1),
+                &[
+                    "--listen-addr",
+                    &cluster,
+                    "--advertise-addr",
+                    &cluster,
+                    "--runtime",
+                    "docker",
+                ],
+            )
+        })
+        .collect();
+    let n1 = &nodes[0];
+    ok(n1, &["swarm", "init", "--advertise-addr", ips[0]]);
+    let token = ok(n1, &["swarm", "join-token", "-q", "worker"]);
+    let manager = ok(
+        n1,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    for n in &nodes[1..] {
+        ok(
+            n,
+            &["swarm", "join", "--token", token.trim(), manager.trim()],
+        );
+    }
+    wait_until("three ready nodes", || {
+        ok(n1, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| *l == "Ready")
+            .count()
+            == 3
+    });
+
+    // The tutorial's command; without --detach the CLI follows to convergence.
+    let out = ok(
+        n1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "my-web",
+            "--publish",
+            "8080:80",
+            "--replicas",
+            "3",
+            WEB_IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    assert!(
+        out.contains("verify: Service") || out.contains("converged"),
+        "{out}"
+    );
+    let ports = ok(
+        n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.EndpointSpec.Ports}}",
+            "my-web",
+        ],
+    );
+    assert!(ports.contains(r#""PublishedPort":8080"#), "{ports}");
+    assert!(ports.contains(r#""TargetPort":80"#), "{ports}");
+    let on_nodes: std::collections::BTreeSet<String> = running_tasks(n1, "my-web")
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    assert_eq!(on_nodes.len(), 3, "one task per node: {on_nodes:?}");
+
+    // Every node answers, and spreads requests over the three tasks.
+    for ip in ips {
+        let at = format!("{ip}:8080");
+        wait_until(&format!("three tasks answering through {at}"), || {
+            answering(&at, 9).len() == 3
+        });
+    }
+
+    // publish-add and publish-rm change the ports without restarting tasks.
+    let task_ids = || {
+        ok(
+            n1,
+            &[
+                "service",
+                "ps",
+                "-q",
+                "--filter",
+                "desired-state=running",
+                "my-web",
+            ],
+        )
+    };
+    let before = task_ids();
+    ok(
+        n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "8081:80",
+            "my-web",
+        ],
+    );
+    for ip in ips {
+        let at = format!("{ip}:8081");
+        wait_until(&format!("{at} answering"), || !answering(&at, 3).is_empty());
+    }
+    // HAProxy in front of the three nodes, as the tutorial configures it.
+    match Command::new("haproxy").arg("-v").output() {
+        Ok(o) if o.status.success() => {
+            let front = format!("127.0.0.50:{}", free_port("127.0.0.50"));
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = dir.path().join("haproxy.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "global\n    maxconn 256\n\ndefaults\n    mode http\n    timeout connect 5000ms\n    timeout client 50000ms\n    timeout server 50000ms\n\n\
+                     frontend http-in\n    bind {front}\n    default_backend http_servers\n\n\
+                     backend http_servers\n    balance roundrobin\n    server srv1 {}:8081 check\n    server srv2 {}:8081 check\n    server srv3 {}:8081 check\n",
+                    ips[0], ips[1], ips[2]
+                ),
+            )
+            .unwrap();
+            let mut haproxy = Command::new("haproxy")
+                .args(["-db", "-f"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("haproxy starts");
+            wait_until("haproxy answering", || http_get(&front).is_some());
+            let answers: Vec<_> = (0..30).map(|_| http_get(&front)).collect();
+            let _ = haproxy.kill();
+            let _ = haproxy.wait();
+            assert!(
+                answers
+                    .iter()
+                    .all(|a| a.as_ref().is_some_and(|(s, _)| *s == 200)),
+                "every request through HAProxy served: {answers:?}"
+            );
+            // Which task serves depends on how HAProxy's health checks and
+            // requests interleave with each node's round robin; the mesh's
+            // spread over the tasks is checked per node above.
+            let tasks: std::collections::BTreeSet<_> =
+                answers.into_iter().flatten().map(|(_, b)| b).collect();
+            eprintln!("HAProxy's 30 requests were served by tasks {tasks:?}");
+        }
+        _ => eprintln!("skipping the HAProxy part: no haproxy installed (apt-get install haproxy)"),
+    }
+
+    ok(
+        n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-rm",
+            "80",
+            "my-web",
+        ],
+    );
+    // Docker's CLI removes by target port: both published ports go.
+    for ip in ips {
+        for port in [8080, 8081] {
+            let at = format!("{ip}:{port}");
+            wait_until(&format!("{at} closed"), || http_get(&at).is_none());
+        }
+    }
+    assert_eq!(task_ids(), before, "publishing changes restart no task");
+
+    ok(n1, &["service", "rm", "my-web"]);
+    wait_until("the service's containers gone", || {
+        let o = Command::new("docker")
+            .args(["ps", "-aq", "--filter", "name=^/my-web."])
+            .output()
+            .unwrap();
+        o.stdout.is_empty()
+    });
 }

@@ -327,11 +327,13 @@ pub fn service_spec(d: dm::ServiceSpec) -> Result<ServiceSpec, ApiError> {
         });
     }
     if let Some(dns) = c.dns_config {
+        // The CLI sends `{}` on create and nothing on update: the same spec.
         container.dns_config = Some(DnsConfig {
             nameservers: dns.nameservers.unwrap_or_default(),
             search: dns.search.unwrap_or_default(),
             options: dns.options.unwrap_or_default(),
-        });
+        })
+        .filter(|d| *d != DnsConfig::default());
     }
     let restart = match task.restart_policy {
         None => None,
@@ -620,6 +622,10 @@ pub fn task_spec_json(t: &TaskSpec) -> Value {
     }
     if let Some(i) = c.init {
         container["Init"] = json!(i);
+    }
+    if let Some(d) = &c.dns_config {
+        container["DNSConfig"] =
+            json!({"Nameservers": d.nameservers, "Search": d.search, "Options": d.options});
     }
     let file = |name: &str, uid: &str, gid: &str, mode: u32| json!({"Name": name, "UID": uid, "GID": gid, "Mode": mode});
     if !c.secrets.is_empty() {
@@ -1187,6 +1193,28 @@ mod tests {
             service_spec(serde_json::from_value(service_spec_json(&spec)).expect("docker's shape"))
                 .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn the_clis_create_and_update_bodies_give_the_same_task_spec() {
+        // What docker 28 sends for `service create busybox sleep 600` and then
+        // for `service update --publish-add 9998:80`: only the ports differ, so
+        // no task may be replaced.
+        let create = br#"{"Name":"w2","Labels":{},"TaskTemplate":{"ContainerSpec":{"Image":"busybox:latest","Args":["sleep","600"],"Init":false,"DNSConfig":{}},"Resources":{"Limits":{},"Reservations":{}},"Placement":{},"ForceUpdate":0},"Mode":{"Replicated":{"Replicas":1}},"EndpointSpec":{"Mode":"vip"}}"#;
+        let update = br#"{"Name":"w2","Labels":{},"TaskTemplate":{"ContainerSpec":{"Image":"busybox:latest","Args":["sleep","600"],"Init":false,"Isolation":"default"},"Resources":{"Limits":{},"Reservations":{}},"Placement":{},"ForceUpdate":0,"Runtime":"container"},"Mode":{"Replicated":{"Replicas":1}},"EndpointSpec":{"Mode":"vip","Ports":[{"Protocol":"tcp","TargetPort":80,"PublishedPort":9998,"PublishMode":"ingress"}]}}"#;
+        let a = service_spec(strict(create).unwrap()).unwrap();
+        let b = service_spec(strict(update).unwrap()).unwrap();
+        assert_eq!(a.task, b.task);
+        let mut with_dns = a.clone();
+        with_dns.task.container.dns_config = Some(DnsConfig {
+            nameservers: vec!["10.0.0.2".into()],
+            ..Default::default()
+        });
+        let again = service_spec(
+            serde_json::from_value(service_spec_json(&with_dns)).expect("docker's shape"),
+        )
+        .unwrap();
+        assert_eq!(again.task, with_dns.task, "a DNS config is written back");
     }
 
     #[test]
