@@ -6,8 +6,10 @@
 //!   API on any manager ─► LogBroker::logs(tasks) ─► one request per node
 //! ```
 //!
-//! Nodes subscribe at every manager they know, so whichever manager a client
-//! talks to reaches the nodes directly. A node reads its runtime's logs for the
+//! Nodes subscribe at every manager they know, and follow that list as the
+//! swarm changes it (a worker's session gets it from the dispatcher, a manager
+//! reads its store), so whichever manager a client talks to — one promoted
+//! after the node joined included — reaches the nodes directly. A node reads its runtime's logs for the
 //! tasks asked and streams them back, tagged with the request.
 
 use std::collections::HashMap;

@@ -515,7 +515,7 @@ impl Manager {
                     .filter(|a| *a != addr),
             );
             let session = SessionConfig {
-                managers,
+                managers: managers.into(),
                 tls: client_config(&ca, &identity)?,
                 description: describe(&cfg.hostname),
             };

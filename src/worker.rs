@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
-use crate::agent::session::{SessionConfig, run as run_session};
+use crate::agent::session::{ManagerList, SessionConfig, run as run_session};
 use crate::ca::{NodeIdentity, RootCa, client_config};
 use crate::error::{Error, Result};
 use crate::rpc::ca::join;
@@ -126,15 +126,17 @@ impl Worker {
             Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
                 .await
                 .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
+        // The session keeps this list current; the log publisher follows it, so
+        // a manager promoted or replaced after the join gets this node's logs.
+        let managers = ManagerList::new(node.managers.clone());
         let session = SessionConfig {
-            managers: node.managers.clone(),
+            managers: managers.clone(),
             tls: client_config(&ca, &identity)?,
             description: describe(hostname),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let managers = node.managers.clone();
         tokio::spawn(crate::logs::serve_node(
-            move || managers.clone(),
+            move || managers.get(),
             ca.clone(),
             identity.clone(),
             runtime,

@@ -631,3 +631,68 @@ fn networks_secrets_configs_stacks_and_rollback_through_the_cli() {
         "{nets}"
     );
 }
+
+#[test]
+fn logs_reach_a_manager_promoted_after_the_join() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.31", "node1");
+    let n2 = start("127.0.0.32", "node2");
+    let n3 = start("127.0.0.33", "node3");
+    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.31"]);
+    let token = ok(&n1, &["swarm", "join-token", "-q", "worker"]);
+    let addr = ok(
+        &n1,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    for n in [&n2, &n3] {
+        ok(n, &["swarm", "join", "--token", token.trim(), addr.trim()]);
+    }
+    // node2 joined while node1 was the only manager; its task prints there.
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "talk",
+            "--constraint",
+            "node.hostname==node2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo one; echo two; echo three; sleep 600",
+        ],
+    );
+    wait_until("talk running on node2", || {
+        running_tasks(&n1, "talk")
+            .iter()
+            .any(|l| l.contains("node2"))
+    });
+
+    ok(&n1, &["node", "promote", "node3"]);
+    wait_until("node3 reachable", || {
+        ok(
+            &n1,
+            &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"],
+        )
+        .contains("node3 Reachable")
+    });
+    // Through the new manager: node2 learned of it from its session and
+    // publishes its task's output there too.
+    wait_until("node2's output through node3", || {
+        let o = docker(&n3, &["service", "logs", "talk"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        o.status.success()
+            && out
+                .lines()
+                .any(|l| l.contains("@node2") && l.ends_with("| three"))
+    });
+}
