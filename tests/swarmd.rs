@@ -632,8 +632,16 @@ fn networks_secrets_configs_stacks_and_rollback_through_the_cli() {
     );
 }
 
+/// The first time in a `--timestamps` log line.
+fn line_time(line: &str) -> swarm::core::Timestamp {
+    let first = line.split_whitespace().next().unwrap_or_default();
+    first
+        .parse()
+        .unwrap_or_else(|e| panic!("no time at the start of {line:?}: {e}"))
+}
+
 #[test]
-fn logs_reach_a_manager_promoted_after_the_join() {
+fn logs_follow_the_managers_with_tail_and_the_nodes_timestamps() {
     if !have_docker() {
         eprintln!("skipping: no docker client installed");
         return;
@@ -654,7 +662,15 @@ fn logs_reach_a_manager_promoted_after_the_join() {
     for n in [&n2, &n3] {
         ok(n, &["swarm", "join", "--token", token.trim(), addr.trim()]);
     }
-    // node2 joined while node1 was the only manager; its task prints there.
+    // node2 joined while node1 was the only manager; its task prints there
+    // (process runtime: the task runs on this host, so a file tells it to go on).
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let script = format!(
+        "echo one; echo two; echo three; while [ ! -e {} ]; do sleep 0.05; done; echo four; sleep 600",
+        go.display()
+    );
+    let created = swarm::core::Timestamp::now();
     ok(
         &n1,
         &[
@@ -668,7 +684,7 @@ fn logs_reach_a_manager_promoted_after_the_join() {
             "busybox",
             "sh",
             "-c",
-            "echo one; echo two; echo three; sleep 600",
+            &script,
         ],
     );
     wait_until("talk running on node2", || {
@@ -695,4 +711,54 @@ fn logs_reach_a_manager_promoted_after_the_join() {
                 .lines()
                 .any(|l| l.contains("@node2") && l.ends_with("| three"))
     });
+
+    // --tail: the last lines only.
+    let out = ok(&n1, &["service", "logs", "--tail", "2", "talk"]);
+    let words: Vec<&str> = out.lines().filter_map(|l| l.rsplit("| ").next()).collect();
+    assert_eq!(words, ["two", "three"], "{out}");
+
+    // --timestamps: when node2 got each line, before this manager was asked
+    // for it (the lines were already printed), after the service was created.
+    let asked = swarm::core::Timestamp::now();
+    let out = ok(&n1, &["service", "logs", "--timestamps", "talk"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let times: Vec<_> = lines.iter().map(|l| line_time(l)).collect();
+    for (l, t) in lines.iter().zip(&times) {
+        assert!(
+            created <= *t && *t <= asked,
+            "{l} (created {created}, asked {asked})"
+        );
+    }
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{out}");
+
+    // --follow with --tail: the last line, then what comes.
+    let mut follow = Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://{}", n3.api))
+        .args(["service", "logs", "--follow", "--tail", "1", "talk"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a followed line")
+    };
+    let first = next();
+    assert!(first.ends_with("| three"), "{first}");
+    std::fs::write(&go, "").unwrap();
+    let then = next();
+    assert!(then.ends_with("| four"), "{then}");
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
