@@ -150,7 +150,8 @@ impl ProcessRuntime {
     }
 
     /// Starts relaying the task's output pipes to its log files, unless this
-    /// instance does already. Returns what ends when both pipes are drained.
+    /// instance does already. Returns what ends when both pipes are drained
+    /// (`None` when this instance relays already, or the task has no pipes).
     fn relay(&self, task_id: &str, td: &TaskDir) -> Result<Option<tokio::task::JoinHandle<()>>> {
         {
             let mut relays = self.inner.relays.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,6 +167,12 @@ impl ProcessRuntime {
                 .remove(task_id);
         };
         let mut pipes = Vec::new();
+        if !td.pipe_paths().iter().all(|p| p.exists()) {
+            // Started by a runtime that had the task write its files itself:
+            // there is nothing to relay.
+            forget(self);
+            return Ok(None);
+        }
         for (fifo, log) in td
             .pipe_paths()
             .into_iter()
