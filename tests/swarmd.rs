@@ -762,3 +762,139 @@ fn logs_follow_the_managers_with_tail_and_the_nodes_timestamps() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// The `Spec` of an object's JSON, as JSON (what the CLI posts back).
+fn spec_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    v["Spec"].to_string()
+}
+
+#[test]
+fn updates_from_a_read_before_the_swarms_own_writes_still_apply() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.41", "node1");
+    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.41"]);
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "2",
+            "--update-monitor",
+            "300ms",
+            "--name",
+            "web",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("2/2", || {
+        ok(&n1, &["service", "ls", "--format", "{{.Replicas}}"]).trim() == "2/2"
+    });
+    // A user reads the service right after an update; the updater then writes
+    // its progress (update status only) until it completes.
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--image",
+            "busybox:2",
+            "web",
+        ],
+    );
+    let (status, body) = http(&n1, "GET", "/v1.47/services/web", "");
+    assert_eq!(status, 200, "{body}");
+    let read: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = read["Version"]["Index"].as_u64().unwrap();
+    let spec = spec_of(&body);
+    wait_until("the update completed", || {
+        ok(
+            &n1,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.UpdateStatus.State}}",
+                "web",
+            ],
+        )
+        .trim()
+            == "completed"
+    });
+    let now = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            "web",
+        ],
+    );
+    assert!(
+        now.trim().parse::<u64>().unwrap() > version,
+        "the swarm wrote since"
+    );
+    let post = |image: &str| {
+        http(
+            &n1,
+            "POST",
+            &format!("/v1.47/services/web/update?version={version}"),
+            &spec.replace("busybox:2", image),
+        )
+    };
+    let (status, body) = post("busybox:3");
+    assert_eq!(status, 200, "{body}");
+    let image = |n: &Daemon| {
+        ok(
+            n,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                "web",
+            ],
+        )
+    };
+    assert_eq!(image(&n1).trim(), "busybox:3");
+    // The spec changed since that read: out of sequence, nothing changed.
+    let (status, body) = post("busybox:4");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("update out of sequence"), "{body}");
+    assert_eq!(image(&n1).trim(), "busybox:3");
+
+    // The cluster: settings read, then a token rotation.
+    let (_, body) = http(&n1, "GET", "/v1.47/swarm", "");
+    let read: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = read["Version"]["Index"].as_u64().unwrap();
+    let spec = spec_of(&body);
+    ok(&n1, &["swarm", "join-token", "--rotate", "-q", "worker"]);
+    let limited = spec.replace(
+        "\"TaskHistoryRetentionLimit\":5",
+        "\"TaskHistoryRetentionLimit\":3",
+    );
+    assert_ne!(limited, spec, "the limit is in the spec: {spec}");
+    let path = format!("/v1.47/swarm/update?version={version}");
+    let (status, body) = http(&n1, "POST", &path, &limited);
+    assert_eq!(status, 200, "{body}");
+    let limit = ok(
+        &n1,
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}}",
+        ],
+    );
+    assert_eq!(limit.trim(), "3");
+    let (status, body) = http(&n1, "POST", &path, &spec);
+    assert_eq!(status, 409, "{body}");
+}
