@@ -6,8 +6,10 @@
 //!   API on any manager ─► LogBroker::logs(tasks) ─► one request per node
 //! ```
 //!
-//! Nodes subscribe at every manager they know, so whichever manager a client
-//! talks to reaches the nodes directly. A node reads its runtime's logs for the
+//! Nodes subscribe at every manager they know, and follow that list as the
+//! swarm changes it (a worker's session gets it from the dispatcher, a manager
+//! reads its store), so whichever manager a client talks to — one promoted
+//! after the node joined included — reaches the nodes directly. A node reads its runtime's logs for the
 //! tasks asked and streams them back, tagged with the request.
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use swarm_core::Id;
+use swarm_core::{Id, Timestamp};
 use swarm_runtime::{LogOptions, LogStream, Runtime};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
@@ -41,6 +43,8 @@ pub struct LogLine {
     pub stream: LogStream,
     /// The bytes (whole lines when the task wrote whole lines).
     pub data: Bytes,
+    /// When the task's node got them (its clock), when its runtime keeps it.
+    pub time: Option<Timestamp>,
 }
 
 /// Requests a client may make.
@@ -52,6 +56,9 @@ pub struct LogsQuery {
     pub stdout: bool,
     /// Include stderr.
     pub stderr: bool,
+    /// Only the last N lines of each task so far (then, with `follow`, what
+    /// comes); `None` is everything.
+    pub tail: Option<usize>,
 }
 
 type Answer = mpsc::Sender<std::result::Result<LogMessage, Status>>;
@@ -119,6 +126,7 @@ impl LogBroker {
                 follow: query.follow,
                 stdout: query.stdout,
                 stderr: query.stderr,
+                tail: query.tail.map(|n| n as u64),
             };
             if sub.try_send(req).is_err() {
                 self.inner.waiting.lock().remove(&id);
@@ -137,6 +145,7 @@ impl LogBroker {
             task_id: task,
             node_id: node,
             stream: LogStream::Stderr,
+            time: None,
         }));
         let state = (rx, node_of, pending, 0usize);
         let lines =
@@ -162,6 +171,7 @@ impl LogBroker {
                                 "error from daemon in stream: {}\n",
                                 m.error
                             )),
+                            time: None,
                         }
                     } else if m.data.is_empty() {
                         continue;
@@ -175,6 +185,10 @@ impl LogBroker {
                                 LogStream::Stdout
                             },
                             data: Bytes::from(m.data),
+                            time: (m.time_seconds != 0 || m.time_nanos != 0).then_some(Timestamp {
+                                seconds: m.time_seconds,
+                                nanos: m.time_nanos,
+                            }),
                         }
                     };
                     return Some((line, (rx, node_of, pending, done)));
@@ -326,6 +340,7 @@ async fn answer(ch: tonic::transport::Channel, runtime: Arc<dyn Runtime>, req: L
         follow: req.follow,
         stdout: req.stdout,
         stderr: req.stderr,
+        tail: req.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
     for task in req.task_ids {
         let (tx, runtime) = (tx.clone(), runtime.clone());
@@ -343,6 +358,8 @@ async fn answer(ch: tonic::transport::Channel, runtime: Arc<dyn Runtime>, req: L
                                     data: c.data.to_vec(),
                                     done: false,
                                     error: String::new(),
+                                    time_seconds: c.time.map_or(0, |t| t.seconds),
+                                    time_nanos: c.time.map_or(0, |t| t.nanos),
                                 };
                                 if tx.send(m).await.is_err() {
                                     return;

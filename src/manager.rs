@@ -545,7 +545,7 @@ impl Manager {
                 mesh = Some(started);
             }
             let session = SessionConfig {
-                managers,
+                managers: managers.into(),
                 tls: client_config(&ca, &identity)?,
                 description,
                 addr: crate::ingress::ip_of(&addr)

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
-use crate::agent::session::{SessionConfig, run as run_session};
+use crate::agent::session::{ManagerList, SessionConfig, run as run_session};
 use crate::ca::{NodeIdentity, RootCa, client_config};
 use crate::error::{Error, Result};
 use crate::rpc::ca::join;
@@ -162,16 +162,18 @@ impl Worker {
             description.mesh_addr = started.addr.clone();
             mesh = Some(started);
         }
+        // The session keeps this list current; the log publisher follows it, so
+        // a manager promoted or replaced after the join gets this node's logs.
+        let managers = ManagerList::new(node.managers.clone());
         let session = SessionConfig {
-            managers: node.managers.clone(),
+            managers: managers.clone(),
             tls: client_config(&ca, &identity)?,
             description,
             addr: advertised.map(|ip| ip.to_string()).unwrap_or_default(),
             ingress: mesh.as_ref().map(|m| m.views.clone()),
         };
-        let managers = node.managers.clone();
         tokio::spawn(crate::logs::serve_node(
-            move || managers.clone(),
+            move || managers.get(),
             ca.clone(),
             identity.clone(),
             runtime,

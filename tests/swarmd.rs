@@ -936,3 +936,270 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
         o.stdout.is_empty()
     });
 }
+
+/// The first time in a `--timestamps` log line.
+fn line_time(line: &str) -> swarm::core::Timestamp {
+    let first = line.split_whitespace().next().unwrap_or_default();
+    first
+        .parse()
+        .unwrap_or_else(|e| panic!("no time at the start of {line:?}: {e}"))
+}
+
+#[test]
+fn logs_follow_the_managers_with_tail_and_the_nodes_timestamps() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.31", "node1");
+    let n2 = start("127.0.0.32", "node2");
+    let n3 = start("127.0.0.33", "node3");
+    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.31"]);
+    let token = ok(&n1, &["swarm", "join-token", "-q", "worker"]);
+    let addr = ok(
+        &n1,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    for n in [&n2, &n3] {
+        ok(n, &["swarm", "join", "--token", token.trim(), addr.trim()]);
+    }
+    // node2 joined while node1 was the only manager; its task prints there
+    // (process runtime: the task runs on this host, so a file tells it to go on).
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let script = format!(
+        "echo one; echo two; echo three; while [ ! -e {} ]; do sleep 0.05; done; echo four; sleep 600",
+        go.display()
+    );
+    let created = swarm::core::Timestamp::now();
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "talk",
+            "--constraint",
+            "node.hostname==node2",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    wait_until("talk running on node2", || {
+        running_tasks(&n1, "talk")
+            .iter()
+            .any(|l| l.contains("node2"))
+    });
+
+    ok(&n1, &["node", "promote", "node3"]);
+    wait_until("node3 reachable", || {
+        ok(
+            &n1,
+            &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"],
+        )
+        .contains("node3 Reachable")
+    });
+    // Through the new manager: node2 learned of it from its session and
+    // publishes its task's output there too.
+    wait_until("node2's output through node3", || {
+        let o = docker(&n3, &["service", "logs", "talk"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        o.status.success()
+            && out
+                .lines()
+                .any(|l| l.contains("@node2") && l.ends_with("| three"))
+    });
+
+    // --tail: the last lines only.
+    let out = ok(&n1, &["service", "logs", "--tail", "2", "talk"]);
+    let words: Vec<&str> = out.lines().filter_map(|l| l.rsplit("| ").next()).collect();
+    assert_eq!(words, ["two", "three"], "{out}");
+
+    // --timestamps: when node2 got each line, before this manager was asked
+    // for it (the lines were already printed), after the service was created.
+    let asked = swarm::core::Timestamp::now();
+    let out = ok(&n1, &["service", "logs", "--timestamps", "talk"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let times: Vec<_> = lines.iter().map(|l| line_time(l)).collect();
+    for (l, t) in lines.iter().zip(&times) {
+        assert!(
+            created <= *t && *t <= asked,
+            "{l} (created {created}, asked {asked})"
+        );
+    }
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{out}");
+
+    // --follow with --tail: the last line, then what comes.
+    let mut follow = Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://{}", n3.api))
+        .args(["service", "logs", "--follow", "--tail", "1", "talk"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a followed line")
+    };
+    let first = next();
+    assert!(first.ends_with("| three"), "{first}");
+    std::fs::write(&go, "").unwrap();
+    let then = next();
+    assert!(then.ends_with("| four"), "{then}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+/// The `Spec` of an object's JSON, as JSON (what the CLI posts back).
+fn spec_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    v["Spec"].to_string()
+}
+
+#[test]
+fn updates_from_a_read_before_the_swarms_own_writes_still_apply() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.41", "node1");
+    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.41"]);
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "2",
+            "--update-monitor",
+            "300ms",
+            "--name",
+            "web",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("2/2", || {
+        ok(&n1, &["service", "ls", "--format", "{{.Replicas}}"]).trim() == "2/2"
+    });
+    // A user reads the service right after an update; the updater then writes
+    // its progress (update status only) until it completes.
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--image",
+            "busybox:2",
+            "web",
+        ],
+    );
+    let (status, body) = http(&n1, "GET", "/v1.47/services/web", "");
+    assert_eq!(status, 200, "{body}");
+    let read: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = read["Version"]["Index"].as_u64().unwrap();
+    let spec = spec_of(&body);
+    wait_until("the update completed", || {
+        ok(
+            &n1,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.UpdateStatus.State}}",
+                "web",
+            ],
+        )
+        .trim()
+            == "completed"
+    });
+    let now = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Version.Index}}",
+            "web",
+        ],
+    );
+    assert!(
+        now.trim().parse::<u64>().unwrap() > version,
+        "the swarm wrote since"
+    );
+    let post = |image: &str| {
+        http(
+            &n1,
+            "POST",
+            &format!("/v1.47/services/web/update?version={version}"),
+            &spec.replace("busybox:2", image),
+        )
+    };
+    let (status, body) = post("busybox:3");
+    assert_eq!(status, 200, "{body}");
+    let image = |n: &Daemon| {
+        ok(
+            n,
+            &[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                "web",
+            ],
+        )
+    };
+    assert_eq!(image(&n1).trim(), "busybox:3");
+    // The spec changed since that read: out of sequence, nothing changed.
+    let (status, body) = post("busybox:4");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("update out of sequence"), "{body}");
+    assert_eq!(image(&n1).trim(), "busybox:3");
+
+    // The cluster: settings read, then a token rotation.
+    let (_, body) = http(&n1, "GET", "/v1.47/swarm", "");
+    let read: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = read["Version"]["Index"].as_u64().unwrap();
+    let spec = spec_of(&body);
+    ok(&n1, &["swarm", "join-token", "--rotate", "-q", "worker"]);
+    let limited = spec.replace(
+        "\"TaskHistoryRetentionLimit\":5",
+        "\"TaskHistoryRetentionLimit\":3",
+    );
+    assert_ne!(limited, spec, "the limit is in the spec: {spec}");
+    let path = format!("/v1.47/swarm/update?version={version}");
+    let (status, body) = http(&n1, "POST", &path, &limited);
+    assert_eq!(status, 200, "{body}");
+    let limit = ok(
+        &n1,
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}}",
+        ],
+    );
+    assert_eq!(limit.trim(), "3");
+    let (status, body) = http(&n1, "POST", &path, &spec);
+    assert_eq!(status, 409, "{body}");
+}

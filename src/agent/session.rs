@@ -22,11 +22,44 @@ use crate::rpc::tls::channel;
 /// Largest number of status updates sent in one call.
 const MAX_BATCH: usize = 1000;
 
+/// The managers a node knows, shared: the session refreshes it from what the
+/// swarm sends (promotions, demotions, replaced managers) and others read it —
+/// the log publisher subscribes at each of them. Clones share one list.
+#[derive(Clone, Debug, Default)]
+pub struct ManagerList(Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl ManagerList {
+    /// A list holding `managers`.
+    pub fn new(managers: Vec<String>) -> ManagerList {
+        ManagerList(Arc::new(parking_lot::Mutex::new(managers)))
+    }
+
+    /// The managers now, in the order to try them.
+    pub fn get(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+
+    /// Replaces the list; an empty list is ignored (a node always keeps somewhere
+    /// to reconnect to).
+    pub fn set(&self, managers: Vec<String>) {
+        if !managers.is_empty() {
+            *self.0.lock() = managers;
+        }
+    }
+}
+
+impl From<Vec<String>> for ManagerList {
+    fn from(managers: Vec<String>) -> ManagerList {
+        ManagerList::new(managers)
+    }
+}
+
 /// Where and how a node keeps its session.
 #[derive(Clone)]
 pub struct SessionConfig {
-    /// Managers to try, in order (the list is refreshed from the session).
-    pub managers: Vec<String>,
+    /// Managers to try, in order (the list is refreshed from the session; share
+    /// it to follow the swarm's manager set).
+    pub managers: ManagerList,
     /// The node's client TLS settings (its certificate).
     pub tls: Arc<rustls::ClientConfig>,
     /// What the node reports about itself.
@@ -61,11 +94,12 @@ pub async fn run(
         if *stop.borrow() {
             return agent;
         }
-        if cfg.managers.is_empty() {
+        let managers = cfg.managers.get();
+        if managers.is_empty() {
             tracing::error!("no manager to connect to");
             return agent;
         }
-        let addr = cfg.managers[next % cfg.managers.len()].clone();
+        let addr = managers[next % managers.len()].clone();
         next += 1;
         let outcome = one_session(
             &addr,
@@ -129,9 +163,7 @@ async fn one_session(
     else {
         return Err("the session did not start with Started".into());
     };
-    if !managers.is_empty() {
-        cfg.managers = managers;
-    }
+    cfg.managers.set(managers);
     tracing::info!(manager = %addr, session = %session_id, "session open");
     let mut assigned: HashMap<Id, Task> = HashMap::new();
     let mut heartbeat = tokio::time::interval(heartbeat_period.max(Duration::from_millis(10)));
@@ -175,11 +207,7 @@ async fn one_session(
                             agent.report_behind(&tasks);
                         }
                     }
-                    SessionMessage::Managers(list) => {
-                        if !list.is_empty() {
-                            cfg.managers = list;
-                        }
-                    }
+                    SessionMessage::Managers(list) => cfg.managers.set(list),
                     SessionMessage::Ingress(view) => {
                         if let Some(tx) = &cfg.ingress {
                             tx.send_replace(view);

@@ -17,7 +17,7 @@ pub use validate::{validate_name, validate_service_spec};
 use swarm_core::types::{
     Annotations, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, JoinTokens, RootCa as RootCaObject,
 };
-use swarm_core::{Id, Store};
+use swarm_core::{Id, Store, StoreObject};
 
 use crate::ca::RootCa;
 use crate::error::{Error, Result};
@@ -133,7 +133,9 @@ impl Control {
     }
 
     /// Replaces the cluster settings (`docker swarm update`). `version` is the
-    /// cluster version the caller read.
+    /// cluster version the caller read: the settings apply when they have not
+    /// changed since (token rotations and the swarm's own writes do not
+    /// matter), else it is a `Conflict`. Unchanged settings write nothing.
     pub async fn update_cluster(&self, version: u64, spec: ClusterSpec) -> Result<Arc<Cluster>> {
         if spec.raft.election_tick <= spec.raft.heartbeat_tick {
             return Err(Error::InvalidArgument(format!(
@@ -151,13 +153,30 @@ impl Control {
                 "Orchestration: TaskHistoryRetentionLimit must not be negative".into(),
             ));
         }
-        let mut c = (*self.cluster()?).clone();
-        c.meta.version.index = version;
-        c.spec = ClusterSpec {
-            annotations: c.spec.annotations.clone(),
+        // Read at or after the last settings change: what the swarm wrote into
+        // the cluster since (rotated tokens, keys, removed certificates) is
+        // kept, not refused. A settings change since the read is out of sequence.
+        let current = self.cluster()?;
+        current.check_spec_read(version)?;
+        let spec = ClusterSpec {
+            annotations: current.spec.annotations.clone(),
             ..spec
         };
-        Ok(self.store.update(|tx| tx.update(c)).await?)
+        if spec == current.spec {
+            return Ok(current);
+        }
+        Ok(self
+            .update_retrying(|tx| {
+                let current = tx.cluster().ok_or_else(|| swarm_core::Error::NotFound {
+                    kind: swarm_core::Kind::Cluster,
+                    id: DEFAULT_CLUSTER_NAME.into(),
+                })?;
+                current.check_spec_read(version)?;
+                let mut c = (*current).clone();
+                c.spec = spec.clone();
+                tx.update(c)
+            })
+            .await?)
     }
 }
 

@@ -6,7 +6,7 @@ use swarm_core::types::{
     JobStatus, Service, ServiceMode, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus,
     Version,
 };
-use swarm_core::{Id, Kind};
+use swarm_core::{Id, Kind, StoreObject};
 
 use super::Control;
 use super::nodes::label_matches;
@@ -105,8 +105,11 @@ impl Control {
     }
 
     /// Replaces a service's spec (`docker service update`); the old spec is kept
-    /// for rollback. `version` is the service version the caller read. The mode's
-    /// kind (replicated, global, job) cannot change.
+    /// for rollback. `version` is the service version the caller read: the
+    /// update applies when the spec has not changed since (writes of the
+    /// swarm's own — update status, endpoint allocation — do not matter), else
+    /// it is a `Conflict`. The mode's kind (replicated, global, job) cannot
+    /// change.
     ///
     /// The update status is cleared, so the updater starts over: tasks whose
     /// template differs from the new spec are replaced as its `UpdateConfig`
@@ -128,29 +131,41 @@ impl Control {
                 "service mode change is not allowed".into(),
             ));
         }
-        let mut s = (*current).clone();
-        s.meta.version.index = version;
-        s.previous_spec = Some(s.spec.clone());
-        s.previous_spec_version = s.spec_version;
-        s.spec_version = Some(Version {
-            index: s.spec_version.map_or(1, |v| v.index + 1),
-        });
-        // An update paused by failures resumes when the service is updated
-        // again with the same task template: its remaining slots (none, if the
-        // failed ones recovered on their own) are updated and it completes.
-        let resumed = match s.update_status.as_ref().map(|u| u.state) {
-            Some(UpdateState::Paused) if spec.task == s.spec.task => Some(UpdateState::Updating),
-            Some(UpdateState::RollbackPaused) if spec.task == s.spec.task => {
-                Some(UpdateState::RollbackStarted)
-            }
-            _ => None,
-        };
-        s.spec = spec;
-        s.update_status = None;
+        // Read at or after the last spec change: what the swarm wrote into the
+        // service since (update or job status, endpoint allocation) is kept,
+        // not refused. A spec change since the read is out of sequence.
+        current.check_spec_read(version)?;
+        let id = current.id.clone();
+        drop(view);
         Ok(self
-            .store
-            .update(|tx| {
-                let mut s = s.clone();
+            .update_retrying(|tx| {
+                let current =
+                    tx.get::<Service>(&id)
+                        .ok_or_else(|| swarm_core::Error::NotFound {
+                            kind: Kind::Service,
+                            id: id.to_string(),
+                        })?;
+                current.check_spec_read(version)?;
+                let mut s = (*current).clone();
+                s.previous_spec = Some(s.spec.clone());
+                s.previous_spec_version = s.spec_version;
+                s.spec_version = Some(Version {
+                    index: s.spec_version.map_or(1, |v| v.index + 1),
+                });
+                // An update paused by failures resumes when the service is
+                // updated again with the same task template: its remaining slots
+                // (none, if the failed ones recovered on their own) are updated
+                // and it completes.
+                let resumed = match s.update_status.as_ref().map(|u| u.state) {
+                    Some(UpdateState::Paused) if spec.task == s.spec.task => {
+                        Some(UpdateState::Updating)
+                    }
+                    Some(UpdateState::RollbackPaused) if spec.task == s.spec.task => {
+                        Some(UpdateState::RollbackStarted)
+                    }
+                    _ => None,
+                };
+                s.spec = spec.clone();
                 s.update_status = resumed.map(|state| UpdateStatus {
                     state,
                     started_at: Some(tx.now()),

@@ -409,3 +409,78 @@ fn node_update_and_removal_rules() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[test]
+fn updates_read_before_the_swarms_own_writes_still_apply() {
+    let (c, ca) = control();
+    // A service read by a user; then the swarm writes its endpoint allocation
+    // and update status (no spec change).
+    let svc = block_on(c.create_service(spec("web", "nginx:1", 2))).unwrap();
+    let read = svc.meta.version.index;
+    block_on(c.store().update(|tx| {
+        let mut s = (*tx.get::<Service>(&svc.id).unwrap()).clone();
+        s.endpoint = Some(Endpoint {
+            virtual_ips: vec![VirtualIp {
+                network_id: Id::from("ingress"),
+                addr: "10.0.0.2/24".into(),
+            }],
+            ..Default::default()
+        });
+        s.update_status = Some(UpdateStatus {
+            state: UpdateState::Completed,
+            ..Default::default()
+        });
+        tx.update(s)
+    }))
+    .unwrap();
+    let mut new = svc.spec.clone();
+    new.task.container.image = "nginx:2".into();
+    let updated = block_on(c.update_service("web", read, new.clone())).unwrap();
+    assert_eq!(updated.spec.task.container.image, "nginx:2");
+    assert!(updated.endpoint.is_some(), "the allocation is kept");
+    assert!(updated.update_status.is_none(), "a new update starts over");
+    // The spec changed since that read: out of sequence, nothing changed.
+    new.task.container.image = "nginx:3".into();
+    let err = block_on(c.update_service("web", read, new.clone())).unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("update out of sequence"), "{err}");
+    assert_eq!(
+        c.inspect_service("web").unwrap().spec.task.container.image,
+        "nginx:2"
+    );
+    // A version that never was is refused too.
+    let future = updated.meta.version.index + 100;
+    assert!(matches!(
+        block_on(c.update_service("web", future, new)),
+        Err(Error::Conflict(_))
+    ));
+
+    // The cluster: settings read, then the join tokens rotate.
+    let cl = c.cluster().unwrap();
+    block_on(c.rotate_join_tokens(
+        Rotate {
+            worker: true,
+            manager: false,
+        },
+        &ca,
+    ))
+    .unwrap();
+    assert!(c.cluster().unwrap().meta.version.index > cl.meta.version.index);
+    let mut settings = cl.spec.clone();
+    settings.orchestration.task_history_retention_limit = 3;
+    let set = block_on(c.update_cluster(cl.meta.version.index, settings.clone())).unwrap();
+    assert_eq!(set.spec.orchestration.task_history_retention_limit, 3);
+    assert_ne!(
+        set.root_ca.join_tokens.worker, cl.root_ca.join_tokens.worker,
+        "the rotated token is kept"
+    );
+    // Unchanged settings from a read after the change: nothing to write.
+    let same = block_on(c.update_cluster(set.meta.version.index, settings.clone())).unwrap();
+    assert_eq!(same.meta.version.index, set.meta.version.index);
+    // From the read before the change: out of sequence.
+    settings.orchestration.task_history_retention_limit = 7;
+    assert!(matches!(
+        block_on(c.update_cluster(cl.meta.version.index, settings)),
+        Err(Error::Conflict(_))
+    ));
+}

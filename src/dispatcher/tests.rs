@@ -82,7 +82,7 @@ async fn a_worker_session_runs_assigned_tasks_and_reports_back() {
         .await
         .unwrap();
     let cfg = SessionConfig {
-        managers: vec![m.addr.clone()],
+        managers: vec![m.addr.clone()].into(),
         tls: client_config(&joined.ca, &joined.identity).unwrap(),
         description: NodeDescription {
             hostname: "worker-1".into(),

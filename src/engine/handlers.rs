@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bollard::models as dm;
 use serde_json::{Value, json};
+use swarm_core::StoreObject;
 use swarm_core::types::{NodeRole, Service, ServiceMode, TaskState};
 
 use super::convert::{self, ServiceCounts, strict};
@@ -426,9 +427,9 @@ async fn swarm_update(State(e): Shared, Query(q): Params, body: Bytes) -> ApiRes
     let d: dm::SwarmSpec = strict(&body)?;
     let cluster = control.cluster()?;
     let spec = convert::swarm_spec(d, &cluster.spec)?;
-    if spec != cluster.spec || version != cluster.meta.version.index {
-        control.update_cluster(version, spec).await?;
-    }
+    // Checks the version even when the settings are unchanged (then nothing
+    // is written).
+    control.update_cluster(version, spec).await?;
     let rotate = Rotate {
         worker: flag(&q, "rotateWorkerToken"),
         manager: flag(&q, "rotateManagerToken"),
@@ -584,7 +585,7 @@ async fn service_update(
         // The CLI sends the current spec along; the rollback uses the
         // previous one and the rollback config.
         let current = control.inspect_service(&id)?;
-        if current.meta.version.index != version {
+        if current.check_spec_read(version).is_err() {
             return Err(ApiError {
                 status: StatusCode::CONFLICT,
                 message: "update out of sequence".into(),

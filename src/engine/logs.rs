@@ -32,14 +32,37 @@ fn frame(stream: LogStream, payload: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// `tail=`: a count of lines, or `all` (also empty or negative, as docker
+/// takes them).
+fn tail(q: &std::collections::HashMap<String, String>) -> Result<Option<usize>, ApiError> {
+    let Some(v) = q.get("tail").map(|v| v.trim()) else {
+        return Ok(None);
+    };
+    if v.is_empty() || v.eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    match v.parse::<i64>() {
+        Ok(n) if n < 0 => Ok(None),
+        Ok(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Err(_) => Err(ApiError::bad_request(format!(
+            "invalid tail value {v:?}: a number of lines or \"all\""
+        ))),
+    }
+}
+
 /// The frames of one piece of output: a frame per line, each prefixed as
-/// asked (time the manager got it, then the task's details).
+/// asked (the time the task's node got it — the manager's receive time when
+/// the runtime keeps none — then the task's details).
 fn frames(l: &LogLine, service: &str, timestamps: bool, details: bool) -> Bytes {
     let mut out = BytesMut::new();
+    let time = l
+        .time
+        .unwrap_or_else(swarm_core::Timestamp::now)
+        .to_string();
     for line in l.data.split_inclusive(|b| *b == b'\n') {
         let mut p = Vec::with_capacity(line.len() + 128);
         if timestamps {
-            p.extend_from_slice(swarm_core::Timestamp::now().to_string().as_bytes());
+            p.extend_from_slice(time.as_bytes());
             p.push(b' ');
         }
         if details {
@@ -77,6 +100,7 @@ async fn stream_logs(
         ));
     }
     let (timestamps, details) = (flag(q, "timestamps"), flag(q, "details"));
+    let tail = tail(q)?;
     let services: std::collections::HashMap<_, _> = tasks
         .iter()
         .map(|t| (t.id.clone(), t.service_id.to_string()))
@@ -92,6 +116,7 @@ async fn stream_logs(
             follow: flag(q, "follow"),
             stdout,
             stderr,
+            tail,
         },
     );
     let body = lines.map(move |l| {
@@ -142,6 +167,7 @@ mod tests {
             node_id: "n1".into(),
             stream: LogStream::Stderr,
             data: Bytes::from_static(b"a\nbc\n"),
+            time: None,
         };
         let f = frames(&l, "s1", false, true);
         let first = b"com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1 a\n";
@@ -150,5 +176,34 @@ mod tests {
         let rest = &f[8 + first.len()..];
         assert_eq!(rest[0], 2);
         assert!(rest.ends_with(b" bc\n"));
+    }
+
+    #[test]
+    fn lines_carry_the_time_their_node_got_them() {
+        let at = swarm_core::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        let l = LogLine {
+            task_id: "t1".into(),
+            node_id: "n1".into(),
+            stream: LogStream::Stdout,
+            data: Bytes::from_static(b"x\n"),
+            time: Some(at),
+        };
+        let f = frames(&l, "s1", true, false);
+        assert_eq!(&f[8..], b"2023-11-14T22:13:20.000000005Z x\n");
+    }
+
+    #[test]
+    fn tail_takes_counts_and_all() {
+        let q = |v: &str| std::collections::HashMap::from([("tail".to_string(), v.to_string())]);
+        assert_eq!(tail(&Default::default()).unwrap(), None);
+        assert_eq!(tail(&q("all")).unwrap(), None);
+        assert_eq!(tail(&q("")).unwrap(), None);
+        assert_eq!(tail(&q("-1")).unwrap(), None);
+        assert_eq!(tail(&q("0")).unwrap(), Some(0));
+        assert_eq!(tail(&q("25")).unwrap(), Some(25));
+        assert!(tail(&q("ten")).is_err());
     }
 }

@@ -106,6 +106,79 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl std::str::FromStr for Timestamp {
+    type Err = crate::Error;
+
+    /// RFC 3339 (`2006-01-02T15:04:05.999999999Z`, or with a `+hh:mm`/`-hh:mm`
+    /// offset), the form Docker prints; the fraction is optional, up to 9 digits.
+    fn from_str(s: &str) -> Result<Timestamp, crate::Error> {
+        let bad = || crate::Error::InvalidArgument(format!("{s:?} is not an RFC 3339 time"));
+        let num = |r: std::ops::Range<usize>| -> Result<i64, crate::Error> {
+            let part = s.get(r).ok_or_else(bad)?;
+            if part.bytes().all(|b| b.is_ascii_digit()) {
+                part.parse().map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
+        };
+        let b = s.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+            return Err(bad());
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return Err(bad());
+        }
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+            return Err(bad());
+        }
+        let mut i = 19;
+        let mut nanos = 0u32;
+        if b[i] == b'.' {
+            let start = i + 1;
+            let mut end = start;
+            while end < b.len() && b[end].is_ascii_digit() {
+                end += 1;
+            }
+            if end == start || end - start > 9 {
+                return Err(bad());
+            }
+            nanos = num(start..end)? as u32 * 10u32.pow((9 - (end - start)) as u32);
+            i = end;
+        }
+        let offset = match &s[i..] {
+            "Z" | "z" => 0,
+            o if o.len() == 6
+                && matches!(o.as_bytes()[0], b'+' | b'-')
+                && o.as_bytes()[3] == b':' =>
+            {
+                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                let v = oh * 3600 + om * 60;
+                if o.starts_with('-') { -v } else { v }
+            }
+            _ => return Err(bad()),
+        };
+        let days = days_from_civil(y, mo as u32, d as u32);
+        Ok(Timestamp {
+            seconds: days * 86_400 + h * 3600 + mi * 60 + sec - offset,
+            nanos,
+        })
+    }
+}
+
+/// A (year, month, day) civil date to days since 1970-01-01 (the inverse of
+/// [`civil_from_days`]).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a (year, month, day) civil date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -188,6 +261,44 @@ mod tests {
             Timestamp::ZERO.to_string(),
             "1970-01-01T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn parses_rfc3339_back() {
+        for t in [
+            Timestamp::ZERO,
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            },
+            Timestamp {
+                seconds: 951_782_400, // 2000-02-29
+                nanos: 999_999_999,
+            },
+            Timestamp {
+                seconds: -86_401,
+                nanos: 0,
+            },
+        ] {
+            assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
+        }
+        let docker: Timestamp = "2023-11-14T22:13:20.5Z".parse().unwrap();
+        assert_eq!((docker.seconds, docker.nanos), (1_700_000_000, 500_000_000));
+        let offset: Timestamp = "2023-11-15T00:13:20+02:00".parse().unwrap();
+        assert_eq!((offset.seconds, offset.nanos), (1_700_000_000, 0));
+        for bad in [
+            "",
+            "yesterday",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20.1234567890Z",
+            "2023-11-14T22:1a:20Z",
+            "2023-11-14T22:13:20+0200",
+            "２023-11-14T22:13:20Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
     }
 
     #[test]

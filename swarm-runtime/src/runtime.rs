@@ -191,13 +191,17 @@ pub enum LogStream {
     Stderr,
 }
 
-/// A piece of a task's output.
+/// A piece of a task's output: one line (with its `\n`), or the part of a line
+/// written so far when the task wrote no newline yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogChunk {
     /// stdout or stderr.
     pub stream: LogStream,
-    /// The bytes, as written (not split into lines).
+    /// The bytes, as written.
     pub data: Bytes,
+    /// When the node got them from the task (its clock), when the runtime
+    /// keeps it.
+    pub time: Option<Timestamp>,
 }
 
 /// What [`Runtime::logs`] returns.
@@ -209,6 +213,9 @@ pub struct LogOptions {
     pub stdout: bool,
     /// Include stderr.
     pub stderr: bool,
+    /// Only the last N lines written so far (of the streams asked, together),
+    /// then what follows; `None` is everything.
+    pub tail: Option<usize>,
 }
 
 impl Default for LogOptions {
@@ -217,6 +224,7 @@ impl Default for LogOptions {
             follow: false,
             stdout: true,
             stderr: true,
+            tail: None,
         }
     }
 }

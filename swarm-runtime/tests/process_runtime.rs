@@ -208,7 +208,8 @@ async fn helper_start_task_and_exit() {
         return;
     };
     let rt = ProcessRuntime::new(dir).unwrap();
-    let t = task("crossproc", "sleep 300 & wait");
+    // It prints once this process (and its log relay) is gone.
+    let t = task("crossproc", "sleep 0.5; echo adopted; sleep 300 & wait");
     rt.prepare(&t).await.unwrap();
     rt.create(&t).await.unwrap();
     rt.start(&t.id).await.unwrap();
@@ -233,6 +234,21 @@ async fn adopts_tasks_of_another_process() {
     assert_eq!(listed[0].state, ContainerState::Running);
     let pid = listed[0].container.pid;
     assert!(pid > 0);
+
+    // What it wrote while no runtime relayed its output waited in its pipe;
+    // the new runtime stores it (with a time) and serves it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = rt.logs("crossproc", LogOptions::default()).await.unwrap();
+        if let Some(c) = s.next().await {
+            let c = c.unwrap();
+            assert_eq!(&c.data[..], b"adopted\n");
+            assert!(c.time.is_some());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no output relayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // It controls it; the exit code went with the old parent.
     rt.stop("crossproc", Some(Duration::from_secs(5)))

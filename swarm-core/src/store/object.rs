@@ -217,6 +217,36 @@ pub trait StoreObject:
     /// spec change).
     #[doc(hidden)]
     fn stamp(&mut self, _old: Option<&Self>, _index: u64) {}
+
+    /// The store version at which the object's spec last changed, for kinds
+    /// whose spec the store tracks apart from what the swarm writes into them
+    /// (nodes, services, the cluster); `None` for the others.
+    fn spec_index(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether a spec change its caller based on a read at store version
+    /// `read` may apply to this (current) object: the spec has not changed
+    /// since the read, and the read is not from the future. Writes that left
+    /// the spec alone (statuses, allocations) do not matter; for kinds without
+    /// a tracked spec, `read` must be the object's current version.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) (`update out of sequence`)
+    /// naming the version the spec is at.
+    fn check_spec_read(&self, read: u64) -> crate::Result<()> {
+        let current = self.meta().version.index;
+        let since = self.spec_index().unwrap_or(current);
+        if read < since || read > current {
+            return Err(crate::Error::Conflict {
+                kind: Self::KIND,
+                id: self.id().clone(),
+                read,
+                current: since,
+            });
+        }
+        Ok(())
+    }
 }
 
 macro_rules! store_object {
@@ -270,11 +300,40 @@ store_object!(
         if old.is_none_or(|o| o.spec != self.spec) {
             self.spec_version = index;
         }
+    },
+    fn spec_index(&self) -> Option<u64> {
+        Some(self.spec_version)
     }
 );
-store_object!(Service, services, true, |s| &s.spec.annotations.name);
+store_object!(
+    Service,
+    services,
+    true,
+    |s| &s.spec.annotations.name,
+    fn stamp(&mut self, old: Option<&Self>, index: u64) {
+        if old.is_none_or(|o| o.spec != self.spec || o.pending_delete != self.pending_delete) {
+            self.spec_index = index;
+        }
+    },
+    fn spec_index(&self) -> Option<u64> {
+        Some(self.spec_index)
+    }
+);
 store_object!(Task, tasks, false, |_t| "");
 store_object!(Network, networks, true, |n| &n.spec.annotations.name);
-store_object!(Cluster, clusters, true, |c| &c.spec.annotations.name);
+store_object!(
+    Cluster,
+    clusters,
+    true,
+    |c| &c.spec.annotations.name,
+    fn stamp(&mut self, old: Option<&Self>, index: u64) {
+        if old.is_none_or(|o| o.spec != self.spec) {
+            self.spec_index = index;
+        }
+    },
+    fn spec_index(&self) -> Option<u64> {
+        Some(self.spec_index)
+    }
+);
 store_object!(Secret, secrets, true, |s| &s.spec.annotations.name);
 store_object!(Config, configs, true, |c| &c.spec.annotations.name);

@@ -786,3 +786,81 @@ fn objects_roundtrip_through_json_with_docker_style_enums() {
     assert!("bogus".parse::<TaskState>().is_err());
     assert!(TaskState::Complete.is_terminal() && !TaskState::Running.is_terminal());
 }
+
+/// Applies `f` to the current copy of `id` and writes it.
+fn rewrite<T: StoreObject>(s: &Store, id: &str, f: impl Fn(&mut T)) -> Arc<T> {
+    s.update_local(|tx| {
+        let mut o = (*tx.get::<T>(id).expect("the object")).clone();
+        f(&mut o);
+        tx.update(o)
+    })
+    .unwrap()
+}
+
+#[test]
+fn spec_reads_survive_status_writes_but_not_spec_changes() {
+    let s = store();
+    seed(&s);
+    s.update_local(|tx| {
+        tx.create(Cluster {
+            id: Id::from("cl"),
+            spec: ClusterSpec {
+                annotations: Annotations::named(DEFAULT_CLUSTER_NAME),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    })
+    .unwrap();
+
+    // A service: created, read, then the swarm writes its status and endpoint.
+    let read = s.view().get::<Service>("svc-web").unwrap();
+    assert_eq!(
+        read.spec_index, read.meta.version.index,
+        "stamped at creation"
+    );
+    let at = read.meta.version.index;
+    let after = rewrite::<Service>(&s, "svc-web", |svc| {
+        svc.update_status = Some(UpdateStatus {
+            state: UpdateState::Completed,
+            ..Default::default()
+        });
+        svc.endpoint = Some(Endpoint::default());
+    });
+    assert!(after.meta.version.index > at);
+    assert_eq!(after.spec_index, at, "status writes keep the spec index");
+    after.check_spec_read(at).unwrap();
+    // A read from the future is refused.
+    assert!(after.check_spec_read(after.meta.version.index + 1).is_err());
+    // A spec change since the read: out of sequence.
+    let changed = rewrite::<Service>(&s, "svc-web", |svc| {
+        svc.spec.mode = ServiceMode::Replicated { replicas: 9 }
+    });
+    assert_eq!(changed.spec_index, changed.meta.version.index);
+    let err = changed.check_spec_read(at).unwrap_err();
+    assert!(err.to_string().contains("update out of sequence"), "{err}");
+    changed.check_spec_read(changed.spec_index).unwrap();
+    // A removal request counts as a change of what the user asked for.
+    let deleting = rewrite::<Service>(&s, "svc-web", |svc| svc.pending_delete = true);
+    assert!(deleting.check_spec_read(changed.spec_index).is_err());
+
+    // The cluster: token rotations and keys are not its settings.
+    let c = s.view().cluster().unwrap();
+    let at = c.meta.version.index;
+    let rotated = rewrite::<Cluster>(&s, "cl", |c| {
+        c.root_ca.join_tokens.worker = "SWMTKN-1-new".into();
+        c.encryption_key_lamport_clock += 1;
+    });
+    rotated.check_spec_read(at).unwrap();
+    let set = rewrite::<Cluster>(&s, "cl", |c| c.spec.raft.snapshot_interval += 1);
+    assert!(set.check_spec_read(at).is_err());
+    set.check_spec_read(set.meta.version.index).unwrap();
+
+    // Nodes already worked this way; a task tracks no spec: only its current
+    // version will do.
+    let n = rewrite::<Node>(&s, "node-a", |n| n.status.message = "up".into());
+    n.check_spec_read(n.spec_version).unwrap();
+    let t = s.view().get::<Task>("task-1").unwrap();
+    t.check_spec_read(t.meta.version.index).unwrap();
+    assert!(t.check_spec_read(t.meta.version.index - 1).is_err());
+}

@@ -222,4 +222,9 @@ pub struct Cluster {
     pub subnet_size: u32,
     /// The VXLAN data-path port (default 4789).
     pub vxlan_udp_port: u32,
+    /// The store version at which `spec` last changed, kept by the store: a
+    /// settings update read at this version or later loses nothing, whatever
+    /// the swarm wrote since (join tokens, keys, removed nodes' certificates).
+    #[serde(default)]
+    pub spec_index: u64,
 }

@@ -526,4 +526,11 @@ pub struct Service {
     pub job_status: Option<JobStatus>,
     /// Removal requested; waits for tasks to go.
     pub pending_delete: bool,
+    /// The store version at which `spec` (or `pending_delete`) last changed,
+    /// kept by the store, as [`Node::spec_version`](super::Node::spec_version)
+    /// is: a spec update read at this version or later loses nothing, whatever
+    /// the swarm wrote since (update or job status, endpoint allocation). Not
+    /// `spec_version`, the spec's own counter that tasks record.
+    #[serde(default)]
+    pub spec_index: u64,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use swarm_core::types::{Annotations, Task, TaskState};
-use swarm_core::{Id, SystemClock};
+use swarm_core::{Id, SystemClock, Timestamp};
 use tokio::sync::watch;
 
 use super::{Check, Harness};
@@ -238,6 +238,7 @@ impl Ctx<'_> {
     async fn logs(&mut self) -> Outcome {
         let script = "echo out1; echo err1 >&2; sleep 0.3; echo out2; echo err2 >&2";
         let task = self.task(script, Duration::from_secs(1));
+        let launched = Timestamp::now();
         self.launch(&task).await?;
         let (out, err) = self.output(&task.id, true).await?;
         ensure(out == "out1\nout2\n", || format!("followed stdout {out:?}"))?;
@@ -247,6 +248,29 @@ impl Ctx<'_> {
         let (out, err) = self.output(&task.id, false).await?;
         ensure(out == "out1\nout2\n" && err == "err1\nerr2\n", || {
             format!("logs after exit: {out:?} {err:?}")
+        })?;
+        // The last two lines of both streams together; times, where the
+        // runtime keeps them, lie between the launch and now.
+        let opts = LogOptions {
+            tail: Some(2),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = call("logs", self.runtime.logs(&task.id, opts).await)?
+            .collect()
+            .await;
+        let mut lines = Vec::new();
+        for c in chunks {
+            let c = call("log stream", c)?;
+            if let Some(t) = c.time {
+                ensure(launched <= t && t <= Timestamp::now(), || {
+                    format!("line time {t} outside the task's life")
+                })?;
+            }
+            lines.push(String::from_utf8_lossy(&c.data).into_owned());
+        }
+        lines.sort();
+        ensure(lines == ["err2\n", "out2\n"], || {
+            format!("tail 2: {lines:?}")
         })
     }
 

@@ -58,7 +58,8 @@ pub enum Check {
     StopWithinGrace,
     /// A task that ignores the stop signal is killed when the grace period ends.
     KillAfterGrace,
-    /// stdout and stderr, read after the exit and followed while running.
+    /// stdout and stderr, read after the exit and followed while running; the
+    /// last lines of both (`tail`); line times, where kept, within the task's life.
     Logs,
     /// A new runtime instance lists a running task and stops and removes it.
     Adopt,

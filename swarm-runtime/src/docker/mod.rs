@@ -13,6 +13,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use swarm_core::Id;
 use swarm_core::types::{ContainerStatus, Task};
@@ -407,7 +408,9 @@ impl Runtime for DockerRuntime {
             follow: options.follow,
             stdout: options.stdout,
             stderr: options.stderr,
-            tail: "all".into(),
+            // Docker prefixes each line with the time its daemon got it.
+            timestamps: true,
+            tail: options.tail.map_or_else(|| "all".into(), |n| n.to_string()),
             ..Default::default()
         };
         let task = task_id.to_string();
@@ -417,15 +420,11 @@ impl Runtime for DockerRuntime {
             .filter_map(move |item| {
                 let out = match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: LogStream::Stdout,
-                            data: message,
-                        }))
+                        Some(Ok(timed(LogStream::Stdout, message)))
                     }
-                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: LogStream::Stderr,
-                        data: message,
-                    })),
+                    Ok(LogOutput::StdErr { message }) => {
+                        Some(Ok(timed(LogStream::Stderr, message)))
+                    }
                     Ok(LogOutput::StdIn { .. }) => None,
                     Err(e) => Some(Err(task_err(&task, e))),
                 };
@@ -436,9 +435,49 @@ impl Runtime for DockerRuntime {
     }
 }
 
+/// A line docker sent with `timestamps`: its RFC 3339 time, a space, the
+/// output. A line without a time prefix is kept whole, with no time.
+fn timed(stream: LogStream, message: Bytes) -> LogChunk {
+    let time = message
+        .iter()
+        .position(|b| *b == b' ')
+        .and_then(|i| Some((i, std::str::from_utf8(&message[..i]).ok()?)))
+        .and_then(|(i, t)| Some((i, t.parse::<swarm_core::Timestamp>().ok()?)));
+    match time {
+        Some((i, t)) => LogChunk {
+            stream,
+            data: message.slice(i + 1..),
+            time: Some(t),
+        },
+        None => LogChunk {
+            stream,
+            data: message,
+            time: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_docker_line_times() {
+        let c = timed(
+            LogStream::Stderr,
+            Bytes::from_static(b"2023-11-14T22:13:20.000000005Z oops: a b\n"),
+        );
+        assert_eq!(&c.data[..], b"oops: a b\n");
+        assert_eq!(
+            c.time.map(|t| (t.seconds, t.nanos)),
+            Some((1_700_000_000, 5))
+        );
+        let plain = timed(LogStream::Stdout, Bytes::from_static(b"no time here\n"));
+        assert_eq!(
+            (&plain.data[..], plain.time),
+            (&b"no time here\n"[..], None)
+        );
+    }
 
     #[test]
     fn splits_image_references() {

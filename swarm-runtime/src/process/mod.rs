@@ -28,6 +28,8 @@ use store::{ProcState, Record, TaskDir};
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How often a task that is not this process's child is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(10);
+/// How long an exit waits for the task's output to be stored.
+const RELAY_DRAIN: Duration = Duration::from_secs(2);
 /// How long a killed task may take to be reaped before `stop` gives up.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,8 +43,12 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// - Each task leads its own process group; stop signals the whole group and, after
 ///   the grace period, kills it; when the task's main process exits, what is left of
 ///   its group is killed, so a removed task leaves no orphans.
-/// - stdout and stderr go to `stdout.log` and `stderr.log` in the task's directory
-///   under the state directory; [`Runtime::logs`] streams them.
+/// - stdout and stderr go through named pipes in the task's directory to a relay
+///   that stores each line with the time it was read in `stdout.log` and
+///   `stderr.log`; [`Runtime::logs`] streams them (merged by time, `tail`,
+///   `follow`). While no runtime relays (the agent restarting), a task's output
+///   waits in the pipe (64 KiB; then the task's writes block) until a new
+///   instance adopts the task and relays again.
 /// - Host-mode published ports are reported as the task's target ports: a process
 ///   shares the host's network, so it binds them itself.
 /// - The image is recorded (and reported by `inspect`) but not executed; `prepare`
@@ -70,6 +76,8 @@ struct Inner {
     /// node starting hundreds of tasks would otherwise get hundreds of threads
     /// contending for the same directory.
     io: tokio::sync::Semaphore,
+    /// Tasks whose output this instance relays to their log files.
+    relays: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Blocking operations (task creation, start, removal) one runtime runs at once.
@@ -101,6 +109,7 @@ impl ProcessRuntime {
                 dir,
                 known: Mutex::new(HashMap::new()),
                 io: tokio::sync::Semaphore::new(IO_PARALLELISM),
+                relays: Mutex::new(Default::default()),
             }),
         })
     }
@@ -138,6 +147,54 @@ impl ProcessRuntime {
 
     fn child(&self, task_id: &str) -> Option<Child> {
         self.known().get(task_id).and_then(|k| k.child.clone())
+    }
+
+    /// Starts relaying the task's output pipes to its log files, unless this
+    /// instance does already. Returns what ends when both pipes are drained
+    /// (`None` when this instance relays already, or the task has no pipes).
+    fn relay(&self, task_id: &str, td: &TaskDir) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        {
+            let mut relays = self.inner.relays.lock().unwrap_or_else(|e| e.into_inner());
+            if !relays.insert(task_id.to_string()) {
+                return Ok(None);
+            }
+        }
+        let forget = |me: &ProcessRuntime| {
+            me.inner
+                .relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(task_id);
+        };
+        let mut pipes = Vec::new();
+        if !td.pipe_paths().iter().all(|p| p.exists()) {
+            // Started by a runtime that had the task write its files itself:
+            // there is nothing to relay.
+            forget(self);
+            return Ok(None);
+        }
+        for (fifo, log) in td
+            .pipe_paths()
+            .into_iter()
+            .zip([td.stdout_path(), td.stderr_path()])
+        {
+            match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&fifo) {
+                Ok(p) => pipes.push((p, log)),
+                Err(e) => {
+                    forget(self);
+                    return Err(Error::io(format!("opening {}", fifo.display()), e));
+                }
+            }
+        }
+        let (me, task) = (self.clone(), task_id.to_string());
+        Ok(Some(tokio::spawn(async move {
+            futures::future::join_all(pipes.into_iter().map(|(p, log)| logs::relay(p, log))).await;
+            me.inner
+                .relays
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task);
+        })))
     }
 
     /// The task's record: from memory, else from its directory.
@@ -262,13 +319,6 @@ impl ProcessRuntime {
         if self.child(task_id).is_some() || td.read_state()?.is_some() {
             return Ok(());
         }
-        let open = |path: PathBuf| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))
-        };
         let (program, args) = record.argv.split_first().ok_or(Error::InvalidSpec {
             field: "container.command",
             reason: "empty".into(),
@@ -293,6 +343,26 @@ impl ProcessRuntime {
             rejected: false,
         };
         let resolved = sys::find_program(program, path, cwd).ok_or_else(not_found)?;
+        // The task holds its pipes open for reading too, so a write never meets
+        // a pipe without readers (SIGPIPE) while no relay runs.
+        let mut outputs = Vec::new();
+        for fifo in td.pipe_paths() {
+            match nix::unistd::mkfifo(
+                &fifo,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(Error::io(format!("creating {}", fifo.display()), e.into())),
+            }
+            outputs.push(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&fifo)
+                    .map_err(|e| Error::io(format!("opening {}", fifo.display()), e))?,
+            );
+        }
+        let (stdout, stderr) = (outputs.remove(0), outputs.remove(0));
         let mut cmd = tokio::process::Command::new(&resolved);
         cmd.arg0(program)
             .args(args)
@@ -301,8 +371,8 @@ impl ProcessRuntime {
             .envs(env.iter().copied())
             .current_dir(cwd)
             .stdin(Stdio::null())
-            .stdout(open(td.stdout_path())?)
-            .stderr(open(td.stderr_path())?)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0);
         if !record.user.is_empty() && Uid::effective().is_root() {
             let (uid, gid) = sys::resolve_user(&record.user)?;
@@ -318,6 +388,16 @@ impl ProcessRuntime {
             },
             rejected: false,
         })?;
+        // Our copies of the pipes' write ends close here: the relay sees the end
+        // of the output when the task's group has closed them.
+        drop(cmd);
+        let relay = match self.relay(task_id, &td) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(task = task_id, error = %e, "task output not relayed");
+                None
+            }
+        };
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start_ticks = sys::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
         let state = ProcState {
@@ -353,6 +433,12 @@ impl ProcessRuntime {
             // The rest of the group dies with the task. The leader is reaped, but its
             // pid cannot be reused while group members remain.
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            // The exit is recorded once the output is stored, so whoever sees
+            // the task exited reads all of it. A process that left the group
+            // and kept the pipes open does not hold the exit back for long.
+            if let Some(relay) = relay {
+                let _ = tokio::time::timeout(RELAY_DRAIN, relay).await;
+            }
             let mut done = state;
             let finished_at = Timestamp::now();
             done.exit_code = Some(code);
@@ -376,6 +462,10 @@ impl ProcessRuntime {
             Some(s) if s.exit_code.is_some() => (ContainerState::Exited, s.exit_code, 0),
             // A child of ours runs until it is reaped.
             Some(s) if ours || sys::is_alive(s.pid, s.start_ticks) => {
+                if !ours && let Err(e) = self.relay(task_id, td) {
+                    // An adopted task: its output waits in its pipes for us.
+                    tracing::warn!(task = task_id, error = %e, "task output not relayed");
+                }
                 (ContainerState::Running, None, s.pid)
             }
             Some(_) => (ContainerState::Exited, None, 0),

@@ -81,6 +81,11 @@ impl TaskDir {
         self.root.join("stderr.log")
     }
 
+    /// The named pipes the task writes its stdout and stderr into.
+    pub fn pipe_paths(&self) -> [PathBuf; 2] {
+        [self.root.join("stdout.pipe"), self.root.join("stderr.pipe")]
+    }
+
     pub fn exists(&self) -> bool {
         self.record_path().exists()
     }
