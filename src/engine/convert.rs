@@ -331,11 +331,17 @@ pub fn service_spec(d: dm::ServiceSpec) -> Result<ServiceSpec, ApiError> {
         });
     }
     if let Some(dns) = c.dns_config {
-        container.dns_config = Some(DnsConfig {
+        let dns = DnsConfig {
             nameservers: dns.nameservers.unwrap_or_default(),
             search: dns.search.unwrap_or_default(),
             options: dns.options.unwrap_or_default(),
-        });
+        };
+        // The CLI sends an empty DNSConfig on create and none on update (the
+        // JSON leaves an empty one out): both mean none, so an update that
+        // only changes the endpoint leaves the task template equal.
+        if dns != DnsConfig::default() {
+            container.dns_config = Some(dns);
+        }
     }
     let restart = match task.restart_policy {
         None => None,
