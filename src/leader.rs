@@ -43,7 +43,10 @@ impl LeaderLoops {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(orchestrate(store.clone(), clock, rx.clone())));
-        tasks.push(tokio::spawn(crate::allocator::run(store.clone(), rx.clone())));
+        tasks.push(tokio::spawn(crate::allocator::run(
+            store.clone(),
+            rx.clone(),
+        )));
         let driver = Driver::new(store, scheduler());
         let mut srx = rx;
         tasks.push(tokio::spawn(async move {

@@ -40,8 +40,8 @@ pub mod rpc;
 pub mod state;
 mod worker;
 
-pub use error::{Error, Result};
 pub use control::NetworkConfig;
+pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig, hostname};
 pub use node::Node;
 pub use worker::{Worker, WorkerConfig};

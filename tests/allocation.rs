@@ -116,12 +116,19 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     let c = managers[0].control().clone();
     let info = c.info(&Id::from("x"), "").unwrap();
     assert_eq!(
-        (info.default_address_pool.clone(), info.subnet_size, info.data_path_port),
+        (
+            info.default_address_pool.clone(),
+            info.subnet_size,
+            info.data_path_port
+        ),
         (vec!["10.20.0.0/16".to_string()], 26, 4800)
     );
     eventually("the ingress network allocated from the pool", || {
-        c.inspect_network("ingress")
-            .is_ok_and(|n| n.ipam.as_ref().is_some_and(|i| i.configs[0].subnet == "10.20.0.0/26"))
+        c.inspect_network("ingress").is_ok_and(|n| {
+            n.ipam
+                .as_ref()
+                .is_some_and(|i| i.configs[0].subnet == "10.20.0.0/26")
+        })
     })
     .await;
     let backend = c
@@ -142,7 +149,10 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     let ingress = c.inspect_network("ingress").unwrap();
     let vip_nets: Vec<&Id> = endpoint.virtual_ips.iter().map(|v| &v.network_id).collect();
     assert_eq!(vip_nets, [&backend.id, &ingress.id]);
-    assert_eq!(endpoint.virtual_ips[0].addr, "10.20.0.66/26", "backend: 10.20.0.64/26");
+    assert_eq!(
+        endpoint.virtual_ips[0].addr, "10.20.0.66/26",
+        "backend: 10.20.0.64/26"
+    );
     for t in wanted(&c, "web") {
         let nets: Vec<&Id> = t.networks.iter().map(|a| &a.network.id).collect();
         assert_eq!(nets, [&backend.id, &ingress.id]);
@@ -227,7 +237,10 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     .await;
     let api = c.inspect_service("api").unwrap();
     assert_eq!(api.endpoint.as_ref().unwrap().ports[0].published_port, 8080);
-    assert_eq!(api.endpoint.as_ref().unwrap().virtual_ips, endpoint.virtual_ips);
+    assert_eq!(
+        api.endpoint.as_ref().unwrap().virtual_ips,
+        endpoint.virtual_ips
+    );
     let new_addrs: BTreeSet<String> = wanted(&c, "api")
         .iter()
         .flat_map(|t| t.networks.iter().flat_map(|a| a.addresses.clone()))

@@ -660,7 +660,10 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
         "SubnetSize: 26",
         "Data Path Port: 4800",
     ] {
-        assert!(info.contains(line), "{line:?} missing from docker info:\n{info}");
+        assert!(
+            info.contains(line),
+            "{line:?} missing from docker info:\n{info}"
+        );
     }
     let (status, body) = http(&n1, "GET", "/v1.47/swarm", "");
     assert_eq!(status, 200, "{body}");
@@ -670,9 +673,20 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
             && body.contains(r#""DataPathPort":4800"#),
         "{body}"
     );
-    let nets = ok(&n1, &["network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"]);
+    let nets = ok(
+        &n1,
+        &[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ],
+    );
     assert!(nets.contains("ingress overlay swarm"), "{nets}");
-    let ingress_id = ok(&n1, &["network", "inspect", "ingress", "--format", "{{.ID}}"]);
+    let ingress_id = ok(
+        &n1,
+        &["network", "inspect", "ingress", "--format", "{{.ID}}"],
+    );
     let ingress_id = ingress_id.trim().to_string();
     let mut ipam = String::new();
     wait_until("the ingress subnet", || {
@@ -690,23 +704,43 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
     });
     ok(&n1, &["network", "create", "-d", "overlay", "backend"]);
     wait_until("the backend subnet", || {
-        ok(&n1, &["network", "inspect", "backend", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}"]).trim()
+        ok(
+            &n1,
+            &[
+                "network",
+                "inspect",
+                "backend",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ],
+        )
+        .trim()
             == "10.20.0.64/26"
     });
 
     ok(
         &n1,
         &[
-            "service", "create", "--detach", "--name", "web", "-p", "8080:80", "--network",
-            "backend", "busybox", "sleep", "600",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "--network",
+            "backend",
+            "busybox",
+            "sleep",
+            "600",
         ],
     );
     let web_id = ok(&n1, &["service", "inspect", "web", "--format", "{{.ID}}"]);
     let o = docker(
         &n1,
         &[
-            "service", "create", "--detach", "--name", "web2", "-p", "8080:80", "busybox",
-            "sleep", "600",
+            "service", "create", "--detach", "--name", "web2", "-p", "8080:80", "busybox", "sleep",
+            "600",
         ],
     );
     assert!(!o.status.success());
@@ -738,22 +772,48 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
     assert!(v.contains("=10.20.0.66/26"), "backend VIP: {v}");
     let ports = ok(
         &n1,
-        &["service", "inspect", "web", "--format", "{{json .Endpoint.Ports}}"],
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{json .Endpoint.Ports}}",
+        ],
     );
     assert!(ports.contains(r#""PublishedPort":8080"#), "{ports}");
 
     // publish-add: a picked port, and the task keeps running untouched.
     let before = ok(&n1, &["service", "ps", "-q", "web"]);
-    ok(&n1, &["service", "update", "--detach", "--publish-add", "90", "web"]);
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "90",
+            "web",
+        ],
+    );
     let mut ports = String::new();
     wait_until("the picked port", || {
         ports = ok(
             &n1,
-            &["service", "inspect", "web", "--format", "{{json .Endpoint.Ports}}"],
+            &[
+                "service",
+                "inspect",
+                "web",
+                "--format",
+                "{{json .Endpoint.Ports}}",
+            ],
         );
         ports.contains(r#""PublishedPort":30000"#)
     });
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(ok(&n1, &["service", "ps", "-q", "web"]), before, "no task restarted");
+    assert_eq!(
+        ok(&n1, &["service", "ps", "-q", "web"]),
+        before,
+        "no task restarted"
+    );
     assert_eq!(running_tasks(&n1, "web").len(), 1);
 }

@@ -32,9 +32,9 @@ use swarm_core::types::{Network, Service, Task, TaskState};
 use swarm_core::{Action, Filter, Id, Kind, Store, Tables, Tx};
 use tokio::sync::watch;
 
-pub(crate) use state::{check_network, check_ports};
 pub use state::{FIRST_VXLAN_ID, VXLAN_OPTION};
 use state::{Pools, holds_addresses, ingress_ports, vip_networks};
+pub(crate) use state::{check_network, check_ports};
 
 /// What a pass looks at.
 #[derive(Debug, Default)]
@@ -91,7 +91,9 @@ fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
 /// be allocated yet (their network or service is not ready).
 fn pass(pools: &mut Pools, tx: &mut Tx, work: &Work) -> swarm_core::Result<BTreeSet<Id>> {
     for id in &work.networks {
-        let Some(n) = tx.get::<Network>(id) else { continue };
+        let Some(n) = tx.get::<Network>(id) else {
+            continue;
+        };
         if n.ipam.is_some() || pools.network_allocated(id) {
             continue;
         }
@@ -111,7 +113,9 @@ fn pass(pools: &mut Pools, tx: &mut Tx, work: &Work) -> swarm_core::Result<BTree
         .filter(|n| pools.network_allocated(&n.id))
         .map(|n| n.id.clone());
     for id in &work.services {
-        let Some(s) = tx.get::<Service>(id) else { continue };
+        let Some(s) = tx.get::<Service>(id) else {
+            continue;
+        };
         let nets = match attached(tx, &s) {
             Ok(n) => n,
             Err(e) => {
@@ -153,7 +157,9 @@ fn pass(pools: &mut Pools, tx: &mut Tx, work: &Work) -> swarm_core::Result<BTree
     let ingress_net = ingress(tx);
     let mut blocked = BTreeSet::new();
     for id in &work.tasks {
-        let Some(t) = tx.get::<Task>(id) else { continue };
+        let Some(t) = tx.get::<Task>(id) else {
+            continue;
+        };
         if t.status.state != TaskState::New || t.desired_state > TaskState::Running {
             continue;
         }

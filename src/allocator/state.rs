@@ -59,7 +59,11 @@ fn subnet_pools(view: &Tables) -> SubnetPools {
     let default = || SubnetPools::new(&[DEFAULT_POOL.to_string()], 24).expect("valid default");
     match view.cluster() {
         Some(c) if !c.default_address_pool.is_empty() => {
-            let size = if c.subnet_size == 0 { 24 } else { c.subnet_size };
+            let size = if c.subnet_size == 0 {
+                24
+            } else {
+                c.subnet_size
+            };
             SubnetPools::new(&c.default_address_pool, size).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cluster address pools unusable; using 10.0.0.0/8");
                 default()
@@ -104,10 +108,16 @@ impl Pools {
             }
             p.service_vips.insert(s.id.clone(), vips);
             let mut ports = Vec::new();
-            for port in e.ports.iter().filter(|x| x.publish_mode == PublishMode::Ingress) {
+            for port in e
+                .ports
+                .iter()
+                .filter(|x| x.publish_mode == PublishMode::Ingress)
+            {
                 match p.ports.reserve(port.protocol, port.published_port, &s.id) {
                     Ok(()) => ports.push((port.protocol, port.published_port as u16)),
-                    Err(e) => tracing::error!(service = %s.id, error = %e, "published port in the store conflicts"),
+                    Err(e) => {
+                        tracing::error!(service = %s.id, error = %e, "published port in the store conflicts")
+                    }
                 }
             }
             p.service_ports.insert(s.id.clone(), ports);
@@ -141,7 +151,9 @@ impl Pools {
                     np.subnets.push(s);
                     np.pools.push(pool);
                 }
-                Err(e) => tracing::error!(network = %n.id, error = %e, "network subnet in the store unusable"),
+                Err(e) => {
+                    tracing::error!(network = %n.id, error = %e, "network subnet in the store unusable")
+                }
             }
         }
         if let Some(v) = n
@@ -297,7 +309,10 @@ impl Pools {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.map_or_else(|| format!("network {net} has no IPv4 subnet"), |e| e.to_string()))
+        Err(last.map_or_else(
+            || format!("network {net} has no IPv4 subnet"),
+            |e| e.to_string(),
+        ))
     }
 
     /// Takes a given (static) address on a network.
@@ -353,19 +368,18 @@ impl Pools {
         let mut taken: Vec<(Protocol, u16)> = Vec::new();
         let mut ports = Vec::new();
         // Ports this service picked itself last time, which it may keep.
-        let mut picked: Vec<(Protocol, u32, u16)> = old
-            .ports
-            .iter()
-            .filter(|q| {
-                q.publish_mode == PublishMode::Ingress
-                    && DYNAMIC_PORTS.contains(&(q.published_port as u16))
-                    && !old_spec
-                        .ports
-                        .iter()
-                        .any(|o| o.published_port == q.published_port && o.protocol == q.protocol)
-            })
-            .map(|q| (q.protocol, q.target_port, q.published_port as u16))
-            .collect();
+        let mut picked: Vec<(Protocol, u32, u16)> =
+            old.ports
+                .iter()
+                .filter(|q| {
+                    q.publish_mode == PublishMode::Ingress
+                        && DYNAMIC_PORTS.contains(&(q.published_port as u16))
+                        && !old_spec.ports.iter().any(|o| {
+                            o.published_port == q.published_port && o.protocol == q.protocol
+                        })
+                })
+                .map(|q| (q.protocol, q.target_port, q.published_port as u16))
+                .collect();
         let held_before: BTreeSet<(Protocol, u16)> = self
             .service_ports
             .get(&s.id)
@@ -402,7 +416,9 @@ impl Pools {
                     Err(e) => {
                         undo(self, &taken);
                         return Err(match e {
-                            IpamError::PortInUse { port, owner, .. } => port_in_use(port, &name_of(&owner), &owner),
+                            IpamError::PortInUse { port, owner, .. } => {
+                                port_in_use(port, &name_of(&owner), &owner)
+                            }
                             e => e.to_string(),
                         });
                     }
@@ -593,9 +609,16 @@ fn config_of(pool: &AddressPool, reserved: &BTreeMap<String, String>) -> IpamCon
 /// the cluster's pools, changing nothing: subnets parse and overlap no other
 /// network's, gateways and ranges lie inside, and a pool subnet is left when
 /// one is needed.
-pub(crate) fn check_network(view: &Tables, spec: &swarm_core::types::NetworkSpec) -> Result<(), IpamError> {
+pub(crate) fn check_network(
+    view: &Tables,
+    spec: &swarm_core::types::NetworkSpec,
+) -> Result<(), IpamError> {
     let mut pools = Pools::rebuild_subnets(view);
-    let configs = spec.ipam.as_ref().map(|i| i.configs.clone()).unwrap_or_default();
+    let configs = spec
+        .ipam
+        .as_ref()
+        .map(|i| i.configs.clone())
+        .unwrap_or_default();
     let v4: Vec<&IpamConfig> = configs
         .iter()
         .filter(|c| c.family != AddressFamily::Ipv6 && !c.subnet.contains(':'))
@@ -658,7 +681,11 @@ pub(crate) fn check_ports(
         }
     }
     let mut dynamic: BTreeMap<Protocol, usize> = BTreeMap::new();
-    for p in e.ports.iter().filter(|p| p.publish_mode == PublishMode::Ingress) {
+    for p in e
+        .ports
+        .iter()
+        .filter(|p| p.publish_mode == PublishMode::Ingress)
+    {
         if p.published_port == 0 {
             *dynamic.entry(p.protocol).or_default() += 1;
             continue;

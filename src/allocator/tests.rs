@@ -125,12 +125,16 @@ fn allocated(v: &View, name: &str) -> bool {
 async fn ingress_and_overlay_networks_get_subnets_and_vxlan_ids() {
     let (c, _stop, _h) = setup().await;
     eventually(c.store(), "ingress allocated", |v| {
-        v.list::<Network>().any(|n| n.spec.ingress && n.ipam.is_some())
+        v.list::<Network>()
+            .any(|n| n.spec.ingress && n.ipam.is_some())
     })
     .await;
     let ingress = c.inspect_network("ingress").unwrap();
     let cfg = &ingress.ipam.as_ref().unwrap().configs[0];
-    assert_eq!((cfg.subnet.as_str(), cfg.gateway.as_str()), ("10.0.0.0/24", "10.0.0.1"));
+    assert_eq!(
+        (cfg.subnet.as_str(), cfg.gateway.as_str()),
+        ("10.0.0.0/24", "10.0.0.1")
+    );
     assert_eq!(
         ingress.driver_state.as_ref().unwrap().options[VXLAN_OPTION],
         FIRST_VXLAN_ID.to_string()
@@ -190,7 +194,10 @@ async fn ingress_and_overlay_networks_get_subnets_and_vxlan_ids() {
         .await
         .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("192.168.50.0/25") && msg.contains("192.168.50.0/24"), "{msg}");
+    assert!(
+        msg.contains("192.168.50.0/25") && msg.contains("192.168.50.0/24"),
+        "{msg}"
+    );
     assert_eq!(c.list_networks().len(), 3);
     // a removed network's subnet and VXLAN ID are given again
     c.remove_network("backend").await.unwrap();
@@ -202,12 +209,16 @@ async fn ingress_and_overlay_networks_get_subnets_and_vxlan_ids() {
         .await
         .unwrap();
     eventually(c.store(), "again allocated", |v| {
-        v.get::<Network>(&again.id).is_some_and(|n| n.ipam.is_some())
+        v.get::<Network>(&again.id)
+            .is_some_and(|n| n.ipam.is_some())
     })
     .await;
     let a = c.inspect_network(&again.id).unwrap();
     assert_eq!(a.ipam.as_ref().unwrap().configs[0].subnet, "10.0.1.0/24");
-    assert_eq!(a.driver_state.as_ref().unwrap().options[VXLAN_OPTION], b_vxlan);
+    assert_eq!(
+        a.driver_state.as_ref().unwrap().options[VXLAN_OPTION],
+        b_vxlan
+    );
 }
 
 #[tokio::test]
@@ -243,9 +254,15 @@ async fn services_get_ports_and_vips_and_tasks_addresses() {
     let backend = c.inspect_network("backend").unwrap();
     let vip_nets: Vec<&Id> = e.virtual_ips.iter().map(|v| &v.network_id).collect();
     assert_eq!(vip_nets, [&backend.id, &ingress.id]);
-    assert!(e.virtual_ips.iter().all(|v| v.addr.ends_with(".2/24")), "{e:?}");
+    assert!(
+        e.virtual_ips.iter().all(|v| v.addr.ends_with(".2/24")),
+        "{e:?}"
+    );
     let db = c.inspect_service("db").unwrap();
-    assert!(db.endpoint.as_ref().unwrap().virtual_ips.is_empty(), "dnsrr: no VIP");
+    assert!(
+        db.endpoint.as_ref().unwrap().virtual_ips.is_empty(),
+        "dnsrr: no VIP"
+    );
 
     let ids = tasks(&c, "web", 3).await;
     eventually(c.store(), "tasks pending", |v| {
@@ -256,9 +273,16 @@ async fn services_get_ports_and_vips_and_tasks_addresses() {
     let view = c.store().view();
     for id in &ids {
         let t = view.get::<Task>(id).unwrap();
-        let nets: Vec<&str> = t.networks.iter().map(|a| a.network.spec.annotations.name.as_str()).collect();
+        let nets: Vec<&str> = t
+            .networks
+            .iter()
+            .map(|a| a.network.spec.annotations.name.as_str())
+            .collect();
         assert_eq!(nets, ["backend", "ingress"]);
-        assert!(t.networks[0].network.ipam.is_some(), "a copy of the allocated network");
+        assert!(
+            t.networks[0].network.ipam.is_some(),
+            "a copy of the allocated network"
+        );
         assert_eq!(t.endpoint.as_ref().unwrap().ports.len(), 2);
     }
     assert_unique(&view);
@@ -282,7 +306,9 @@ async fn services_get_ports_and_vips_and_tasks_addresses() {
 #[tokio::test]
 async fn publish_add_keeps_picked_ports_and_rm_frees_them() {
     let (c, _stop, _h) = setup().await;
-    c.create_service(web("web", vec![port(80, 0)], &[])).await.unwrap();
+    c.create_service(web("web", vec![port(80, 0)], &[]))
+        .await
+        .unwrap();
     eventually(c.store(), "web allocated", |v| allocated(v, "web")).await;
     let s = c.inspect_service("web").unwrap();
     assert_eq!(s.endpoint.as_ref().unwrap().ports[0].published_port, 30000);
@@ -291,7 +317,9 @@ async fn publish_add_keeps_picked_ports_and_rm_frees_them() {
     let mut spec = s.spec.clone();
     spec.endpoint.as_mut().unwrap().ports.push(port(81, 0));
     spec.endpoint.as_mut().unwrap().ports.push(port(82, 9000));
-    c.update_service("web", s.meta.version.index, spec).await.unwrap();
+    c.update_service("web", s.meta.version.index, spec)
+        .await
+        .unwrap();
     eventually(c.store(), "web reallocated", |v| {
         v.resolve::<Service>("web")
             .is_ok_and(|s| s.endpoint.as_ref().is_some_and(|e| e.ports.len() == 3))
@@ -305,42 +333,63 @@ async fn publish_add_keeps_picked_ports_and_rm_frees_them() {
     // publish-rm of the first: its port is free for the next service
     let mut spec = s.spec.clone();
     spec.endpoint.as_mut().unwrap().ports.remove(0);
-    c.update_service("web", s.meta.version.index, spec).await.unwrap();
+    c.update_service("web", s.meta.version.index, spec)
+        .await
+        .unwrap();
     eventually(c.store(), "port removed", |v| {
         v.resolve::<Service>("web")
             .is_ok_and(|s| s.endpoint.as_ref().is_some_and(|e| e.ports.len() == 2))
     })
     .await;
     let s = c.inspect_service("web").unwrap();
-    let published: Vec<u32> = s.endpoint.as_ref().unwrap().ports.iter().map(|p| p.published_port).collect();
+    let published: Vec<u32> = s
+        .endpoint
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .map(|p| p.published_port)
+        .collect();
     assert_eq!(published, [30001, 9000], "the other picked port is kept");
-    c.create_service(web("next", vec![port(80, 0)], &[])).await.unwrap();
+    c.create_service(web("next", vec![port(80, 0)], &[]))
+        .await
+        .unwrap();
     eventually(c.store(), "next allocated", |v| allocated(v, "next")).await;
     let n = c.inspect_service("next").unwrap();
     assert_eq!(n.endpoint.as_ref().unwrap().ports[0].published_port, 30000);
     // service rm: its ports and VIP go back to the pools
     c.remove_service("web").await.unwrap();
-    c.create_service(web("later", vec![port(80, 9000)], &[])).await.unwrap();
+    c.create_service(web("later", vec![port(80, 9000)], &[]))
+        .await
+        .unwrap();
     eventually(c.store(), "later allocated", |v| allocated(v, "later")).await;
     let l = c.inspect_service("later").unwrap();
     assert_eq!(l.endpoint.as_ref().unwrap().ports[0].published_port, 9000);
-    assert_eq!(l.endpoint.as_ref().unwrap().virtual_ips[0].addr, vip[0].addr);
+    assert_eq!(
+        l.endpoint.as_ref().unwrap().virtual_ips[0].addr,
+        vip[0].addr
+    );
 }
 
 #[tokio::test]
 async fn addresses_are_freed_when_tasks_go_or_end_unwanted_and_reused() {
     let (c, _stop, _h) = setup().await;
-    c.create_service(web("web", vec![port(80, 8080)], &[])).await.unwrap();
+    c.create_service(web("web", vec![port(80, 8080)], &[]))
+        .await
+        .unwrap();
     eventually(c.store(), "web allocated", |v| allocated(v, "web")).await;
     let ids = tasks(&c, "web", 2).await;
     let pending = |ids: Vec<Id>| {
         move |v: &View| {
-            ids.iter()
-                .all(|id| v.get::<Task>(id).is_some_and(|t| t.status.state == TaskState::Pending))
+            ids.iter().all(|id| {
+                v.get::<Task>(id)
+                    .is_some_and(|t| t.status.state == TaskState::Pending)
+            })
         }
     };
     eventually(c.store(), "pending", pending(ids.clone())).await;
-    let addr_of = |id: &Id| c.store().view().get::<Task>(id).unwrap().networks[0].addresses[0].clone();
+    let addr_of =
+        |id: &Id| c.store().view().get::<Task>(id).unwrap().networks[0].addresses[0].clone();
     let (a0, a1) = (addr_of(&ids[0]), addr_of(&ids[1]));
     assert_eq!(
         BTreeSet::from([a0.as_str(), a1.as_str()]),
@@ -379,7 +428,8 @@ async fn a_new_allocator_rebuilds_from_the_store_without_duplicates() {
     eventually(c.store(), "web allocated", |v| allocated(v, "web")).await;
     let first = tasks(&c, "web", 3).await;
     eventually(c.store(), "pending", |v| {
-        v.list::<Task>().all(|t| t.status.state == TaskState::Pending)
+        v.list::<Task>()
+            .all(|t| t.status.state == TaskState::Pending)
     })
     .await;
     let before = c.store().view();
@@ -393,7 +443,8 @@ async fn a_new_allocator_rebuilds_from_the_store_without_duplicates() {
     eventually(c.store(), "api allocated", |v| allocated(v, "api")).await;
     let second = tasks(&c, "web", 3).await;
     eventually(c.store(), "all pending", |v| {
-        v.list::<Task>().all(|t| t.status.state == TaskState::Pending)
+        v.list::<Task>()
+            .all(|t| t.status.state == TaskState::Pending)
     })
     .await;
     let after = c.store().view();
@@ -407,9 +458,15 @@ async fn a_new_allocator_rebuilds_from_the_store_without_duplicates() {
     assert_eq!(second.len(), 3);
     assert_unique(&after);
     let api = after.resolve::<Service>("api").unwrap();
-    assert_eq!(api.endpoint.as_ref().unwrap().ports[0].published_port, 30001);
+    assert_eq!(
+        api.endpoint.as_ref().unwrap().ports[0].published_port,
+        30001
+    );
     let web = after.resolve::<Service>("web").unwrap();
-    assert_eq!(web.endpoint, before.resolve::<Service>("web").unwrap().endpoint);
+    assert_eq!(
+        web.endpoint,
+        before.resolve::<Service>("web").unwrap().endpoint
+    );
 }
 
 #[tokio::test]
@@ -438,8 +495,15 @@ async fn a_port_conflict_that_slipped_in_leaves_the_service_unallocated() {
         v.resolve::<Service>("first").unwrap(),
         v.resolve::<Service>("second").unwrap(),
     );
-    assert!(f.endpoint.is_some() != s.endpoint.is_some(), "exactly one got 8080");
-    let loser = if f.endpoint.is_some() { "second" } else { "first" };
+    assert!(
+        f.endpoint.is_some() != s.endpoint.is_some(),
+        "exactly one got 8080"
+    );
+    let loser = if f.endpoint.is_some() {
+        "second"
+    } else {
+        "first"
+    };
     let ids = tasks(&c, loser, 1).await;
     let third = tasks(&c, "third", 1).await;
     eventually(c.store(), "third's task pending", |v| {
