@@ -21,6 +21,7 @@
 //! racing for a port) never stops the loop: the later service stays
 //! unallocated, its tasks NEW, and the error is logged.
 
+mod checks;
 mod state;
 
 use std::collections::BTreeSet;
@@ -32,9 +33,9 @@ use swarm_core::types::{Network, Service, Task, TaskState};
 use swarm_core::{Action, Filter, Id, Kind, Store, Tables, Tx};
 use tokio::sync::watch;
 
+pub(crate) use checks::{check_network, check_ports};
 pub use state::{FIRST_VXLAN_ID, VXLAN_OPTION};
 use state::{Pools, holds_addresses, ingress_ports, vip_networks};
-pub(crate) use state::{check_network, check_ports};
 
 /// What a pass looks at.
 #[derive(Debug, Default)]

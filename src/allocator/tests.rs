@@ -527,3 +527,54 @@ async fn exhausted_dynamic_ports_are_refused_at_create() {
     assert!(e.to_string().contains("30000-32767 for tcp"), "{e}");
     assert!(c.list_services(&Default::default()).is_empty());
 }
+
+#[tokio::test]
+async fn an_update_onto_a_taken_port_is_refused_with_nothing_changed() {
+    let (c, _stop, _h) = setup().await;
+    let web = c
+        .create_service(web("web", vec![port(80, 8080)], &[]))
+        .await
+        .unwrap();
+    c.create_service(web_spec_udp("dns")).await.unwrap();
+    eventually(c.store(), "both allocated", |v| {
+        allocated(v, "web") && allocated(v, "dns")
+    })
+    .await;
+    let dns = c.inspect_service("dns").unwrap();
+    let before = c.store().index();
+    let mut spec = dns.spec.clone();
+    spec.endpoint.as_mut().unwrap().ports.push(port(80, 8080));
+    let e = c
+        .update_service("dns", dns.meta.version.index, spec)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid argument: port '8080' is already in use by service 'web' ({}) as an ingress port",
+            web.id
+        )
+    );
+    assert_eq!(c.store().index(), before, "nothing written");
+    assert_eq!(c.inspect_service("dns").unwrap(), dns);
+    // the same number over udp is another port
+    let mut spec = dns.spec.clone();
+    spec.endpoint.as_mut().unwrap().ports = vec![PortConfig {
+        protocol: Protocol::Udp,
+        ..port(53, 8080)
+    }];
+    c.update_service("dns", dns.meta.version.index, spec)
+        .await
+        .unwrap();
+}
+
+fn web_spec_udp(name: &str) -> ServiceSpec {
+    web(
+        name,
+        vec![PortConfig {
+            protocol: Protocol::Udp,
+            ..port(53, 53)
+        }],
+        &[],
+    )
+}
