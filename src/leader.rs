@@ -1,5 +1,6 @@
 //! The loops only the raft leader runs: the orchestrator (replicated, global,
-//! jobs, restarts, reaper, rolling updates), the allocator (NEW → PENDING), and
+//! jobs, restarts, reaper, rolling updates), the [`allocator`](crate::allocator)
+//! (subnets, VIPs, ports, task addresses; NEW → PENDING), and
 //! the scheduler driver (PENDING → ASSIGNED). They start when this manager
 //! becomes leader and stop when it loses leadership; all their state is in the
 //! store, so a new leader picks up exactly where the old one stopped (the
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use swarm_core::types::{Node, Service, Task, TaskState};
+use swarm_core::types::{Node, Service, Task};
 use swarm_core::{Clock, Filter, Id, Kind, Store, Timestamp};
 use swarm_sched::{Driver, Scheduler};
 use tokio::sync::watch;
@@ -42,7 +43,10 @@ impl LeaderLoops {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(orchestrate(store.clone(), clock, rx.clone())));
-        tasks.push(tokio::spawn(allocate(store.clone(), rx.clone())));
+        tasks.push(tokio::spawn(crate::allocator::run(
+            store.clone(),
+            rx.clone(),
+        )));
         let driver = Driver::new(store, scheduler());
         let mut srx = rx;
         tasks.push(tokio::spawn(async move {
@@ -221,67 +225,6 @@ fn node_change_matters(c: &swarm_core::Change) -> bool {
                 .description
                 .as_ref()
                 .map(|d| (&d.platform, &d.engine.labels))
-}
-
-/// The allocator placeholder: moves NEW tasks that are wanted to PENDING, in
-/// batches (networks, VIPs and ports land with the networking issue).
-async fn allocate(store: Store, mut stop: watch::Receiver<bool>) {
-    let (view, mut watch) = store.view_and_watch(Filter::kinds([Kind::Task]));
-    let mut todo: BTreeSet<Id> = view
-        .list::<Task>()
-        .filter(|t| t.status.state == TaskState::New)
-        .map(|t| t.id.clone())
-        .collect();
-    drop(view);
-    loop {
-        if stopped(&stop) {
-            return;
-        }
-        if !todo.is_empty() {
-            let ids: Vec<Id> = std::mem::take(&mut todo).into_iter().collect();
-            let r = store
-                .update(|tx| {
-                    for id in &ids {
-                        let Some(t) = tx.get::<Task>(id) else {
-                            continue;
-                        };
-                        if t.status.state != TaskState::New || t.desired_state > TaskState::Running
-                        {
-                            continue;
-                        }
-                        let mut t = (*t).clone();
-                        t.status.state = TaskState::Pending;
-                        t.status.message = "pending task scheduling".into();
-                        t.status.timestamp = tx.now();
-                        tx.update(t)?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "allocation not committed; retrying");
-                todo.extend(ids);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        }
-        tokio::select! {
-            e = watch.next() => {
-                let Some(events) = with_queued(e, &mut watch) else { return };
-                for e in events {
-                    for c in &e.changes {
-                        if let Some(t) = c.object.downcast::<Task>()
-                            && c.action != swarm_core::Action::Remove
-                            && t.status.state == TaskState::New
-                        {
-                            todo.insert(t.id.clone());
-                        }
-                    }
-                }
-            }
-            _ = stop.changed() => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod allocator;
 pub mod ca;
 pub mod control;
 pub mod dispatcher;
@@ -40,6 +41,7 @@ pub mod rpc;
 pub mod state;
 mod worker;
 
+pub use control::NetworkConfig;
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerConfig, hostname};
 pub use node::Node;

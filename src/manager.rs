@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::agent::Agent;
 use crate::agent::session::{SessionConfig, run as run_session};
 use crate::ca::{NodeIdentity, RootCa, client_config, cluster_server_config};
-use crate::control::Control;
+use crate::control::{Control, NetworkConfig};
 use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
 use crate::leader::{LeaderLoops, SchedulerFactory};
@@ -56,6 +56,8 @@ pub struct ManagerConfig {
     /// The node's routing mesh (`None`, the default: published ports are not
     /// answered on this node; swarmd turns it on).
     pub routing_mesh: Option<crate::ingress::RoutingMeshConfig>,
+    /// Address pools, subnet size and data-path port of a new swarm (`init`).
+    pub network: NetworkConfig,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -85,6 +87,7 @@ impl ManagerConfig {
             cluster_spec: ClusterSpec::default(),
             tick_interval: Duration::from_millis(100),
             routing_mesh: None,
+            network: NetworkConfig::default(),
         }
     }
 
@@ -121,6 +124,13 @@ impl ManagerConfig {
     /// Settings for a new swarm.
     pub fn cluster_spec(mut self, spec: ClusterSpec) -> Self {
         self.cluster_spec = spec;
+        self
+    }
+
+    /// Network settings for a new swarm (address pools, subnet size,
+    /// data-path port).
+    pub fn network(mut self, network: NetworkConfig) -> Self {
+        self.network = network;
         self
     }
 
@@ -335,6 +345,7 @@ impl Manager {
             }
             return Manager::run(cfg, dir, node, identity, ca, Mode::Restart).await;
         }
+        cfg.network.checked()?;
         let ca = RootCa::generate()?;
         let cluster_id = Id::generate();
         let node_id = Id::generate();
@@ -474,7 +485,12 @@ impl Manager {
         let control = Control::new(store.clone());
         if let Mode::Init = mode {
             control
-                .init_cluster_as(node.cluster_id.clone(), cfg.cluster_spec.clone(), &ca)
+                .init_cluster_with(
+                    node.cluster_id.clone(),
+                    cfg.cluster_spec.clone(),
+                    &ca,
+                    &cfg.network,
+                )
                 .await?;
             let me = Node {
                 id: node.node_id.clone(),

@@ -190,6 +190,15 @@ pub fn describe(hostname: &str) -> swarm_core::types::NodeDescription {
         },
         engine: EngineDescription {
             engine_version: format!("swarm-{}", env!("CARGO_PKG_VERSION")),
+            // The network drivers every node serves (the allocator writes the
+            // driver into each network's state; the scheduler checks for it).
+            plugins: ["bridge", "host", "null", "overlay"]
+                .into_iter()
+                .map(|name| PluginDescription {
+                    r#type: "Network".into(),
+                    name: name.into(),
+                })
+                .collect(),
             ..Default::default()
         },
         tls_root_ca: Vec::new(),

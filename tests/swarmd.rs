@@ -814,7 +814,7 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
             "service",
             "inspect",
             "--format",
-            "{{json .Spec.EndpointSpec.Ports}}",
+            "{{json .Endpoint.Ports}}",
             "my-web",
         ],
     );
@@ -1202,4 +1202,190 @@ fn updates_from_a_read_before_the_swarms_own_writes_still_apply() {
     assert_eq!(limit.trim(), "3");
     let (status, body) = http(&n1, "POST", &path, &spec);
     assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let n1 = start("127.0.0.25", "node1");
+    ok(
+        &n1,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.25",
+            "--default-addr-pool",
+            "10.20.0.0/16",
+            "--default-addr-pool-mask-length",
+            "26",
+            "--data-path-port",
+            "4800",
+        ],
+    );
+    let info = ok(&n1, &["info"]);
+    for line in [
+        "Default Address Pool: 10.20.0.0/16",
+        "SubnetSize: 26",
+        "Data Path Port: 4800",
+    ] {
+        assert!(
+            info.contains(line),
+            "{line:?} missing from docker info:\n{info}"
+        );
+    }
+    let (status, body) = http(&n1, "GET", "/v1.47/swarm", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""DefaultAddrPool":["10.20.0.0/16"]"#)
+            && body.contains(r#""SubnetSize":26"#)
+            && body.contains(r#""DataPathPort":4800"#),
+        "{body}"
+    );
+    let nets = ok(
+        &n1,
+        &[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ],
+    );
+    assert!(nets.contains("ingress overlay swarm"), "{nets}");
+    let ingress_id = ok(
+        &n1,
+        &["network", "inspect", "ingress", "--format", "{{.ID}}"],
+    );
+    let ingress_id = ingress_id.trim().to_string();
+    let mut ipam = String::new();
+    wait_until("the ingress subnet", || {
+        ipam = ok(
+            &n1,
+            &[
+                "network",
+                "inspect",
+                "ingress",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{index .Options \"com.docker.network.driver.overlay.vxlanid_list\"}}",
+            ],
+        );
+        ipam.trim() == "10.20.0.0/26 10.20.0.1 4096"
+    });
+    ok(&n1, &["network", "create", "-d", "overlay", "backend"]);
+    wait_until("the backend subnet", || {
+        ok(
+            &n1,
+            &[
+                "network",
+                "inspect",
+                "backend",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ],
+        )
+        .trim()
+            == "10.20.0.64/26"
+    });
+
+    ok(
+        &n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "--network",
+            "backend",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    let web_id = ok(&n1, &["service", "inspect", "web", "--format", "{{.ID}}"]);
+    let o = docker(
+        &n1,
+        &[
+            "service", "create", "--detach", "--name", "web2", "-p", "8080:80", "busybox", "sleep",
+            "600",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "port '8080' is already in use by service 'web' ({}) as an ingress port",
+            web_id.trim()
+        )),
+        "{err}"
+    );
+    assert!(!ok(&n1, &["service", "ls", "--format", "{{.Name}}"]).contains("web2"));
+
+    wait_until("web running", || running_tasks(&n1, "web").len() == 1);
+    let vips = |name: &str| {
+        ok(
+            &n1,
+            &[
+                "service",
+                "inspect",
+                name,
+                "--format",
+                "{{range .Endpoint.VirtualIPs}}{{.NetworkID}}={{.Addr}} {{end}}",
+            ],
+        )
+    };
+    let v = vips("web");
+    assert!(v.contains(&format!("{ingress_id}=10.20.0.")), "{v}");
+    assert!(v.contains("=10.20.0.66/26"), "backend VIP: {v}");
+    let ports = ok(
+        &n1,
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{json .Endpoint.Ports}}",
+        ],
+    );
+    assert!(ports.contains(r#""PublishedPort":8080"#), "{ports}");
+
+    // publish-add: a picked port, and the task keeps running untouched.
+    let before = ok(&n1, &["service", "ps", "-q", "web"]);
+    ok(
+        &n1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "90",
+            "web",
+        ],
+    );
+    let mut ports = String::new();
+    wait_until("the picked port", || {
+        ports = ok(
+            &n1,
+            &[
+                "service",
+                "inspect",
+                "web",
+                "--format",
+                "{{json .Endpoint.Ports}}",
+            ],
+        );
+        ports.contains(r#""PublishedPort":30000"#)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        ok(&n1, &["service", "ps", "-q", "web"]),
+        before,
+        "no task restarted"
+    );
+    assert_eq!(running_tasks(&n1, "web").len(), 1);
 }

@@ -15,7 +15,8 @@ pub use services::{ServiceFilter, TaskFilter};
 pub use validate::{validate_name, validate_service_spec};
 
 use swarm_core::types::{
-    Annotations, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, JoinTokens, RootCa as RootCaObject,
+    Annotations, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, JoinTokens, Network, NetworkSpec,
+    RootCa as RootCaObject,
 };
 use swarm_core::{Id, Store, StoreObject};
 
@@ -26,6 +27,55 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Control {
     store: Store,
+}
+
+/// The network settings of a new swarm: where overlay subnets come from and
+/// the VXLAN port (`docker swarm init --default-addr-pool
+/// --default-addr-pool-mask-length --data-path-port`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Pools overlay subnets are cut from, CIDR (default `10.0.0.0/8`).
+    pub default_addr_pool: Vec<String>,
+    /// Prefix length of each subnet cut from them (default 24).
+    pub subnet_size: u32,
+    /// The VXLAN data-path port, 1024–49151 (default 4789; 0 means 4789).
+    pub data_path_port: u32,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> NetworkConfig {
+        NetworkConfig {
+            default_addr_pool: vec!["10.0.0.0/8".into()],
+            subnet_size: 24,
+            data_path_port: 4789,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The settings with defaults filled in (no pool: 10.0.0.0/8; size 0: 24;
+    /// port 0: 4789), or `InvalidArgument` naming what is wrong.
+    pub fn checked(&self) -> Result<NetworkConfig> {
+        let mut c = self.clone();
+        if c.default_addr_pool.is_empty() {
+            c.default_addr_pool = NetworkConfig::default().default_addr_pool;
+        }
+        if c.subnet_size == 0 {
+            c.subnet_size = 24;
+        }
+        if c.data_path_port == 0 {
+            c.data_path_port = 4789;
+        }
+        if !(1024..=49151).contains(&c.data_path_port) {
+            return Err(Error::InvalidArgument(format!(
+                "data path port {} is out of the range 1024-49151",
+                c.data_path_port
+            )));
+        }
+        swarm_net::ipam::SubnetPools::new(&c.default_addr_pool, c.subnet_size)
+            .map_err(|e| Error::InvalidArgument(format!("default address pool: {e}")))?;
+        Ok(c)
+    }
 }
 
 /// Which join tokens to rotate.
@@ -50,6 +100,7 @@ impl Control {
 
     /// Creates the cluster object (`docker swarm init`): ID, settings, the root CA
     /// and fresh worker and manager join tokens. Fails if a swarm exists.
+    /// The ingress network is created with it, with the default address pools.
     pub async fn init_cluster(&self, spec: ClusterSpec, ca: &RootCa) -> Result<Arc<Cluster>> {
         self.init_cluster_as(Id::generate(), spec, ca).await
     }
@@ -59,9 +110,27 @@ impl Control {
     pub async fn init_cluster_as(
         &self,
         id: Id,
-        mut spec: ClusterSpec,
+        spec: ClusterSpec,
         ca: &RootCa,
     ) -> Result<Arc<Cluster>> {
+        self.init_cluster_with(id, spec, ca, &NetworkConfig::default())
+            .await
+    }
+
+    /// [`init_cluster_as`](Control::init_cluster_as) with the swarm's address
+    /// pools, subnet size and data-path port (`docker swarm init
+    /// --default-addr-pool --default-addr-pool-mask-length --data-path-port`),
+    /// checked first. The ingress network (`ingress`, overlay) is created in the
+    /// same transaction; the allocator gives it the first subnet of the pools
+    /// (10.0.0.0/24 by default).
+    pub async fn init_cluster_with(
+        &self,
+        id: Id,
+        mut spec: ClusterSpec,
+        ca: &RootCa,
+        network: &NetworkConfig,
+    ) -> Result<Arc<Cluster>> {
+        let network = network.checked()?;
         spec.annotations = Annotations {
             name: DEFAULT_CLUSTER_NAME.into(),
             ..spec.annotations
@@ -79,9 +148,24 @@ impl Control {
                 },
                 ..Default::default()
             },
-            default_address_pool: vec!["10.0.0.0/8".into()],
-            subnet_size: 24,
-            vxlan_udp_port: 4789,
+            default_address_pool: network.default_addr_pool.clone(),
+            subnet_size: network.subnet_size,
+            vxlan_udp_port: network.data_path_port,
+            ..Default::default()
+        };
+        let ingress = Network {
+            spec: NetworkSpec {
+                annotations: Annotations {
+                    name: "ingress".into(),
+                    labels: [("com.docker.swarm.internal".to_string(), "true".to_string())].into(),
+                },
+                driver_config: swarm_core::types::Driver {
+                    name: "overlay".into(),
+                    options: Default::default(),
+                },
+                ingress: true,
+                ..Default::default()
+            },
             ..Default::default()
         };
         self.store
@@ -91,7 +175,11 @@ impl Control {
                         "this node is already part of a swarm".into(),
                     ));
                 }
-                tx.create(cluster)
+                let c = tx.create(cluster)?;
+                if !tx.list::<Network>().any(|n| n.spec.ingress) {
+                    tx.create(ingress)?;
+                }
+                Ok(c)
             })
             .await
             .map_err(|e| match e {

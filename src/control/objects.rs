@@ -82,6 +82,8 @@ impl Control {
                 i.spec.annotations.name, i.id
             )));
         }
+        crate::allocator::check_network(&self.store.view(), &spec)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let network = Network {
             spec,
             ..Default::default()

@@ -42,7 +42,10 @@ impl Control {
     /// Creates a service (`docker service create`). The spec is validated and the
     /// name must be free.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<Arc<Service>> {
-        validate_service_spec(&self.store.view(), &spec)?;
+        let view = self.store.view();
+        validate_service_spec(&view, &spec)?;
+        crate::allocator::check_ports(&view, &spec, None).map_err(Error::InvalidArgument)?;
+        drop(view);
         let is_job = spec.mode.is_job();
         let service = Service {
             spec,
@@ -126,6 +129,8 @@ impl Control {
         let view = self.store.view();
         let current = view.resolve::<Service>(id_or_name)?;
         validate_service_spec(&view, &spec)?;
+        crate::allocator::check_ports(&view, &spec, Some(&current.id))
+            .map_err(Error::InvalidArgument)?;
         if std::mem::discriminant(&current.spec.mode) != std::mem::discriminant(&spec.mode) {
             return Err(Error::InvalidArgument(
                 "service mode change is not allowed".into(),

@@ -212,7 +212,11 @@ pub fn node_json(n: &Node) -> Value {
             "Hostname": d.hostname,
             "Platform": {"Architecture": d.platform.architecture, "OS": d.platform.os},
             "Resources": {"NanoCPUs": d.resources.nano_cpus, "MemoryBytes": d.resources.memory_bytes},
-            "Engine": {"EngineVersion": d.engine.engine_version, "Labels": d.engine.labels, "Plugins": []},
+            "Engine": {
+                "EngineVersion": d.engine.engine_version,
+                "Labels": d.engine.labels,
+                "Plugins": d.engine.plugins.iter().map(|p| json!({"Type": p.r#type, "Name": p.name})).collect::<Vec<_>>(),
+            },
             "TLSInfo": {},
         },
         "Status": {

@@ -327,7 +327,15 @@ async fn swarm_init(State(e): Shared, body: Bytes) -> ApiResult {
     }
     let spec = convert::swarm_spec(req.spec.unwrap_or_default(), &Default::default())?;
     let (listen, advertise) = addresses(&e.cfg, req.listen_addr, req.advertise_addr)?;
-    let cfg = manager_config(&e.cfg, listen.clone(), advertise.clone()).cluster_spec(spec);
+    let network = crate::NetworkConfig {
+        default_addr_pool: req.default_addr_pool.unwrap_or_default(),
+        subnet_size: req.subnet_size.unwrap_or_default(),
+        data_path_port: req.data_path_port.unwrap_or_default(),
+    }
+    .checked()?;
+    let cfg = manager_config(&e.cfg, listen.clone(), advertise.clone())
+        .cluster_spec(spec)
+        .network(network);
     let n = Node::start(cfg).await?;
     let listen = listen.or(n.manager_addr().await);
     SavedAddrs {

@@ -106,6 +106,10 @@ fn network_json(n: &Network) -> Value {
         .clone()
         .or_else(|| n.spec.ipam.clone())
         .unwrap_or_default();
+    let mut options = n.spec.driver_config.options.clone();
+    if let Some(d) = &n.driver_state {
+        options.extend(d.options.clone());
+    }
     json!({
         "Name": n.spec.annotations.name,
         "Id": n.id.as_str(),
@@ -130,7 +134,7 @@ fn network_json(n: &Network) -> Value {
         "ConfigFrom": {"Network": n.spec.config_from},
         "ConfigOnly": false,
         "Containers": {},
-        "Options": n.spec.driver_config.options,
+        "Options": options,
         "Labels": n.spec.annotations.labels,
     })
 }

@@ -1,6 +1,21 @@
-//! Networking for Swarm: the ingress routing mesh ([`mesh`]) and the embedded
-//! DNS resolver for service discovery ([`dns`]); IPAM and overlay networks land
-//! with the rest of the swarm-net issue.
+//! Networking for Swarm: IPAM ([`ipam`]), the ingress routing mesh ([`mesh`])
+//! and the embedded DNS resolver for service discovery ([`dns`]).
+//!
+//! [`ipam`] is the address bookkeeping the leader's allocator keeps: subnets
+//! cut from the cluster's default address pools (or given by the user),
+//! addresses inside a subnet, and published ports. It is pure (no I/O):
+//!
+//! ```
+//! use swarm_net::ipam::{AddressPool, SubnetPools};
+//!
+//! let mut pools = SubnetPools::new(&["10.0.0.0/8".to_string()], 24)?;
+//! let ingress = pools.allocate()?;
+//! assert_eq!(ingress.to_string(), "10.0.0.0/24");
+//! let mut addrs = AddressPool::new(ingress, None, None)?;
+//! assert_eq!(addrs.gateway().to_string(), "10.0.0.1");
+//! assert_eq!(addrs.allocate()?.to_string(), "10.0.0.2");
+//! # Ok::<(), swarm_net::ipam::IpamError>(())
+//! ```
 //!
 //! The routing mesh ([`mesh`]) makes every node answer every published port
 //! and balances the connections over the service's tasks on any node:
@@ -29,4 +44,5 @@
 #![deny(missing_docs)]
 
 pub mod dns;
+pub mod ipam;
 pub mod mesh;
