@@ -30,3 +30,4 @@
 
 pub mod dns;
 pub mod mesh;
+pub mod overlay;
