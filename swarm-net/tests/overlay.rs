@@ -107,16 +107,21 @@ struct Attached {
     mac: MacAddr,
 }
 
+/// What the test's main thread asks a host for once its task is attached.
+enum Cmd {
+    SetPeers(Vec<Peer>),
+    Detach,
+}
+
 /// One host's end of the conversation with the test's main thread.
 struct HostLinks {
     attached: mpsc::Sender<Result<Attached, String>>,
-    peers: mpsc::Receiver<Vec<Peer>>,
-    peers_set: mpsc::Sender<Result<(), String>>,
-    done: mpsc::Receiver<()>,
+    commands: mpsc::Receiver<Cmd>,
+    replies: mpsc::Sender<Result<(), String>>,
 }
 
 /// Runs one host: an overlay in the host's namespace, network, task namespace, attach;
-/// then waits for the peers, sets them, and waits for the end to clean up.
+/// then runs the commands of the main thread and, once it hangs up, cleans up.
 fn run_host(
     host_ns: PathBuf,
     dir: PathBuf,
@@ -126,9 +131,8 @@ fn run_host(
 ) -> Result<(), String> {
     let HostLinks {
         attached,
-        peers,
-        peers_set,
-        done,
+        commands,
+        replies,
     } = links;
     enter(&host_ns);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -174,15 +178,16 @@ fn run_host(
         }
         .await
         .map_err(|e| e.to_string());
-        let ok = setup.is_ok();
+        let task_netns = setup.as_ref().map(|a| a.task_netns.clone()).ok();
         let _ = attached.send(setup);
-        if ok && let Ok(peers) = peers.recv() {
-            let set = overlay
-                .set_peers(NET, &peers)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = peers_set.send(set);
-            let _ = done.recv();
+        if let Some(task_netns) = task_netns {
+            while let Ok(cmd) = commands.recv() {
+                let done = match cmd {
+                    Cmd::SetPeers(peers) => overlay.set_peers(NET, &peers).await,
+                    Cmd::Detach => overlay.detach(NET, &task_netns, "eth0").await,
+                };
+                let _ = replies.send(done.map_err(|e| e.to_string()));
+            }
         }
         let removed = overlay.remove_network(NET).await;
         let task_removed = overlay.remove_task_netns("task");
@@ -190,6 +195,21 @@ fn run_host(
         task_removed.map_err(|e| e.to_string())?;
         Ok(())
     })
+}
+
+/// Runs a command in the network namespace at `ns`; its standard output.
+fn run_in(ns: &Path, args: &[&str]) -> String {
+    let ns = ns.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        enter(&ns);
+        // A child starts in the namespace of the thread that forks it.
+        let out = Command::new(&args[0]).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 /// Reads the transmitted bytes of `dev` from /proc/net/dev of the namespace at `ns`.
@@ -216,6 +236,18 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         Ok(hosts) => hosts,
         Err(reason) => {
             println!("skipped: cannot simulate two hosts ({reason}); needs root, ip and vxlan");
+            if !nix::unistd::geteuid().is_root() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let refused = rt.block_on(Overlay::new(OverlayConfig::new(
+                    "192.0.2.1".parse().unwrap(),
+                )));
+                match refused {
+                    Err(OverlayError::NotPermitted(m)) => assert!(m.contains("root"), "{m}"),
+                    other => panic!("not root, yet {other:?}"),
+                }
+            }
             return;
         }
     };
@@ -225,31 +257,27 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
     ];
     let task_ips = ["10.0.9.2", "10.0.9.3"];
     let mut attached = Vec::new();
-    let mut peer_txs = Vec::new();
-    let mut done_txs = Vec::new();
-    let mut set_rxs = Vec::new();
+    let mut cmd_txs = Vec::new();
+    let mut reply_rxs = Vec::new();
     let mut threads = Vec::new();
     for (i, task) in ["10.0.9.2/24", "10.0.9.3/24"].into_iter().enumerate() {
         let (a_tx, a_rx) = mpsc::channel();
-        let (p_tx, p_rx) = mpsc::channel();
-        let (d_tx, d_rx) = mpsc::channel();
-        let (s_tx, s_rx) = mpsc::channel();
+        let (c_tx, c_rx) = mpsc::channel();
+        let (r_tx, r_rx) = mpsc::channel();
         let host_ns = PathBuf::from("/run/netns").join(&hosts.names[i]);
         let dir = hosts.dirs[i].path().to_owned();
         let under = underlay[i];
         threads.push(std::thread::spawn(move || {
             let links = HostLinks {
                 attached: a_tx,
-                peers: p_rx,
-                peers_set: s_tx,
-                done: d_rx,
+                commands: c_rx,
+                replies: r_tx,
             };
             run_host(host_ns, dir, under, task, links)
         }));
         attached.push(a_rx);
-        peer_txs.push(p_tx);
-        done_txs.push(d_tx);
-        set_rxs.push(s_rx);
+        cmd_txs.push(c_tx);
+        reply_rxs.push(r_rx);
     }
     let attached: Vec<Attached> = attached
         .iter()
@@ -264,16 +292,18 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         assert_eq!(a.mac, mac_for_ip(ip));
     }
     // Each host learns the other's task.
-    for (i, tx) in peer_txs.iter().enumerate() {
+    let mut peers = Vec::new();
+    for (i, tx) in cmd_txs.iter().enumerate() {
         let j = 1 - i;
         let peer = Peer {
             addr: task_ips[j].parse().unwrap(),
             mac: attached[j].mac.0,
             node_underlay: underlay[j],
         };
-        tx.send(vec![peer]).unwrap();
+        tx.send(Cmd::SetPeers(vec![peer])).unwrap();
+        peers.push(peer);
     }
-    for rx in &set_rxs {
+    for rx in &reply_rxs {
         rx.recv_timeout(WAIT)
             .expect("host thread")
             .expect("set_peers");
@@ -377,9 +407,57 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         "the underlay sent {underlay_sent} bytes, less than vxlan0's {vxlan_sent}"
     );
 
-    for tx in &done_txs {
-        tx.send(()).unwrap();
-    }
+    // Host A forgets task B: its FDB and neighbour entries go; setting it again brings
+    // them back.
+    let ask_a = |cmd: Cmd| {
+        cmd_txs[0].send(cmd).unwrap();
+        reply_rxs[0].recv_timeout(WAIT).expect("host thread")
+    };
+    let sandbox_a = &attached[0].sandbox;
+    let fdb = || run_in(sandbox_a, &["bridge", "fdb", "show", "dev", "vxlan0"]);
+    let neigh = || run_in(sandbox_a, &["ip", "neigh", "show", "dev", "vxlan0"]);
+    assert!(
+        fdb().contains("02:42:0a:00:09:03 dst 192.168.251.2"),
+        "{}",
+        fdb()
+    );
+    assert!(
+        neigh().contains("10.0.9.3 lladdr 02:42:0a:00:09:03"),
+        "{}",
+        neigh()
+    );
+    ask_a(Cmd::SetPeers(vec![])).expect("set_peers([])");
+    // (The bridge itself may still have learnt the MAC on its vxlan0 port: not a tunnel
+    // entry.)
+    assert!(!fdb().contains("02:42:0a:00:09:03 dst"), "{}", fdb());
+    assert!(!neigh().contains("10.0.9.3"), "{}", neigh());
+    ask_a(Cmd::SetPeers(vec![peers[0]])).expect("set_peers again");
+    ask_a(Cmd::SetPeers(vec![peers[0]])).expect("set_peers unchanged");
+    assert!(
+        fdb().contains("02:42:0a:00:09:03 dst 192.168.251.2"),
+        "{}",
+        fdb()
+    );
+    // A bad peer is refused and changes nothing.
+    let outside = Peer {
+        addr: "10.0.10.3".parse().unwrap(),
+        ..peers[0]
+    };
+    assert!(ask_a(Cmd::SetPeers(vec![outside])).is_err());
+    assert!(
+        fdb().contains("02:42:0a:00:09:03 dst 192.168.251.2"),
+        "{}",
+        fdb()
+    );
+
+    // Detaching task A removes its interface (twice is fine).
+    let links_a = || run_in(&attached[0].task_netns, &["ip", "-o", "link"]);
+    assert!(links_a().contains("eth0"), "{}", links_a());
+    ask_a(Cmd::Detach).expect("detach");
+    ask_a(Cmd::Detach).expect("detach again");
+    assert!(!links_a().contains("eth0"), "{}", links_a());
+
+    drop(cmd_txs);
     for t in threads {
         t.join().expect("host thread").expect("host cleanup");
     }
