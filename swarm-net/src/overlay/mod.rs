@@ -27,11 +27,47 @@
 //! underlay, and opens short-lived threads that join a sandbox or a task namespace only to
 //! open a socket there.
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), swarm_net::overlay::OverlayError> {
+//! use swarm_net::overlay::{NetworkDef, Overlay, OverlayConfig, Peer, mac_for_ip};
+//!
+//! // On node 1, whose data-path address is 192.168.251.1:
+//! let overlay = Overlay::new(OverlayConfig::new("192.168.251.1".parse().unwrap())).await?;
+//! let net = NetworkDef {
+//!     id: "web".into(),
+//!     vni: 4097,
+//!     subnet: "10.0.9.0/24".into(),
+//!     gateway: "10.0.9.1".into(),
+//!     encrypted: false,
+//! };
+//! overlay.ensure_network(&net).await?;
+//! let task = overlay.create_task_netns("task1")?;
+//! let mac = overlay.attach("web", &task, "eth0", "10.0.9.2/24".parse()?, true).await?;
+//! // `mac` goes to the other nodes through the store. The task 10.0.9.3 runs on node 2:
+//! let other = "10.0.9.3".parse().unwrap();
+//! overlay
+//!     .set_peers("web", &[Peer {
+//!         addr: std::net::IpAddr::V4(other),
+//!         mac: mac_for_ip(other).0,
+//!         node_underlay: "192.168.251.2".parse().unwrap(),
+//!     }])
+//!     .await?;
+//! # let _ = mac;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Needs Linux and root (`CAP_NET_ADMIN` for links, `CAP_SYS_ADMIN` for namespaces and
 //! bind mounts); otherwise [`Overlay::new`] fails with [`OverlayError::NotPermitted`] or
 //! [`OverlayError::Unsupported`]. Only IPv4 overlay subnets are supported (the underlay may
-//! be IPv4 or IPv6). Encryption (`encrypted`, IPsec between the nodes) is not implemented
-//! yet and is refused with [`OverlayError::Unsupported`].
+//! be IPv4 or IPv6; with IPv6, lower [`OverlayConfig::mtu`] by 20 more bytes). Encryption
+//! (`encrypted`, IPsec ESP between the nodes) is not implemented yet and is refused with
+//! [`OverlayError::Unsupported`]: the kernel this was built on has no ESP
+//! (`ip xfrm state add ... proto esp` answers "Requested type not found"), so it could not
+//! be tested.
+//!
+//! Each call that works in a sandbox or a task namespace opens a netlink socket there from
+//! a short-lived thread (a few hundred microseconds, blocking the calling worker meanwhile).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
