@@ -111,6 +111,8 @@ struct Attached {
 enum Cmd {
     SetPeers(Vec<Peer>),
     Detach,
+    /// A new `Overlay` (as after a restart of the node) adopting the sandbox.
+    Restart,
 }
 
 /// One host's end of the conversation with the test's main thread.
@@ -142,7 +144,7 @@ fn run_host(
     rt.block_on(async move {
         let mut cfg = OverlayConfig::new(underlay);
         cfg.netns_dir = dir;
-        let overlay = Overlay::new(cfg).await.map_err(|e| e.to_string())?;
+        let mut overlay = Overlay::new(cfg.clone()).await.map_err(|e| e.to_string())?;
         let net = NetworkDef {
             id: NET.into(),
             vni: 4097,
@@ -185,6 +187,13 @@ fn run_host(
                 let done = match cmd {
                     Cmd::SetPeers(peers) => overlay.set_peers(NET, &peers).await,
                     Cmd::Detach => overlay.detach(NET, &task_netns, "eth0").await,
+                    Cmd::Restart => match Overlay::new(cfg.clone()).await {
+                        Ok(new) => {
+                            overlay = new;
+                            overlay.ensure_network(&net).await
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 let _ = replies.send(done.map_err(|e| e.to_string()));
             }
@@ -414,6 +423,7 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         reply_rxs[0].recv_timeout(WAIT).expect("host thread")
     };
     let sandbox_a = &attached[0].sandbox;
+    let links_a = || run_in(&attached[0].task_netns, &["ip", "-o", "link"]);
     let fdb = || run_in(sandbox_a, &["bridge", "fdb", "show", "dev", "vxlan0"]);
     let neigh = || run_in(sandbox_a, &["ip", "neigh", "show", "dev", "vxlan0"]);
     assert!(
@@ -426,6 +436,9 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         "{}",
         neigh()
     );
+    // After a restart, the new overlay adopts the sandbox and the peers it programmed.
+    ask_a(Cmd::Restart).expect("restart");
+    assert!(links_a().contains("eth0"), "{}", links_a());
     ask_a(Cmd::SetPeers(vec![])).expect("set_peers([])");
     // (The bridge itself may still have learnt the MAC on its vxlan0 port: not a tunnel
     // entry.)
@@ -451,7 +464,6 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
     );
 
     // Detaching task A removes its interface (twice is fine).
-    let links_a = || run_in(&attached[0].task_netns, &["ip", "-o", "link"]);
     assert!(links_a().contains("eth0"), "{}", links_a());
     ask_a(Cmd::Detach).expect("detach");
     ask_a(Cmd::Detach).expect("detach again");

@@ -248,9 +248,13 @@ impl Overlay {
         add_address(&handle, bridge, gateway, parsed.subnet.prefix_len, BRIDGE).await?;
         let up = LinkUnspec::new_with_index(bridge).up().build();
         set_link(&handle, "bringing br0 up".into(), up).await?;
-        let vxlan = match link_index(&handle, VXLAN).await? {
-            Some(index) => index,
-            None => self.create_vxlan(parsed.vni, path, &handle).await?,
+        let (vxlan, peers) = match link_index(&handle, VXLAN).await? {
+            // Adopted from a previous run: its peers are whatever it programmed.
+            Some(index) => (index, programmed_peers(&handle, index).await?),
+            None => (
+                self.create_vxlan(parsed.vni, path, &handle).await?,
+                Vec::new(),
+            ),
         };
         let port = LinkUnspec::new_with_index(vxlan)
             .controller(bridge)
@@ -262,7 +266,7 @@ impl Overlay {
             handle,
             bridge,
             vxlan,
-            peers: Vec::new(),
+            peers,
         })
     }
 
@@ -541,6 +545,66 @@ async fn add_peer(handle: &Handle, vxlan: u32, p: &Peer) -> Result<(), OverlayEr
             p.addr,
             MacAddr(p.mac)
         )))
+}
+
+/// The peers programmed on the VXLAN device `vxlan`: permanent neighbours (IP → MAC)
+/// joined with the tunnel FDB entries (MAC → node). Entries without their other half are
+/// left alone.
+async fn programmed_peers(handle: &Handle, vxlan: u32) -> Result<Vec<Peer>, OverlayError> {
+    fn ip_of(attrs: &[NeighbourAttribute]) -> Option<IpAddr> {
+        attrs.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+            // A bridge FDB entry's remote comes back unparsed.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => match raw.len() {
+                4 => <[u8; 4]>::try_from(raw.as_slice()).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(raw.as_slice()).ok().map(IpAddr::from),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+    fn mac_of(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
+        attrs.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(mac) => mac.as_slice().try_into().ok(),
+            _ => None,
+        })
+    }
+    let dump = |family| async move {
+        handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_filter(|m| futures::future::ready(m.header.ifindex == vxlan))
+            .try_collect::<Vec<NeighbourMessage>>()
+            .await
+            .map_err(nl("reading the peers of vxlan0"))
+    };
+    let fdb: HashMap<[u8; 6], IpAddr> = dump(AddressFamily::Bridge)
+        .await?
+        .iter()
+        .filter(|m| m.header.flags.contains(NeighbourFlags::Own))
+        .filter_map(|m| Some((mac_of(&m.attributes)?, ip_of(&m.attributes)?)))
+        .collect();
+    let mut peers = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        for m in dump(family).await? {
+            if m.header.state != NeighbourState::Permanent {
+                continue;
+            }
+            if let (Some(addr), Some(mac)) = (ip_of(&m.attributes), mac_of(&m.attributes))
+                && let Some(node) = fdb.get(&mac)
+            {
+                peers.push(Peer {
+                    addr,
+                    mac,
+                    node_underlay: *node,
+                });
+            }
+        }
+    }
+    Ok(peers)
 }
 
 fn ip_attr(ip: IpAddr) -> NeighbourAttribute {
