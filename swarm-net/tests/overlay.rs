@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 use swarm_net::overlay::{
-    Cidr, MacAddr, NetworkDef, Overlay, OverlayConfig, OverlayError, Peer, mac_for_ip,
+    Cidr, MacAddr, NetworkDef, Overlay, OverlayConfig, OverlayDriver, OverlayError, Peer,
+    mac_for_ip,
 };
 
 const NET: &str = "ovtestnet";
@@ -186,7 +187,11 @@ fn run_host(
             while let Ok(cmd) = commands.recv() {
                 let done = match cmd {
                     Cmd::SetPeers(peers) => overlay.set_peers(NET, &peers).await,
-                    Cmd::Detach => overlay.detach(NET, &task_netns, "eth0").await,
+                    Cmd::Detach => {
+                        // Through the trait a host would hold.
+                        let driver: &dyn OverlayDriver = &overlay;
+                        driver.detach(NET, &task_netns, "eth0").await
+                    }
                     Cmd::Restart => match Overlay::new(cfg.clone()).await {
                         Ok(new) => {
                             overlay = new;

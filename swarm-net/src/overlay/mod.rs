@@ -22,6 +22,9 @@
 //! `vxlan0` and a permanent neighbour entry (its IP → its MAC) that the VXLAN ARP proxy
 //! answers from. The kernel then sends each frame straight to the right node.
 //!
+//! [`OverlayDriver`] is the same surface as a trait, for a host that brings its own data
+//! plane.
+//!
 //! Netlink sockets belong to the namespace of the thread that opens them, so an
 //! [`Overlay`] programs the namespace of the thread that called [`Overlay::new`] as the
 //! underlay, and opens short-lived threads that join a sandbox or a task namespace only to
@@ -71,7 +74,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 #[cfg(target_os = "linux")]
@@ -431,6 +434,82 @@ pub(crate) fn check_peers(
         out.push(*p);
     }
     Ok(out)
+}
+
+/// The overlay networks of one node, as the agent drives them: the boundary a host may
+/// replace (with another data plane, or a recording fake in its tests). [`Overlay`] is
+/// the implementation; see it for what each call does.
+///
+/// Contract: invalid input is refused with [`OverlayError::InvalidArgument`] and changes
+/// nothing; `ensure_network`, `remove_network`, `detach`, `create_task_netns` and
+/// `remove_task_netns` are idempotent; `set_peers` sets the whole peer list (a retry
+/// after an error completes it). No call panics on input.
+#[async_trait::async_trait]
+pub trait OverlayDriver: Send + Sync {
+    /// Creates (or adopts) the sandbox of `net`.
+    async fn ensure_network(&self, net: &NetworkDef) -> Result<(), OverlayError>;
+    /// Removes the sandbox of `network_id` and every attachment to it.
+    async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError>;
+    /// Sets the remote endpoints of `network_id` to exactly `peers`.
+    async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError>;
+    /// Connects the task namespace at `task_netns` to `network_id` as `ifname` with
+    /// `addr`; returns the task's MAC.
+    async fn attach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+        addr: Cidr,
+        default_route: bool,
+    ) -> Result<MacAddr, OverlayError>;
+    /// Disconnects `ifname` of the task namespace at `task_netns` from `network_id`.
+    async fn detach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+    ) -> Result<(), OverlayError>;
+    /// Creates the named task namespace `name`; returns its path.
+    fn create_task_netns(&self, name: &str) -> Result<PathBuf, OverlayError>;
+    /// Removes the named task namespace `name`.
+    fn remove_task_netns(&self, name: &str) -> Result<(), OverlayError>;
+}
+
+#[async_trait::async_trait]
+impl OverlayDriver for Overlay {
+    async fn ensure_network(&self, net: &NetworkDef) -> Result<(), OverlayError> {
+        Overlay::ensure_network(self, net).await
+    }
+    async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError> {
+        Overlay::remove_network(self, network_id).await
+    }
+    async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError> {
+        Overlay::set_peers(self, network_id, peers).await
+    }
+    async fn attach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+        addr: Cidr,
+        default_route: bool,
+    ) -> Result<MacAddr, OverlayError> {
+        Overlay::attach(self, network_id, task_netns, ifname, addr, default_route).await
+    }
+    async fn detach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+    ) -> Result<(), OverlayError> {
+        Overlay::detach(self, network_id, task_netns, ifname).await
+    }
+    fn create_task_netns(&self, name: &str) -> Result<PathBuf, OverlayError> {
+        Overlay::create_task_netns(self, name)
+    }
+    fn remove_task_netns(&self, name: &str) -> Result<(), OverlayError> {
+        Overlay::remove_task_netns(self, name)
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
