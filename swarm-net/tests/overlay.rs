@@ -8,6 +8,7 @@
 //! `vxlan0` and cross the underlay veth as VXLAN.
 //!
 //! Needs root, the `ip` tool and a kernel with vxlan; skips with the reason otherwise.
+#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
