@@ -174,6 +174,20 @@ fn run_host(
                 matches!(again, Err(OverlayError::InvalidArgument(_))),
                 "{again:?}"
             );
+            // A second interface asking for a default route too fails (there is one) and
+            // is rolled back: no eth1, no second veth left in the sandbox.
+            let second: Cidr = task_addr.replace(".0.9.", ".0.9.1").parse()?;
+            let failed = overlay.attach(NET, &task_netns, "eth1", second, true).await;
+            assert!(
+                matches!(
+                    failed,
+                    Err(OverlayError::Netlink {
+                        errno: Some(17),
+                        ..
+                    })
+                ),
+                "{failed:?}"
+            );
             Ok::<_, OverlayError>(Attached {
                 task_netns,
                 sandbox: overlay.sandbox_netns(NET),
@@ -442,6 +456,9 @@ fn two_tasks_on_two_hosts_talk_over_vxlan() {
         "{}",
         neigh()
     );
+    assert!(!links_a().contains("eth1"), "{}", links_a());
+    let sandbox_links = run_in(sandbox_a, &["ip", "-o", "link"]);
+    assert_eq!(sandbox_links.matches(": vb").count(), 1, "{sandbox_links}");
     // After a restart, the new overlay adopts the sandbox and the peers it programmed.
     ask_a(Cmd::Restart).expect("restart");
     assert!(links_a().contains("eth0"), "{}", links_a());

@@ -142,3 +142,43 @@ fn loopback_up() -> Result<(), OverlayError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_namespace_is_created_once_with_loopback_up_and_removed() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: named network namespaces need root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = create(dir.path(), "t1").unwrap();
+        assert!(is_netns(&path));
+        assert_eq!(create(dir.path(), "t1").unwrap(), path);
+        // Loopback is up inside: a connection to 127.0.0.1 works there.
+        let echoed = run_in(&path, || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| OverlayError::io("bind", e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| OverlayError::io("addr", e))?;
+            std::net::TcpStream::connect(addr).map_err(|e| OverlayError::io("connect", e))?;
+            Ok(addr)
+        })
+        .unwrap();
+        assert!(echoed.ip().is_loopback());
+        // The test's own namespace was not touched: the file is a different namespace.
+        let ours = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
+        let theirs = std::fs::metadata(&path).unwrap();
+        assert_ne!(
+            std::os::unix::fs::MetadataExt::ino(&ours),
+            std::os::unix::fs::MetadataExt::ino(&theirs)
+        );
+        remove(&path).unwrap();
+        assert!(!path.exists());
+        remove(&path).unwrap();
+        assert!(!is_netns(&path));
+    }
+}
