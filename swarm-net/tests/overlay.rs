@@ -201,7 +201,17 @@ fn run_host(
         if let Some(task_netns) = task_netns {
             while let Ok(cmd) = commands.recv() {
                 let done = match cmd {
-                    Cmd::SetPeers(peers) => overlay.set_peers(NET, &peers).await,
+                    Cmd::SetPeers(peers) => match overlay.set_peers(NET, &peers).await {
+                        // What is programmed is what was asked (all peers are remote).
+                        Ok(()) => match overlay.peers(NET).await {
+                            Ok(now) if now == peers => Ok(()),
+                            Ok(now) => Err(OverlayError::InvalidArgument(format!(
+                                "peers {now:?} after setting {peers:?}"
+                            ))),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    },
                     Cmd::Detach => {
                         // Through the trait a host would hold.
                         let driver: &dyn OverlayDriver = &overlay;

@@ -385,6 +385,15 @@ impl Overlay {
         Ok(())
     }
 
+    /// The remote endpoints programmed on `network_id` (for `docker network inspect`).
+    pub async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
+        let nets = self.networks.lock().await;
+        let sb = nets
+            .get(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        Ok(sb.peers.clone())
+    }
+
     /// Connects the task network namespace at `task_netns` (a named namespace or
     /// `/proc/<pid>/ns/net`) to `network_id`: a veth pair with one end on the sandbox's
     /// bridge and the other in the task namespace, named `ifname`, with `addr`, the MAC

@@ -39,6 +39,10 @@ impl Overlay {
         match self.never {}
     }
     /// See the Linux implementation.
+    pub async fn peers(&self, _network_id: &str) -> Result<Vec<Peer>, OverlayError> {
+        match self.never {}
+    }
+    /// See the Linux implementation.
     pub async fn attach(
         &self,
         _network_id: &str,
