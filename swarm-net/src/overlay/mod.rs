@@ -454,6 +454,8 @@ pub trait OverlayDriver: Send + Sync {
     async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError>;
     /// Sets the remote endpoints of `network_id` to exactly `peers`.
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError>;
+    /// The remote endpoints programmed on `network_id`.
+    async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError>;
     /// Connects the task namespace at `task_netns` to `network_id` as `ifname` with
     /// `addr`; returns the task's MAC.
     async fn attach(
@@ -487,6 +489,9 @@ impl OverlayDriver for Overlay {
     }
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError> {
         Overlay::set_peers(self, network_id, peers).await
+    }
+    async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
+        Overlay::peers(self, network_id).await
     }
     async fn attach(
         &self,
