@@ -83,6 +83,8 @@ use std::str::FromStr;
 mod linux;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod peers;
 
 #[cfg(target_os = "linux")]
 pub use linux::Overlay;
