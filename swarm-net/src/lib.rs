@@ -46,3 +46,4 @@
 pub mod dns;
 pub mod ipam;
 pub mod mesh;
+pub mod overlay;

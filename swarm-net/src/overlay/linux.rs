@@ -1,0 +1,526 @@
+//! The Linux implementation of [`Overlay`]: rtnetlink in the node's namespace, in each
+//! network's sandbox and in the task namespaces.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use tokio::sync::Mutex;
+
+use super::peers::{add_peer, del_peer, programmed_peers};
+use super::{
+    Cidr, MacAddr, NetworkDef, OverlayConfig, OverlayError, ParsedNetwork, Peer, SANDBOX_PREFIX,
+    check_ifname, check_name, check_peers, check_task_addr, mac_for_ip, netns, parse_network,
+};
+
+/// Name of the bridge inside a sandbox.
+const BRIDGE: &str = "br0";
+/// Name of the VXLAN device inside a sandbox.
+const VXLAN: &str = "vxlan0";
+
+/// One node's overlay networks (see the [module docs](super)). One per node; every
+/// method may be called concurrently (they are serialized inside).
+///
+/// Dropping an `Overlay` leaves the sandboxes and task namespaces in place, as Docker
+/// does across daemon restarts: a new `Overlay` with the same configuration adopts them
+/// through [`Overlay::ensure_network`]; [`Overlay::remove_network`] and
+/// [`Overlay::remove_task_netns`] remove them.
+pub struct Overlay {
+    cfg: OverlayConfig,
+    /// Netlink in the namespace of the thread that called [`Overlay::new`]: the underlay.
+    host: Handle,
+    networks: Mutex<HashMap<String, Sandbox>>,
+}
+
+/// A network's sandbox as this node set it up.
+struct Sandbox {
+    parsed: ParsedNetwork,
+    handle: Handle,
+    bridge: u32,
+    vxlan: u32,
+    /// The remote endpoints programmed on `vxlan0`.
+    peers: Vec<Peer>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay").field("cfg", &self.cfg).finish()
+    }
+}
+
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() != 0 => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+/// Maps a netlink error of `op`; `EPERM` becomes [`OverlayError::NotPermitted`].
+pub(crate) fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> OverlayError {
+    move |e| {
+        let op = op.into();
+        match errno(&e) {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                OverlayError::NotPermitted(format!("{op}: {e} (needs CAP_NET_ADMIN)"))
+            }
+            errno => OverlayError::Netlink {
+                op,
+                message: e.to_string(),
+                errno,
+            },
+        }
+    }
+}
+
+/// Opens a netlink connection in the namespace at `path` (from a thread that joined it)
+/// and drives it on the current runtime.
+fn connect_in(path: &Path) -> Result<Handle, OverlayError> {
+    let rt = tokio::runtime::Handle::current();
+    let (conn, handle, _) = netns::run_in(path, move || {
+        let _in_runtime = rt.enter();
+        rtnetlink::new_connection().map_err(|e| OverlayError::io("opening a netlink socket", e))
+    })?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The index of link `name`, `None` when there is none.
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, OverlayError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
+    }
+}
+
+async fn must_index(handle: &Handle, name: &str) -> Result<u32, OverlayError> {
+    link_index(handle, name)
+        .await?
+        .ok_or_else(|| OverlayError::Netlink {
+            op: format!("looking up link {name}"),
+            message: "the link just created is gone".into(),
+            errno: Some(libc::ENODEV),
+        })
+}
+
+async fn set_link(handle: &Handle, op: String, msg: LinkUnspecMsg) -> Result<(), OverlayError> {
+    handle.link().set(msg).execute().await.map_err(nl(op))
+}
+
+type LinkUnspecMsg = netlink_packet_route::link::LinkMessage;
+
+/// Adds `ip/prefix_len` to link `index`; an address already there is fine.
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    prefix_len: u8,
+    what: &str,
+) -> Result<(), OverlayError> {
+    match handle.address().add(index, ip, prefix_len).execute().await {
+        Err(e) if errno(&e) != Some(libc::EEXIST) => {
+            Err(nl(format!("adding {ip}/{prefix_len} to {what}"))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Overlay {
+    /// Starts the overlay of this node. The namespace of the calling thread is the
+    /// underlay: VXLAN sockets live there. Needs a tokio runtime.
+    ///
+    /// Fails with [`OverlayError::NotPermitted`] when not root, with
+    /// [`OverlayError::Unsupported`] without network namespaces, and with
+    /// [`OverlayError::InvalidArgument`] for a bad configuration.
+    pub async fn new(cfg: OverlayConfig) -> Result<Overlay, OverlayError> {
+        let uid = nix::unistd::geteuid();
+        if !uid.is_root() {
+            return Err(OverlayError::NotPermitted(format!(
+                "overlay networks need root (CAP_NET_ADMIN for links, CAP_SYS_ADMIN for \
+                 network namespaces); running as uid {uid}"
+            )));
+        }
+        if !Path::new("/proc/self/ns/net").exists() {
+            return Err(OverlayError::Unsupported(
+                "the kernel has no network namespaces (/proc/self/ns/net is missing)".into(),
+            ));
+        }
+        if cfg.vxlan_port == 0 {
+            return Err(OverlayError::InvalidArgument("vxlan_port 0".into()));
+        }
+        if !(68..=65535).contains(&cfg.mtu) {
+            return Err(OverlayError::InvalidArgument(format!(
+                "mtu {} is outside 68..=65535",
+                cfg.mtu
+            )));
+        }
+        if cfg.underlay_ip.is_unspecified() || cfg.underlay_ip.is_multicast() {
+            return Err(OverlayError::InvalidArgument(format!(
+                "underlay_ip {} is not a unicast address of this node",
+                cfg.underlay_ip
+            )));
+        }
+        let (conn, host, _) = rtnetlink::new_connection()
+            .map_err(|e| OverlayError::io("opening a netlink socket", e))?;
+        tokio::spawn(conn);
+        tracing::info!(underlay = %cfg.underlay_ip, port = cfg.vxlan_port, "overlay started");
+        Ok(Overlay {
+            cfg,
+            host,
+            networks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration this overlay runs with.
+    pub fn config(&self) -> &OverlayConfig {
+        &self.cfg
+    }
+
+    /// Where the sandbox namespace of network `network_id` is (or would be) mounted, for
+    /// a caller that serves something inside it (e.g. the embedded DNS).
+    pub fn sandbox_netns(&self, network_id: &str) -> PathBuf {
+        self.cfg
+            .netns_dir
+            .join(format!("{SANDBOX_PREFIX}{network_id}"))
+    }
+
+    /// Creates the sandbox of `net` (idempotent, and adopting a sandbox left by a previous
+    /// run): its namespace, the bridge `br0` with the gateway address, and `vxlan0` (VNI
+    /// `net.vni`, local = this node's underlay address, `vxlan_port`, no learning, ARP
+    /// proxy). A network already set up with another VNI or subnet is refused.
+    pub async fn ensure_network(&self, net: &NetworkDef) -> Result<(), OverlayError> {
+        let parsed = parse_network(net)?;
+        let mut nets = self.networks.lock().await;
+        if let Some(sb) = nets.get(&net.id) {
+            if sb.parsed != parsed {
+                return Err(OverlayError::InvalidArgument(format!(
+                    "network {} is already set up with vni {}, subnet {}, gateway {}",
+                    net.id, sb.parsed.vni, sb.parsed.subnet, sb.parsed.gateway
+                )));
+            }
+            return Ok(());
+        }
+        let path = self.sandbox_netns(&net.id);
+        let existed = netns::is_netns(&path);
+        netns::create(&self.cfg.netns_dir, &format!("{SANDBOX_PREFIX}{}", net.id))?;
+        match self.build_sandbox(parsed, &path).await {
+            Ok(sb) => {
+                tracing::info!(network = %net.id, vni = net.vni, subnet = %parsed.subnet, "overlay network ready");
+                nets.insert(net.id.clone(), sb);
+                Ok(())
+            }
+            Err(e) => {
+                if !existed {
+                    let _ = netns::remove(&path);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_sandbox(
+        &self,
+        parsed: ParsedNetwork,
+        path: &Path,
+    ) -> Result<Sandbox, OverlayError> {
+        let handle = connect_in(path)?;
+        let bridge = match link_index(&handle, BRIDGE).await? {
+            Some(index) => index,
+            None => {
+                let msg = LinkBridge::new(BRIDGE).mtu(self.cfg.mtu).build();
+                handle
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .map_err(nl("creating bridge br0"))?;
+                must_index(&handle, BRIDGE).await?
+            }
+        };
+        let gateway = IpAddr::V4(parsed.gateway);
+        add_address(&handle, bridge, gateway, parsed.subnet.prefix_len, BRIDGE).await?;
+        let up = LinkUnspec::new_with_index(bridge).up().build();
+        set_link(&handle, "bringing br0 up".into(), up).await?;
+        let (vxlan, peers) = match link_index(&handle, VXLAN).await? {
+            // Adopted from a previous run: its peers are whatever it programmed.
+            Some(index) => (index, programmed_peers(&handle, index).await?),
+            None => (
+                self.create_vxlan(parsed.vni, path, &handle).await?,
+                Vec::new(),
+            ),
+        };
+        let port = LinkUnspec::new_with_index(vxlan)
+            .controller(bridge)
+            .up()
+            .build();
+        set_link(&handle, "adding vxlan0 to br0".into(), port).await?;
+        Ok(Sandbox {
+            parsed,
+            handle,
+            bridge,
+            vxlan,
+            peers,
+        })
+    }
+
+    /// Creates the VXLAN device in the node's namespace (so its socket is on the
+    /// underlay), moves it into the sandbox and names it `vxlan0` there.
+    async fn create_vxlan(
+        &self,
+        vni: u32,
+        path: &Path,
+        sandbox: &Handle,
+    ) -> Result<u32, OverlayError> {
+        let tmp = format!("vx{vni:06x}{:04x}", rand::random::<u16>());
+        let mut msg = LinkVxlan::new(&tmp, vni)
+            .port(self.cfg.vxlan_port)
+            .learning(false)
+            .proxy(true)
+            .mtu(self.cfg.mtu);
+        msg = match self.cfg.underlay_ip {
+            IpAddr::V4(ip) => msg.local(ip),
+            IpAddr::V6(ip) => msg.local6(ip),
+        };
+        let port = self.cfg.vxlan_port;
+        self.host
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(|e| match errno(&e) {
+                Some(libc::EOPNOTSUPP) => OverlayError::Unsupported(format!(
+                    "the kernel cannot create vxlan devices (module vxlan): {e}"
+                )),
+                Some(libc::EEXIST) => OverlayError::InvalidArgument(format!(
+                    "VNI {vni} on UDP port {port} is already used by another vxlan device of this node"
+                )),
+                _ => nl(format!("creating vxlan device for VNI {vni}"))(e),
+            })?;
+        let index = must_index(&self.host, &tmp).await?;
+        let ns = netns::open(path)?;
+        let moved = LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        if let Err(e) = set_link(&self.host, format!("moving {tmp} into the sandbox"), moved).await
+        {
+            let _ = self.host.link().del(index).execute().await;
+            return Err(e);
+        }
+        let index = must_index(sandbox, &tmp).await?;
+        let renamed = LinkUnspec::new_with_index(index).name(VXLAN).build();
+        if let Err(e) = set_link(sandbox, format!("renaming {tmp} to vxlan0"), renamed).await {
+            let _ = sandbox.link().del(index).execute().await;
+            return Err(e);
+        }
+        Ok(index)
+    }
+
+    /// Removes the sandbox of `network_id` (idempotent, also one left by a previous run):
+    /// its VXLAN device, then the namespace, which takes the bridge and every attached
+    /// veth pair with it.
+    pub async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError> {
+        check_name("network id", network_id)?;
+        let path = self.sandbox_netns(network_id);
+        let sandbox = self.networks.lock().await.remove(network_id);
+        let (handle, vxlan) = match sandbox {
+            Some(sb) => (Some(sb.handle), Some(sb.vxlan)),
+            None if netns::is_netns(&path) => {
+                let handle = connect_in(&path)?;
+                let vxlan = link_index(&handle, VXLAN).await?;
+                (Some(handle), vxlan)
+            }
+            None => (None, None),
+        };
+        if let (Some(handle), Some(vxlan)) = (&handle, vxlan) {
+            // Explicitly, so that the VNI is free at once even if the namespace lingers.
+            match handle.link().del(vxlan).execute().await {
+                Err(e) if errno(&e) != Some(libc::ENODEV) => {
+                    return Err(nl(format!("deleting vxlan0 of network {network_id}"))(e));
+                }
+                _ => {}
+            }
+        }
+        drop(handle);
+        netns::remove(&path)?;
+        tracing::info!(network = %network_id, "overlay network removed");
+        Ok(())
+    }
+
+    /// Sets the remote endpoints of `network_id` to exactly `peers`: a permanent FDB
+    /// entry (MAC → node's underlay address) and a permanent neighbour entry (IP → MAC) on
+    /// `vxlan0` for each, removing those of peers no longer listed. Peers whose node is
+    /// this one are skipped. Bad input changes nothing; a netlink failure midway leaves
+    /// the peers programmed so far (a retry completes them).
+    pub async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError> {
+        let mut nets = self.networks.lock().await;
+        let sb = nets
+            .get_mut(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let wanted = check_peers(network_id, &sb.parsed, self.cfg.underlay_ip, peers)?;
+        let stale: Vec<Peer> = sb
+            .peers
+            .iter()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        for p in stale {
+            del_peer(&sb.handle, sb.vxlan, &p).await?;
+            sb.peers.retain(|q| *q != p);
+        }
+        for p in wanted {
+            if sb.peers.contains(&p) {
+                continue;
+            }
+            add_peer(&sb.handle, sb.vxlan, &p).await?;
+            sb.peers.push(p);
+        }
+        tracing::debug!(network = %network_id, peers = sb.peers.len(), "overlay peers set");
+        Ok(())
+    }
+
+    /// The remote endpoints programmed on `network_id` (for `docker network inspect`).
+    pub async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
+        let nets = self.networks.lock().await;
+        let sb = nets
+            .get(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        Ok(sb.peers.clone())
+    }
+
+    /// Connects the task network namespace at `task_netns` (a named namespace or
+    /// `/proc/<pid>/ns/net`) to `network_id`: a veth pair with one end on the sandbox's
+    /// bridge and the other in the task namespace, named `ifname`, with `addr`, the MAC
+    /// [`mac_for_ip`] of it and the network's MTU, up; with a default route via the
+    /// gateway when `default_route`. Returns the MAC. On failure the pair is removed.
+    pub async fn attach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+        addr: Cidr,
+        default_route: bool,
+    ) -> Result<MacAddr, OverlayError> {
+        check_ifname(ifname)?;
+        let nets = self.networks.lock().await;
+        let sb = nets
+            .get(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let ip = check_task_addr(network_id, &sb.parsed, addr)?;
+        let mac = mac_for_ip(ip);
+        let task_ns = netns::open(task_netns)?;
+        let task = connect_in(task_netns)?;
+        if link_index(&task, ifname).await?.is_some() {
+            return Err(OverlayError::InvalidArgument(format!(
+                "interface {ifname} already exists in {}",
+                task_netns.display()
+            )));
+        }
+        let tag: u32 = rand::random();
+        let (outer, inner) = (format!("vb{tag:08x}"), format!("vt{tag:08x}"));
+        let pair = LinkVeth::new(&outer, &inner).mtu(self.cfg.mtu).build();
+        sb.handle
+            .link()
+            .add(pair)
+            .execute()
+            .await
+            .map_err(nl(format!("creating veth pair {outer}/{inner}")))?;
+        let wired = async {
+            let outer_index = must_index(&sb.handle, &outer).await?;
+            let inner_index = must_index(&sb.handle, &inner).await?;
+            let port = LinkUnspec::new_with_index(outer_index)
+                .controller(sb.bridge)
+                .up()
+                .build();
+            set_link(&sb.handle, format!("adding {outer} to br0"), port).await?;
+            let moved = LinkUnspec::new_with_index(inner_index)
+                .setns_by_fd(task_ns.as_raw_fd())
+                .build();
+            set_link(&sb.handle, format!("moving {inner} to the task"), moved).await?;
+            let index = must_index(&task, &inner).await?;
+            let named = LinkUnspec::new_with_index(index)
+                .name(ifname)
+                .address(mac.0.to_vec())
+                .mtu(self.cfg.mtu)
+                .build();
+            set_link(&task, format!("naming {inner} {ifname}"), named).await?;
+            add_address(&task, index, addr.addr, addr.prefix_len, ifname).await?;
+            let up = LinkUnspec::new_with_index(index).up().build();
+            set_link(&task, format!("bringing {ifname} up"), up).await?;
+            if default_route {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(sb.parsed.gateway)
+                    .output_interface(index)
+                    .build();
+                task.route().add(route).execute().await.map_err(nl(format!(
+                    "adding the default route via {} in {}",
+                    sb.parsed.gateway,
+                    task_netns.display()
+                )))?;
+            }
+            Ok::<_, OverlayError>(())
+        }
+        .await;
+        if let Err(e) = wired {
+            // Deleting one end deletes the pair, wherever the other end is.
+            if let Ok(Some(index)) = link_index(&sb.handle, &outer).await {
+                let _ = sb.handle.link().del(index).execute().await;
+            }
+            return Err(e);
+        }
+        tracing::debug!(network = %network_id, task = %task_netns.display(), %addr, %mac, "task attached");
+        Ok(mac)
+    }
+
+    /// Disconnects `ifname` of the task namespace at `task_netns` from `network_id`:
+    /// deletes the veth pair (idempotent: a missing interface is fine).
+    pub async fn detach(
+        &self,
+        network_id: &str,
+        task_netns: &Path,
+        ifname: &str,
+    ) -> Result<(), OverlayError> {
+        check_ifname(ifname)?;
+        if !self.networks.lock().await.contains_key(network_id) {
+            return Err(OverlayError::UnknownNetwork(network_id.to_owned()));
+        }
+        let task = connect_in(task_netns)?;
+        if let Some(index) = link_index(&task, ifname).await? {
+            match task.link().del(index).execute().await {
+                Err(e) if errno(&e) != Some(libc::ENODEV) => {
+                    return Err(nl(format!("deleting {ifname}"))(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (idempotent) the named network namespace `name` for a task, mounted at
+    /// `<netns_dir>/<name>` like `ip netns add`, with `lo` up; returns its path. Names
+    /// starting with [`SANDBOX_PREFIX`] are the sandboxes' and are refused.
+    pub fn create_task_netns(&self, name: &str) -> Result<PathBuf, OverlayError> {
+        check_task_netns_name(name)?;
+        netns::create(&self.cfg.netns_dir, name)
+    }
+
+    /// Removes the named task namespace `name` (idempotent); its interfaces go with it
+    /// once no process is left in it.
+    pub fn remove_task_netns(&self, name: &str) -> Result<(), OverlayError> {
+        check_task_netns_name(name)?;
+        netns::remove(&self.cfg.netns_dir.join(name))
+    }
+}
+
+fn check_task_netns_name(name: &str) -> Result<(), OverlayError> {
+    check_name("task namespace", name)?;
+    if name.starts_with(SANDBOX_PREFIX) {
+        return Err(OverlayError::InvalidArgument(format!(
+            "task namespace {name:?} may not start with {SANDBOX_PREFIX:?} (sandboxes)"
+        )));
+    }
+    Ok(())
+}
