@@ -1,5 +1,6 @@
-//! Networking for Swarm: IPAM ([`ipam`]), the ingress routing mesh ([`mesh`])
-//! and the embedded DNS resolver for service discovery ([`dns`]).
+//! Networking for Swarm: IPAM ([`ipam`]), the ingress routing mesh ([`mesh`]),
+//! the embedded DNS resolver for service discovery ([`dns`]) and VXLAN overlay
+//! networks across hosts through netlink ([`overlay`], Linux, root).
 //!
 //! [`ipam`] is the address bookkeeping the leader's allocator keeps: subnets
 //! cut from the cluster's default address pools (or given by the user),
