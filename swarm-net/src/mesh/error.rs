@@ -9,7 +9,10 @@ use super::Protocol;
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
     /// The peer listener (TCP and UDP on one port) could not be bound.
-    #[error("cannot listen on {addr}/{protocol} for the mesh peer listener: {}", describe(source))]
+    #[error(
+        "cannot listen on {addr}/{protocol} for the mesh peer listener: {}",
+        describe(source)
+    )]
     PeerListen {
         /// TCP or UDP.
         protocol: Protocol,

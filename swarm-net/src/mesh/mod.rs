@@ -395,8 +395,9 @@ impl Mesh {
             }
             let addr = SocketAddr::new(self.inner.config.ingress_ip, key.port);
             let started = match key.protocol {
-                Protocol::Tcp => tcp::bind(addr)
-                    .map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l))),
+                Protocol::Tcp => {
+                    tcp::bind(addr).map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l)))
+                }
                 Protocol::Udp => udp::bind(addr)
                     .map(|s| tokio::spawn(udp::serve(self.inner.clone(), key, Arc::new(s)))),
             };

@@ -155,27 +155,27 @@ pub(crate) async fn serve_udp(inner: Arc<Inner>, socket: Arc<UdpSocket>) {
             tracing::debug!(%from, "mesh: udp hand-over dropped: source is not a swarm node");
             continue;
         }
-        let (ho, used) = match header::decode(&buf[..n]).and_then(|(h, used)| Ok((h.hand_over()?, used))) {
-            Ok((ho, used)) if ho.protocol == Protocol::Udp => (ho, used),
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::debug!(%from, error = %e, "mesh: udp hand-over dropped: bad header");
-                continue;
-            }
-        };
+        let (ho, used) =
+            match header::decode(&buf[..n]).and_then(|(h, used)| Ok((h.hand_over()?, used))) {
+                Ok((ho, used)) if ho.protocol == Protocol::Udp => (ho, used),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "mesh: udp hand-over dropped: bad header");
+                    continue;
+                }
+            };
         let payload = &buf[used..n];
-        if let Some(flow) = flows.get(&from) {
-            if flow.task_id == ho.task_id {
-                flow.forward(payload, &mut Vec::new()).await;
-                continue;
-            }
+        if let Some(flow) = flows.get(&from)
+            && flow.task_id == ho.task_id
+        {
+            flow.forward(payload, &mut Vec::new()).await;
+            continue;
         }
         let key = PortKey {
             protocol: Protocol::Udp,
             port: ho.published_port,
         };
-        let Some((spec, backend, addr)) = inner.find_local(key, ho.target_port, &ho.task_id)
-        else {
+        let Some((spec, backend, addr)) = inner.find_local(key, ho.target_port, &ho.task_id) else {
             tracing::debug!(%from, task = %ho.task_id, "mesh: udp hand-over dropped: task is not an active local backend here");
             continue;
         };
@@ -188,7 +188,9 @@ pub(crate) async fn serve_udp(inner: Arc<Inner>, socket: Arc<UdpSocket>) {
             from,
         ) {
             Ok(flow) => flow.forward(payload, &mut Vec::new()).await,
-            Err(e) => tracing::warn!(%from, task = %ho.task_id, error = %e, "mesh: udp hand-over: cannot open a flow"),
+            Err(e) => {
+                tracing::warn!(%from, task = %ho.task_id, error = %e, "mesh: udp hand-over: cannot open a flow")
+            }
         }
     }
 }

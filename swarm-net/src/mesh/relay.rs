@@ -55,7 +55,8 @@ mod splice {
                 return Err(io::Error::last_os_error());
             }
             // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
-            let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (read, write) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
             // A larger pipe moves more per call; failure (limits) only costs speed.
             // SAFETY: fcntl on a descriptor we own, with an int argument.
             unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };

@@ -2,13 +2,13 @@
 //! the peer node's mesh), relay.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use super::header;
@@ -52,7 +52,13 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener
         };
         let start = next;
         next = next.wrapping_add(1);
-        tokio::spawn(client_connection(inner.clone(), spec, stream, client, start));
+        tokio::spawn(client_connection(
+            inner.clone(),
+            spec,
+            stream,
+            client,
+            start,
+        ));
     }
 }
 
@@ -70,7 +76,7 @@ async fn client_connection(
         Err(_) => return,
     };
     for backend in spec.pick(start).take(MAX_ATTEMPTS) {
-        match connect(&spec, backend, client, local).await {
+        match connect(&spec, backend, client, local, inner.peer_addr.ip()).await {
             Ok(mut upstream) => {
                 tracing::debug!(%client, task = %backend.task_id, port = spec.key.port, "mesh: connection");
                 pump(&inner, &mut stream, &mut upstream, backend.status.clone()).await;
@@ -91,6 +97,7 @@ async fn connect(
     backend: &LiveBackend,
     client: SocketAddr,
     local: SocketAddr,
+    node_ip: IpAddr,
 ) -> io::Result<TcpStream> {
     let attempt = async {
         match backend.target {
@@ -104,7 +111,7 @@ async fn connect(
                 Ok(s)
             }
             Target::Remote { peer } => {
-                let mut s = TcpStream::connect(peer).await?;
+                let mut s = connect_from(node_ip, peer).await?;
                 let _ = s.set_nodelay(true);
                 let h = header::encode(
                     Protocol::Tcp,
@@ -130,6 +137,20 @@ async fn connect(
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Connects to another node's peer listener from this node's own address
+/// (the one the other nodes allow), unless it is unspecified.
+async fn connect_from(node_ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if to.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !node_ip.is_unspecified() && node_ip.is_ipv4() == to.is_ipv4() {
+        socket.bind(SocketAddr::new(node_ip, 0))?;
+    }
+    socket.connect(to).await
 }
 
 /// Relays until both sides are done, the backend's drain deadline passes or

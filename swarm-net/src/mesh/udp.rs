@@ -124,12 +124,18 @@ impl FlowTable {
             Upstream::Local(a) => *a,
             Upstream::Remote { peer, .. } => *peer,
         };
-        let any: IpAddr = if to.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
+        // Hand-overs leave from this node's own address (the one other nodes allow).
+        let node_ip = inner.peer_addr.ip();
+        let from: IpAddr = match &upstream {
+            Upstream::Remote { .. }
+                if !node_ip.is_unspecified() && node_ip.is_ipv4() == to.is_ipv4() =>
+            {
+                node_ip
+            }
+            _ if to.is_ipv4() => Ipv4Addr::UNSPECIFIED.into(),
+            _ => Ipv6Addr::UNSPECIFIED.into(),
         };
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(from, 0))?;
         std_socket.set_nonblocking(true)?;
         let remote = match upstream {
             Upstream::Local(addr) => {
@@ -187,10 +193,10 @@ async fn run(
         tokio::select! {
             r = flow.socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if let Some((peer, _)) = &flow.remote {
-                        if from.port() != peer.port() {
-                            continue;
-                        }
+                    if let Some((peer, _)) = &flow.remote
+                        && from.port() != peer.port()
+                    {
+                        continue;
                     }
                     flow.touch();
                     if let Err(e) = reply.send_to(&buf[..n], client).await {
