@@ -375,6 +375,22 @@ async fn udp_flows_both_ways_local_and_remote_and_expire_when_idle() {
         b.open_count(Protocol::Udp, r) == 0
     })
     .await;
+
+    // A backend that leaves the view loses its flows: the next datagram picks again.
+    let to = SocketAddr::new(ip("127.0.0.37"), p);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 256];
+    for (task, addr) in [("u1", u1), ("u2", u2)] {
+        a.apply(IngressView {
+            ports: vec![port(Protocol::Udp, p, false, vec![local(task, addr)])],
+        });
+        client.send_to(b"again", to).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
+            .await
+            .expect("udp reply")
+            .unwrap();
+        assert_eq!(&buf[..n], format!("{task} again").as_bytes());
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

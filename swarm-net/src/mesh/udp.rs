@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Target, header};
+use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Status, Target, header};
 
 /// Largest datagram relayed.
 pub(crate) const MAX_DATAGRAM: usize = 65535;
@@ -51,12 +51,19 @@ pub(crate) struct Flow {
     epoch: Instant,
     last_ms: AtomicU64,
     kill: Notify,
+    /// Closed when the backend leaves the view.
+    status: watch::Receiver<Status>,
 }
 
 impl Flow {
     fn touch(&self) {
         self.last_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The backend left the view: the flow must not carry more datagrams.
+    pub fn left(&self) -> bool {
+        self.status.has_changed().is_err()
     }
 
     fn last(&self) -> Instant {
@@ -152,6 +159,7 @@ impl FlowTable {
             epoch,
             last_ms: AtomicU64::new(0),
             kill: Notify::new(),
+            status: backend.status.clone(),
         });
         if let Some(old) = self.map.lock().insert(client, flow.clone()) {
             old.kill.notify_one();
@@ -235,7 +243,9 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket
                 continue;
             }
         };
-        if let Some(flow) = flows.get(&client) {
+        if let Some(flow) = flows.get(&client)
+            && !flow.left()
+        {
             flow.forward(&buf[..n], &mut scratch).await;
             continue;
         }
