@@ -175,6 +175,8 @@ pub(crate) struct PortSpec {
     pub target_port: u16,
     pub proxy_protocol: bool,
     pub backends: Vec<LiveBackend>,
+    /// Indices of the backends that are not draining.
+    pub active: Vec<usize>,
     /// Open connections or flows of this port on this node (ingress and peer side).
     pub open: Arc<AtomicUsize>,
 }
@@ -182,9 +184,8 @@ pub(crate) struct PortSpec {
 impl PortSpec {
     /// The backends that may take new connections, from `start` round robin.
     pub fn pick(&self, start: usize) -> impl Iterator<Item = &LiveBackend> {
-        let active: Vec<&LiveBackend> = self.backends.iter().filter(|b| !b.draining).collect();
-        let n = active.len();
-        (0..n).map(move |i| active[(start + i) % n])
+        let n = self.active.len();
+        (0..n).map(move |i| &self.backends[self.active[(start + i) % n]])
     }
 }
 
@@ -364,11 +365,15 @@ impl Mesh {
                 statuses.insert(id, tx);
             }
             let open = st.counters.entry(key).or_default().clone();
+            let active = (0..backends.len())
+                .filter(|&i| !backends[i].draining)
+                .collect();
             let spec = PortSpec {
                 key,
                 target_port: port.target_port,
                 proxy_protocol: port.proxy_protocol,
                 backends,
+                active,
                 open,
             };
             specs.insert(key, Arc::new(spec));
