@@ -95,12 +95,11 @@ fn connect(to: SocketAddr) -> TcpStream {
     s
 }
 
-/// MiB/s of `conns` parallel transfers of `per_conn` bytes each.
-fn bulk(to: SocketAddr, sz: &Sizes) -> f64 {
+/// Time of `bulk_conns` parallel transfers of `per_conn` bytes each.
+fn bulk(to: SocketAddr, sz: &Sizes, per_conn: u64) -> Duration {
     let start = Instant::now();
     let threads: Vec<_> = (0..sz.bulk_conns)
         .map(|_| {
-            let per_conn = sz.bulk_per_conn;
             std::thread::spawn(move || {
                 let mut s = connect(to);
                 s.write_all(b"S").expect("mode");
@@ -121,13 +120,12 @@ fn bulk(to: SocketAddr, sz: &Sizes) -> f64 {
     for t in threads {
         t.join().expect("bulk thread");
     }
-    let bytes = sz.bulk_per_conn * sz.bulk_conns as u64;
-    bytes as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+    start.elapsed()
 }
 
-/// New connections per second: connect, 32-byte request and response, close.
-fn conns_per_sec(to: SocketAddr, sz: &Sizes) -> f64 {
-    let left = Arc::new(AtomicUsize::new(sz.new_conns));
+/// Time of `n` new connections: connect, 32-byte request and response, close.
+fn new_conns(to: SocketAddr, sz: &Sizes, n: usize) -> Duration {
+    let left = Arc::new(AtomicUsize::new(n));
     let start = Instant::now();
     let threads: Vec<_> = (0..sz.conn_threads)
         .map(|_| {
@@ -149,7 +147,7 @@ fn conns_per_sec(to: SocketAddr, sz: &Sizes) -> f64 {
     for t in threads {
         t.join().expect("conn thread");
     }
-    sz.new_conns as f64 / start.elapsed().as_secs_f64()
+    start.elapsed()
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -157,22 +155,37 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// p50 and p99 of a 64-byte request/response on one established connection.
-fn latency(to: SocketAddr, sz: &Sizes) -> (Duration, Duration) {
-    let mut s = connect(to);
-    s.write_all(b"E").expect("mode");
+/// p50 and p99 of a 64-byte request/response on one established connection
+/// per target. The targets take turns in short rounds, so a burst of load from
+/// other processes on the machine falls on all of them alike.
+fn latencies(conns: &mut [TcpStream], sz: &Sizes) -> Vec<(Duration, Duration)> {
     let req = [7u8; 64];
     let mut resp = [0u8; 64];
-    let mut times = Vec::with_capacity(sz.latency_iters);
-    for i in 0..sz.latency_iters + 100 {
+    let mut rtt = |s: &mut TcpStream| {
         let t = Instant::now();
         s.write_all(&req).expect("request");
         s.read_exact(&mut resp).expect("response");
-        if i >= 100 {
-            times.push(t.elapsed());
+        t.elapsed()
+    };
+    for s in conns.iter_mut() {
+        for _ in 0..100 {
+            rtt(s);
         }
     }
-    (percentile(&mut times, 0.5), percentile(&mut times, 0.99))
+    let rounds = 20;
+    let per = sz.latency_iters.div_ceil(rounds);
+    let mut times = vec![Vec::with_capacity(per * rounds); conns.len()];
+    for _ in 0..rounds {
+        for (i, s) in conns.iter_mut().enumerate() {
+            for _ in 0..per {
+                times[i].push(rtt(s));
+            }
+        }
+    }
+    times
+        .iter_mut()
+        .map(|t| (percentile(t, 0.5), percentile(t, 0.99)))
+        .collect()
 }
 
 /// UDP request/response datagrams (64 bytes) per second, several clients.
@@ -241,7 +254,10 @@ fn start_haproxy(
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            return Err(format!("haproxy exited at start ({status}): {}", err.trim()));
+            return Err(format!(
+                "haproxy exited at start ({status}): {}",
+                err.trim()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -250,25 +266,21 @@ fn start_haproxy(
     Err("haproxy did not listen within 5 s".into())
 }
 
-#[derive(Default)]
 struct Row {
     name: &'static str,
-    mib_s: Option<f64>,
-    conns: Option<f64>,
-    lat: Option<(Duration, Duration)>,
+    mib_s: f64,
+    conns: f64,
+    lat: (Duration, Duration),
     udp: Option<(f64, usize)>,
 }
 
-fn measure(name: &'static str, tcp: SocketAddr, udp: Option<SocketAddr>, sz: &Sizes) -> Row {
-    let row = Row {
-        name,
-        mib_s: Some(bulk(tcp, sz)),
-        conns: Some(conns_per_sec(tcp, sz)),
-        lat: Some(latency(tcp, sz)),
-        udp: udp.map(|u| udp_pps(u, sz)),
-    };
-    eprintln!("measured: {name}");
-    row
+/// One path through which clients reach the backends.
+struct Path {
+    name: &'static str,
+    tcp: SocketAddr,
+    udp: Option<SocketAddr>,
+    /// For the mesh: splice (true) or tokio copy (false), set before each use.
+    zero_copy: Option<bool>,
 }
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {
@@ -389,60 +401,118 @@ fn main() {
     let mesh_local = SocketAddr::new(a_ip, local_port);
     let mesh_remote = SocketAddr::new(a_ip, remote_port);
 
-    let mut rows = vec![measure("direct (one backend)", b1, Some(u1), &sz)];
-    a.set_zero_copy(true);
-    rows.push(measure(
-        "mesh, 2 local backends, splice",
-        mesh_local,
-        Some(mesh_local),
-        &sz,
-    ));
-    a.set_zero_copy(false);
-    rows.push(measure(
-        "mesh, 2 local backends, tokio copy",
-        mesh_local,
-        None,
-        &sz,
-    ));
-    a.set_zero_copy(true);
-    rows.push(measure(
-        "mesh, remote hand-over (a→b), splice",
-        mesh_remote,
-        Some(mesh_remote),
-        &sz,
-    ));
-
+    let mut paths = vec![
+        Path {
+            name: "direct (one backend)",
+            tcp: b1,
+            udp: Some(u1),
+            zero_copy: None,
+        },
+        Path {
+            name: "mesh, 2 local backends, splice",
+            tcp: mesh_local,
+            udp: Some(mesh_local),
+            zero_copy: Some(true),
+        },
+        Path {
+            name: "mesh, 2 local backends, tokio copy",
+            tcp: mesh_local,
+            udp: None,
+            zero_copy: Some(false),
+        },
+        Path {
+            name: "mesh, remote hand-over (a→b), splice",
+            tcp: mesh_remote,
+            udp: Some(mesh_remote),
+            zero_copy: Some(true),
+        },
+    ];
     let dir = tempfile::tempdir().expect("temp dir");
     let ha_addr = SocketAddr::new(ip("127.0.0.53"), free_port(ip("127.0.0.53")));
-    match start_haproxy(ha_addr, &[b1, b2], dir.path()) {
-        Ok(mut child) => {
-            rows.push(measure(
-                "haproxy mode tcp, roundrobin, 2 backends",
-                ha_addr,
-                None,
-                &sz,
-            ));
-            let _ = child.kill();
-            let _ = child.wait();
+    let mut haproxy = match start_haproxy(ha_addr, &[b1, b2], dir.path()) {
+        Ok(child) => {
+            paths.push(Path {
+                name: "haproxy mode tcp, roundrobin, 2 backends",
+                tcp: ha_addr,
+                udp: None,
+                zero_copy: None,
+            });
+            Some(child)
         }
-        Err(reason) => println!("haproxy rows skipped: {reason}"),
+        Err(reason) => {
+            println!("haproxy rows skipped: {reason}");
+            None
+        }
+    };
+    let use_path = |p: &Path| {
+        if let Some(z) = p.zero_copy {
+            a.set_zero_copy(z);
+        }
+    };
+    // Like the latency, in rounds where the paths take turns.
+    let rounds = 4;
+    let per_conn = sz.bulk_per_conn / rounds as u64;
+    let conns_per_round = sz.new_conns / rounds;
+    let mut times = vec![(Duration::ZERO, Duration::ZERO); paths.len()];
+    for round in 0..rounds {
+        for (p, t) in paths.iter().zip(times.iter_mut()) {
+            use_path(p);
+            t.0 += bulk(p.tcp, &sz, per_conn);
+            t.1 += new_conns(p.tcp, &sz, conns_per_round);
+        }
+        eprintln!(
+            "bulk and new connections: round {} of {rounds} done",
+            round + 1
+        );
+    }
+    let mib = (per_conn * rounds as u64 * sz.bulk_conns as u64) as f64 / (1 << 20) as f64;
+    let throughput = times.iter().map(|(b, c)| {
+        (
+            mib / b.as_secs_f64(),
+            (conns_per_round * rounds) as f64 / c.as_secs_f64(),
+        )
+    });
+    let mut conns: Vec<TcpStream> = paths
+        .iter()
+        .map(|p| {
+            use_path(p);
+            let mut s = connect(p.tcp);
+            s.write_all(b"E").expect("mode");
+            s
+        })
+        .collect();
+    let lat = latencies(&mut conns, &sz);
+    drop(conns);
+    let mut rows = Vec::new();
+    for ((p, (mib_s, conns)), lat) in paths.iter().zip(throughput).zip(lat) {
+        rows.push(Row {
+            name: p.name,
+            mib_s,
+            conns,
+            lat,
+            udp: p.udp.map(|u| udp_pps(u, &sz)),
+        });
+    }
+    if let Some(child) = haproxy.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     let direct = &rows[0];
-    let (d_mib, (d50, d99)) = (direct.mib_s.unwrap_or(1.0), direct.lat.unwrap_or_default());
+    let (d_mib, (d50, d99)) = (direct.mib_s, direct.lat);
     println!(
         "\n{:<42} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
         "path", "MiB/s", "% direct", "conn/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "udp pps"
     );
     for r in &rows {
-        let (p50, p99) = r.lat.unwrap_or_default();
+        let (p50, p99) = r.lat;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
             "{:<42} {:>10.0} {:>7.0}% {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>10}",
             r.name,
-            r.mib_s.unwrap_or(0.0),
-            100.0 * r.mib_s.unwrap_or(0.0) / d_mib,
-            r.conns.unwrap_or(0.0),
+            r.mib_s,
+            100.0 * r.mib_s / d_mib,
+            r.conns,
             us(p50),
             us(p99),
             us(p50) - us(d50),
