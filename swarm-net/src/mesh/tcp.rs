@@ -148,10 +148,34 @@ async fn connect_from(node_ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> 
         TcpSocket::new_v6()?
     };
     if !node_ip.is_unspecified() && node_ip.is_ipv4() == to.is_ipv4() {
+        no_port_at_bind(&socket);
         socket.bind(SocketAddr::new(node_ip, 0))?;
     }
     socket.connect(to).await
 }
+
+/// Lets the kernel pick the source port at connect time, for the whole
+/// 4-tuple, instead of at bind time: otherwise every hand-over in TIME_WAIT
+/// holds one of the node's ephemeral ports for every destination, and a busy
+/// node runs out (and bind slows down long before).
+#[cfg(target_os = "linux")]
+fn no_port_at_bind(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a pointer to an int and its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_port_at_bind(_socket: &TcpSocket) {}
 
 /// Relays until both sides are done, the backend's drain deadline passes or
 /// the mesh stops.
