@@ -409,7 +409,7 @@ fn main() {
             zero_copy: None,
         },
         Path {
-            name: "mesh, 2 local backends, splice",
+            name: "mesh, 2 local backends, splice (adaptive)",
             tcp: mesh_local,
             udp: Some(mesh_local),
             zero_copy: Some(true),
@@ -421,7 +421,7 @@ fn main() {
             zero_copy: Some(false),
         },
         Path {
-            name: "mesh, remote hand-over (a→b), splice",
+            name: "mesh, remote hand-over (a→b), splice (adaptive)",
             tcp: mesh_remote,
             udp: Some(mesh_remote),
             zero_copy: Some(true),
@@ -501,14 +501,14 @@ fn main() {
     let direct = &rows[0];
     let (d_mib, (d50, d99)) = (direct.mib_s, direct.lat);
     println!(
-        "\n{:<42} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "\n{:<50} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
         "path", "MiB/s", "% direct", "conn/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "udp pps"
     );
     for r in &rows {
         let (p50, p99) = r.lat;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
-            "{:<42} {:>10.0} {:>7.0}% {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>10}",
+            "{:<50} {:>10.0} {:>7.0}% {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>10}",
             r.name,
             r.mib_s,
             100.0 * r.mib_s / d_mib,

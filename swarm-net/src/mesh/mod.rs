@@ -11,8 +11,10 @@
 //!                                             connect, [PROXY v2], ack, splice
 //! ```
 //!
-//! All in user space on tokio: TCP bytes move with splice(2) through a pipe on
-//! Linux (no copy through user memory), UDP datagrams through one socket per
+//! All in user space on tokio: on Linux a TCP direction that carries bulk
+//! data (a read fills 16 KiB) moves with splice(2) through a pipe, with no copy
+//! through user memory, while small requests and answers go through a small
+//! buffer (cheaper for a few bytes); UDP datagrams go through one socket per
 //! flow. The caller (the node) computes the backends from the store and hands
 //! the whole desired state to [`Mesh::apply`] whenever it changes.
 //!
@@ -429,9 +431,10 @@ impl Mesh {
         self.inner.peers.store(Arc::new(allowed));
     }
 
-    /// Chooses how TCP bytes are moved: splice(2) through a pipe (`true`, the
-    /// default on Linux) or tokio's user-space copy (`false`; the only mode
-    /// elsewhere). Applies to connections opened afterwards.
+    /// Chooses how TCP bytes are moved: splice(2) through a pipe once a
+    /// direction carries bulk data (`true`, the default on Linux) or tokio's
+    /// user-space copy throughout (`false`; the only mode elsewhere). Applies
+    /// to connections opened afterwards.
     pub fn set_zero_copy(&self, on: bool) {
         self.inner
             .zero_copy
