@@ -509,3 +509,26 @@ async fn proxy_protocol_v2_tells_a_local_task_the_client_address() {
     assert_eq!(ask_on(&mut c).await.unwrap(), format!("t {client}"));
     mesh.shutdown().await;
 }
+
+#[test]
+fn start_outside_a_tokio_runtime_is_an_error() {
+    let config = MeshConfig::new(ip("127.0.0.25"), SocketAddr::new(ip("127.0.0.25"), 0));
+    let err = block_on_here(Mesh::start(config)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the routing mesh must start inside a tokio runtime"
+    );
+}
+
+/// Polls a future to completion on this thread, outside any tokio runtime.
+fn block_on_here<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

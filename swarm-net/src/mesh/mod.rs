@@ -276,8 +276,9 @@ impl fmt::Debug for Mesh {
 
 impl Mesh {
     /// Binds the peer listener (TCP and UDP on one port) and starts serving it.
-    /// Published ports come with [`Mesh::apply`]. Must run inside a tokio runtime.
+    /// Published ports come with [`Mesh::apply`]. Outside a tokio runtime: [`MeshError::NoRuntime`].
     pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| MeshError::NoRuntime)?;
         let (tcp, udp) = peer::bind(config.peer_addr)?;
         let peer_addr = tcp.local_addr().map_err(|source| MeshError::PeerListen {
             protocol: Protocol::Tcp,
@@ -291,7 +292,7 @@ impl Mesh {
             peers: ArcSwap::from_pointee(HashSet::new()),
             specs: ArcSwap::from_pointee(HashMap::new()),
             stop: watch::channel(false).0,
-            rt: tokio::runtime::Handle::current(),
+            rt,
             state: Mutex::new(State::default()),
         });
         let tasks = vec![
