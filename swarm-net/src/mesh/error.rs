@@ -22,6 +22,9 @@ pub enum MeshError {
         #[source]
         source: io::Error,
     },
+    /// `Mesh::start` was polled outside a tokio runtime (the mesh spawns tasks on it).
+    #[error("the routing mesh must start inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// Why one published port of an [`IngressView`](super::IngressView) is not

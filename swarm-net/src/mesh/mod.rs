@@ -11,8 +11,10 @@
 //!                                             connect, [PROXY v2], ack, splice
 //! ```
 //!
-//! All in user space on tokio: TCP bytes move with splice(2) through a pipe on
-//! Linux (no copy through user memory), UDP datagrams through one socket per
+//! All in user space on tokio: on Linux a TCP direction that carries bulk
+//! data (a read fills 16 KiB) moves with splice(2) through a pipe, with no copy
+//! through user memory, while small requests and answers go through a small
+//! buffer (cheaper for a few bytes); UDP datagrams go through one socket per
 //! flow. The caller (the node) computes the backends from the store and hands
 //! the whole desired state to [`Mesh::apply`] whenever it changes.
 //!
@@ -175,6 +177,8 @@ pub(crate) struct PortSpec {
     pub target_port: u16,
     pub proxy_protocol: bool,
     pub backends: Vec<LiveBackend>,
+    /// Indices of the backends that are not draining.
+    pub active: Vec<usize>,
     /// Open connections or flows of this port on this node (ingress and peer side).
     pub open: Arc<AtomicUsize>,
 }
@@ -182,9 +186,8 @@ pub(crate) struct PortSpec {
 impl PortSpec {
     /// The backends that may take new connections, from `start` round robin.
     pub fn pick(&self, start: usize) -> impl Iterator<Item = &LiveBackend> {
-        let active: Vec<&LiveBackend> = self.backends.iter().filter(|b| !b.draining).collect();
-        let n = active.len();
-        (0..n).map(move |i| active[(start + i) % n])
+        let n = self.active.len();
+        (0..n).map(move |i| &self.backends[self.active[(start + i) % n]])
     }
 }
 
@@ -209,30 +212,6 @@ struct State {
 }
 
 impl Inner {
-    /// The address hand-overs to other nodes leave from: the peer listener's,
-    /// the one other nodes know this node by (they accept hand-overs only from
-    /// the swarm's node addresses). `None` when it listens on every address.
-    pub fn source_ip(&self) -> Option<IpAddr> {
-        let ip = self.peer_addr.ip();
-        (!ip.is_unspecified()).then_some(ip)
-    }
-
-    /// Connects to another node's peer listener from [`Inner::source_ip`].
-    pub async fn dial_peer(&self, peer: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-        match self.source_ip() {
-            Some(ip) if ip.is_ipv4() == peer.is_ipv4() => {
-                let s = if peer.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                s.bind(SocketAddr::new(ip, 0))?;
-                s.connect(peer).await
-            }
-            _ => tokio::net::TcpStream::connect(peer).await,
-        }
-    }
-
     /// The spec of a port whose backend `task_id` runs here, active, on `target_port`.
     pub fn find_local(
         &self,
@@ -297,8 +276,9 @@ impl fmt::Debug for Mesh {
 
 impl Mesh {
     /// Binds the peer listener (TCP and UDP on one port) and starts serving it.
-    /// Published ports come with [`Mesh::apply`]. Must run inside a tokio runtime.
+    /// Published ports come with [`Mesh::apply`]. Outside a tokio runtime: [`MeshError::NoRuntime`].
     pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| MeshError::NoRuntime)?;
         let (tcp, udp) = peer::bind(config.peer_addr)?;
         let peer_addr = tcp.local_addr().map_err(|source| MeshError::PeerListen {
             protocol: Protocol::Tcp,
@@ -312,7 +292,7 @@ impl Mesh {
             peers: ArcSwap::from_pointee(HashSet::new()),
             specs: ArcSwap::from_pointee(HashMap::new()),
             stop: watch::channel(false).0,
-            rt: tokio::runtime::Handle::current(),
+            rt,
             state: Mutex::new(State::default()),
         });
         let tasks = vec![
@@ -388,11 +368,15 @@ impl Mesh {
                 statuses.insert(id, tx);
             }
             let open = st.counters.entry(key).or_default().clone();
+            let active = (0..backends.len())
+                .filter(|&i| !backends[i].draining)
+                .collect();
             let spec = PortSpec {
                 key,
                 target_port: port.target_port,
                 proxy_protocol: port.proxy_protocol,
                 backends,
+                active,
                 open,
             };
             specs.insert(key, Arc::new(spec));
@@ -448,9 +432,10 @@ impl Mesh {
         self.inner.peers.store(Arc::new(allowed));
     }
 
-    /// Chooses how TCP bytes are moved: splice(2) through a pipe (`true`, the
-    /// default on Linux) or tokio's user-space copy (`false`; the only mode
-    /// elsewhere). Applies to connections opened afterwards.
+    /// Chooses how TCP bytes are moved: splice(2) through a pipe once a
+    /// direction carries bulk data (`true`, the default on Linux) or tokio's
+    /// user-space copy throughout (`false`; the only mode elsewhere). Applies
+    /// to connections opened afterwards.
     pub fn set_zero_copy(&self, on: bool) {
         self.inner
             .zero_copy

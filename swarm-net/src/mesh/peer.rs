@@ -167,6 +167,7 @@ pub(crate) async fn serve_udp(inner: Arc<Inner>, socket: Arc<UdpSocket>) {
         let payload = &buf[used..n];
         if let Some(flow) = flows.get(&from)
             && flow.task_id == ho.task_id
+            && !flow.left()
         {
             flow.forward(payload, &mut Vec::new()).await;
             continue;

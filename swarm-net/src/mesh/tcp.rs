@@ -2,13 +2,13 @@
 //! the peer node's mesh), relay.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use super::header;
@@ -76,7 +76,7 @@ async fn client_connection(
         Err(_) => return,
     };
     for backend in spec.pick(start).take(MAX_ATTEMPTS) {
-        match connect(&inner, &spec, backend, client, local).await {
+        match connect(&spec, backend, client, local, inner.peer_addr.ip()).await {
             Ok(mut upstream) => {
                 tracing::debug!(%client, task = %backend.task_id, port = spec.key.port, "mesh: connection");
                 pump(&inner, &mut stream, &mut upstream, backend.status.clone()).await;
@@ -93,11 +93,11 @@ async fn client_connection(
 /// Connects to a backend, directly or through its node's peer listener, and
 /// sends what must precede the client's bytes.
 async fn connect(
-    inner: &Inner,
     spec: &PortSpec,
     backend: &LiveBackend,
     client: SocketAddr,
     local: SocketAddr,
+    node_ip: IpAddr,
 ) -> io::Result<TcpStream> {
     let attempt = async {
         match backend.target {
@@ -111,7 +111,7 @@ async fn connect(
                 Ok(s)
             }
             Target::Remote { peer } => {
-                let mut s = inner.dial_peer(peer).await?;
+                let mut s = connect_from(node_ip, peer).await?;
                 let _ = s.set_nodelay(true);
                 let h = header::encode(
                     Protocol::Tcp,
@@ -138,6 +138,44 @@ async fn connect(
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
+
+/// Connects to another node's peer listener from this node's own address
+/// (the one the other nodes allow), unless it is unspecified.
+async fn connect_from(node_ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if to.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !node_ip.is_unspecified() && node_ip.is_ipv4() == to.is_ipv4() {
+        no_port_at_bind(&socket);
+        socket.bind(SocketAddr::new(node_ip, 0))?;
+    }
+    socket.connect(to).await
+}
+
+/// Lets the kernel pick the source port at connect time, for the whole
+/// 4-tuple, instead of at bind time: otherwise every hand-over in TIME_WAIT
+/// holds one of the node's ephemeral ports for every destination, and a busy
+/// node runs out (and bind slows down long before).
+#[cfg(target_os = "linux")]
+fn no_port_at_bind(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a pointer to an int and its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_port_at_bind(_socket: &TcpSocket) {}
 
 /// Relays until both sides are done, the backend's drain deadline passes or
 /// the mesh stops.

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Target, header};
+use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Status, Target, header};
 
 /// Largest datagram relayed.
 pub(crate) const MAX_DATAGRAM: usize = 65535;
@@ -51,12 +51,19 @@ pub(crate) struct Flow {
     epoch: Instant,
     last_ms: AtomicU64,
     kill: Notify,
+    /// Closed when the backend leaves the view.
+    status: watch::Receiver<Status>,
 }
 
 impl Flow {
     fn touch(&self) {
         self.last_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The backend left the view: the flow must not carry more datagrams.
+    pub fn left(&self) -> bool {
+        self.status.has_changed().is_err()
     }
 
     fn last(&self) -> Instant {
@@ -124,17 +131,18 @@ impl FlowTable {
             Upstream::Local(a) => *a,
             Upstream::Remote { peer, .. } => *peer,
         };
-        let any: IpAddr = if to.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
+        // Hand-overs leave from this node's own address (the one other nodes allow).
+        let node_ip = inner.peer_addr.ip();
+        let from: IpAddr = match &upstream {
+            Upstream::Remote { .. }
+                if !node_ip.is_unspecified() && node_ip.is_ipv4() == to.is_ipv4() =>
+            {
+                node_ip
+            }
+            _ if to.is_ipv4() => Ipv4Addr::UNSPECIFIED.into(),
+            _ => Ipv6Addr::UNSPECIFIED.into(),
         };
-        // Hand-overs leave from the address other nodes know this one by.
-        let source = match (&upstream, inner.source_ip()) {
-            (Upstream::Remote { .. }, Some(ip)) if ip.is_ipv4() == to.is_ipv4() => ip,
-            _ => any,
-        };
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(source, 0))?;
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(from, 0))?;
         std_socket.set_nonblocking(true)?;
         let remote = match upstream {
             Upstream::Local(addr) => {
@@ -151,6 +159,7 @@ impl FlowTable {
             epoch,
             last_ms: AtomicU64::new(0),
             kill: Notify::new(),
+            status: backend.status.clone(),
         });
         if let Some(old) = self.map.lock().insert(client, flow.clone()) {
             old.kill.notify_one();
@@ -234,7 +243,9 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket
                 continue;
             }
         };
-        if let Some(flow) = flows.get(&client) {
+        if let Some(flow) = flows.get(&client)
+            && !flow.left()
+        {
             flow.forward(&buf[..n], &mut scratch).await;
             continue;
         }
