@@ -334,6 +334,25 @@ impl NodeMesh {
         })
     }
 
+    /// [`NodeMesh::start`] when the node has a mesh (`cfg`); the peer listener
+    /// is advertised on `advertised` unless `cfg` names an address.
+    pub(crate) async fn start_if(
+        cfg: Option<&RoutingMeshConfig>,
+        advertised: Option<IpAddr>,
+        node_id: &Id,
+        runtime: &Arc<dyn Runtime>,
+        stop: &watch::Receiver<bool>,
+    ) -> crate::error::Result<Option<NodeMesh>> {
+        let Some(cfg) = cfg else { return Ok(None) };
+        let cfg = RoutingMeshConfig {
+            advertise_ip: cfg.advertise_ip.or(advertised),
+            ..cfg.clone()
+        };
+        NodeMesh::start(&cfg, node_id.clone(), runtime.clone(), stop.clone())
+            .await
+            .map(Some)
+    }
+
     /// Closes every published port and the peer listener.
     pub(crate) async fn shutdown(&self) {
         self.mesh.shutdown().await;

@@ -543,23 +543,18 @@ impl Manager {
                     .filter(|a| *a != addr),
             );
             let mut description = describe(&cfg.hostname);
-            let mut ingress = None;
-            if let Some(m) = &cfg.routing_mesh {
-                let m = crate::ingress::RoutingMeshConfig {
-                    advertise_ip: m.advertise_ip.or_else(|| crate::ingress::ip_of(&addr)),
-                    ..m.clone()
-                };
-                let started = crate::ingress::NodeMesh::start(
-                    &m,
-                    node.node_id.clone(),
-                    runtime.clone(),
-                    stop_rx.clone(),
-                )
-                .await?;
-                description.mesh_addr = started.addr.clone();
-                ingress = Some(started.views.clone());
-                mesh = Some(started);
-            }
+            mesh = crate::ingress::NodeMesh::start_if(
+                cfg.routing_mesh.as_ref(),
+                crate::ingress::ip_of(&addr),
+                &node.node_id,
+                &runtime,
+                &stop_rx,
+            )
+            .await?;
+            let ingress = mesh.as_ref().map(|m| {
+                description.mesh_addr = m.addr.clone();
+                m.views.clone()
+            });
             let session = SessionConfig {
                 managers: managers.into(),
                 tls: client_config(&ca, &identity)?,

@@ -146,21 +146,16 @@ impl Worker {
         let (stop, stop_rx) = watch::channel(false);
         let advertised = crate::ingress::ip_of(&config.advertise_addr);
         let mut description = describe(&config.hostname);
-        let mut mesh = None;
-        if let Some(m) = &config.routing_mesh {
-            let m = crate::ingress::RoutingMeshConfig {
-                advertise_ip: m.advertise_ip.or(advertised),
-                ..m.clone()
-            };
-            let started = crate::ingress::NodeMesh::start(
-                &m,
-                node.node_id.clone(),
-                runtime.clone(),
-                stop_rx.clone(),
-            )
-            .await?;
-            description.mesh_addr = started.addr.clone();
-            mesh = Some(started);
+        let mesh = crate::ingress::NodeMesh::start_if(
+            config.routing_mesh.as_ref(),
+            advertised,
+            &node.node_id,
+            &runtime,
+            &stop_rx,
+        )
+        .await?;
+        if let Some(m) = &mesh {
+            description.mesh_addr = m.addr.clone();
         }
         // The session keeps this list current; the log publisher follows it, so
         // a manager promoted or replaced after the join gets this node's logs.
