@@ -109,15 +109,18 @@ fn setup() -> Setup {
     s
 }
 
-/// What a request could change: the services, and the nodes' specs (a node's
-/// status moves on by itself).
-fn state(s: &Setup) -> (Vec<u8>, Vec<serde_json::Value>) {
-    let nodes: Vec<serde_json::Value> =
-        serde_json::from_slice(&call(s, "GET", "/nodes", Vec::new()).1).unwrap();
-    (
-        call(s, "GET", "/services", Vec::new()).1,
-        nodes.iter().map(|n| n["Spec"].clone()).collect(),
-    )
+/// What a request could change: which services exist and their specs, and
+/// the nodes' specs (the swarm writes the rest by itself: a node's status, a
+/// service's allocated endpoint).
+fn state(s: &Setup) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let specs = |path: &str| -> Vec<serde_json::Value> {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_slice(&call(s, "GET", path, Vec::new()).1).unwrap();
+        all.iter()
+            .map(|o| serde_json::json!([o["ID"], o["Spec"]]))
+            .collect()
+    };
+    (specs("/services"), specs("/nodes"))
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

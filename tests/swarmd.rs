@@ -136,6 +136,27 @@ fn http(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `docker swarm init` on `first` (advertising `ip`), then every node of
+/// `workers` joins it with the worker token.
+fn init_and_join(first: &Daemon, ip: &str, workers: &[&Daemon]) {
+    ok(first, &["swarm", "init", "--advertise-addr", ip]);
+    let token = ok(first, &["swarm", "join-token", "-q", "worker"]);
+    let manager = ok(
+        first,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    for n in workers {
+        ok(
+            n,
+            &["swarm", "join", "--token", token.trim(), manager.trim()],
+        );
+    }
+}
+
 fn running_tasks(d: &Daemon, service: &str) -> Vec<String> {
     ok(
         d,
@@ -762,22 +783,7 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
         })
         .collect();
     let n1 = &nodes[0];
-    ok(n1, &["swarm", "init", "--advertise-addr", ips[0]]);
-    let token = ok(n1, &["swarm", "join-token", "-q", "worker"]);
-    let manager = ok(
-        n1,
-        &[
-            "info",
-            "--format",
-            "{{(index .Swarm.RemoteManagers 0).Addr}}",
-        ],
-    );
-    for n in &nodes[1..] {
-        ok(
-            n,
-            &["swarm", "join", "--token", token.trim(), manager.trim()],
-        );
-    }
+    init_and_join(n1, ips[0], &nodes[1..].iter().collect::<Vec<_>>());
     wait_until("three ready nodes", || {
         ok(n1, &["node", "ls", "--format", "{{.Status}}"])
             .lines()
@@ -954,19 +960,7 @@ fn logs_follow_the_managers_with_tail_and_the_nodes_timestamps() {
     let n1 = start("127.0.0.31", "node1");
     let n2 = start("127.0.0.32", "node2");
     let n3 = start("127.0.0.33", "node3");
-    ok(&n1, &["swarm", "init", "--advertise-addr", "127.0.0.31"]);
-    let token = ok(&n1, &["swarm", "join-token", "-q", "worker"]);
-    let addr = ok(
-        &n1,
-        &[
-            "info",
-            "--format",
-            "{{(index .Swarm.RemoteManagers 0).Addr}}",
-        ],
-    );
-    for n in [&n2, &n3] {
-        ok(n, &["swarm", "join", "--token", token.trim(), addr.trim()]);
-    }
+    init_and_join(&n1, "127.0.0.31", &[&n2, &n3]);
     // node2 joined while node1 was the only manager; its task prints there
     // (process runtime: the task runs on this host, so a file tells it to go on).
     let gate = tempfile::tempdir().unwrap();
