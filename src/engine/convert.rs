@@ -1077,9 +1077,33 @@ pub fn swarm_spec(d: dm::SwarmSpec, current: &ClusterSpec) -> Result<ClusterSpec
     if let Some(e) = d.encryption_config
         && let Some(a) = e.auto_lock_managers
     {
+        refuse_autolock(a)?;
         s.encryption_config.auto_lock_managers = a;
     }
     Ok(s)
+}
+
+/// Autolock would promise keys encrypted at rest, which this swarm does not
+/// do yet: refused rather than recorded and ignored.
+fn refuse_autolock(on: bool) -> Result<(), ApiError> {
+    if on {
+        return Err(ApiError::bad_request(
+            "autolock is not supported by this swarm: its managers do not encrypt their keys at rest",
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of a `swarm init` this swarm cannot honour, refused with a
+/// message naming them (nothing is set up).
+pub fn refuse_unsupported_init(req: &InitRequest) -> Result<(), ApiError> {
+    refuse_autolock(req.auto_lock_managers.unwrap_or(false))?;
+    if req.force_new_cluster == Some(true) {
+        return Err(ApiError::bad_request(
+            "--force-new-cluster is not supported: start a new swarm, or restore a manager's data directory",
+        ));
+    }
+    Ok(())
 }
 
 /// A swarm spec as the Engine API shows it.
@@ -1197,6 +1221,25 @@ mod tests {
             service_spec(serde_json::from_value(service_spec_json(&spec)).expect("docker's shape"))
                 .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn autolock_and_force_new_cluster_are_refused_not_ignored() {
+        let init: InitRequest =
+            strict(br#"{"ListenAddr":"0.0.0.0:2377","AutoLockManagers":true}"#).unwrap();
+        let e = refuse_unsupported_init(&init).unwrap_err();
+        assert!(
+            e.message.contains("autolock is not supported"),
+            "{}",
+            e.message
+        );
+        let init: InitRequest = strict(br#"{"ForceNewCluster":true}"#).unwrap();
+        assert!(refuse_unsupported_init(&init).is_err());
+        let init: InitRequest = strict(br#"{"AutoLockManagers":false}"#).unwrap();
+        assert!(refuse_unsupported_init(&init).is_ok());
+        let update: dm::SwarmSpec =
+            strict(br#"{"EncryptionConfig":{"AutoLockManagers":true}}"#).unwrap();
+        assert!(swarm_spec(update, &ClusterSpec::default()).is_err());
     }
 
     #[test]

@@ -318,6 +318,7 @@ fn addresses(
 
 async fn swarm_init(State(e): Shared, body: Bytes) -> ApiResult {
     let req: convert::InitRequest = strict(&body)?;
+    convert::refuse_unsupported_init(&req)?;
     let mut node = e.node.write().await;
     if node.is_some() {
         return Err(ApiError {
