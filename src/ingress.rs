@@ -334,8 +334,9 @@ impl NodeMesh {
         })
     }
 
-    /// [`NodeMesh::start`] when the node has a mesh (`cfg`); the peer listener
-    /// is advertised on `advertised` unless `cfg` names an address.
+    /// [`NodeMesh::start`] when the node has a mesh (`cfg`). Other nodes reach
+    /// the peer listener on its own address, or on `advertised` (the node's
+    /// address) when it listens on every address, unless `cfg` names one.
     pub(crate) async fn start_if(
         cfg: Option<&RoutingMeshConfig>,
         advertised: Option<IpAddr>,
@@ -344,8 +345,9 @@ impl NodeMesh {
         stop: &watch::Receiver<bool>,
     ) -> crate::error::Result<Option<NodeMesh>> {
         let Some(cfg) = cfg else { return Ok(None) };
+        let listening = Some(cfg.peer_addr.ip()).filter(|ip| !ip.is_unspecified());
         let cfg = RoutingMeshConfig {
-            advertise_ip: cfg.advertise_ip.or(advertised),
+            advertise_ip: cfg.advertise_ip.or(listening).or(advertised),
             ..cfg.clone()
         };
         NodeMesh::start(&cfg, node_id.clone(), runtime.clone(), stop.clone())

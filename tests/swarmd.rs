@@ -783,7 +783,29 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
         })
         .collect();
     let n1 = &nodes[0];
-    init_and_join(n1, ips[0], &nodes[1..].iter().collect::<Vec<_>>());
+    init_and_join(n1, ips[0], &[&nodes[2]]);
+    // node2 takes mesh hand-overs on its own data-path address.
+    let token = ok(n1, &["swarm", "join-token", "-q", "worker"]);
+    let manager = ok(
+        n1,
+        &[
+            "info",
+            "--format",
+            "{{(index .Swarm.RemoteManagers 0).Addr}}",
+        ],
+    );
+    ok(
+        &nodes[1],
+        &[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            "--data-path-addr",
+            "127.0.0.54",
+            manager.trim(),
+        ],
+    );
     wait_until("three ready nodes", || {
         ok(n1, &["node", "ls", "--format", "{{.Status}}"])
             .lines()

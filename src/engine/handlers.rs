@@ -227,9 +227,13 @@ async fn info(State(e): Shared) -> ApiResult {
 /// The cluster addresses an init or join settled on, kept beside the node so a
 /// restarted swarmd comes back on them (`swarmd.json` in the data directory).
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(super) struct SavedAddrs {
     pub(super) listen_addr: Option<String>,
     pub(super) advertise_addr: Option<String>,
+    /// `--data-path-addr`: where the routing mesh takes connections from other
+    /// nodes (default: the advertised address).
+    pub(super) data_path_addr: Option<String>,
 }
 
 impl SavedAddrs {
@@ -252,11 +256,8 @@ impl SavedAddrs {
 }
 
 /// The manager settings for this engine's node, with the request's addresses.
-pub(super) fn manager_config(
-    cfg: &EngineConfig,
-    listen: Option<String>,
-    advertise: Option<String>,
-) -> ManagerConfig {
+pub(super) fn manager_config(cfg: &EngineConfig, addrs: &SavedAddrs) -> ManagerConfig {
+    let (listen, advertise) = (addrs.listen_addr.clone(), addrs.advertise_addr.clone());
     let listen = listen
         .or_else(|| cfg.listen_addr.clone())
         .unwrap_or_else(|| "0.0.0.0:2377".into());
@@ -266,9 +267,11 @@ pub(super) fn manager_config(
         .tick_interval(cfg.tick_interval);
     let advertise = advertise.or_else(|| cfg.advertise_addr.clone());
     if let Some(mesh) = cfg.routing_mesh {
-        let peer_ip = advertise
+        let peer_ip = addrs
+            .data_path_addr
             .as_deref()
             .and_then(crate::ingress::ip_of)
+            .or_else(|| advertise.as_deref().and_then(crate::ingress::ip_of))
             .or_else(|| crate::ingress::ip_of(&m.listen_addr))
             .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         m = m.routing_mesh(crate::ingress::RoutingMeshConfig {
@@ -281,6 +284,20 @@ pub(super) fn manager_config(
         m = m.advertise_addr(a);
     }
     m
+}
+
+/// `--data-path-addr` of an init or join: an IP address (docker also takes an
+/// interface name, which this swarm does not resolve).
+fn data_path_addr(addr: Option<String>) -> Result<Option<String>, ApiError> {
+    match addr.filter(|a| !a.is_empty()) {
+        None => Ok(None),
+        Some(a) => match crate::ingress::ip_of(&a) {
+            Some(ip) => Ok(Some(ip.to_string())),
+            None => Err(ApiError::bad_request(format!(
+                "invalid data path address {a:?}: give an IP address"
+            ))),
+        },
+    }
 }
 
 /// The cluster addresses of an init or join: the request's listen address
@@ -334,14 +351,18 @@ async fn swarm_init(State(e): Shared, body: Bytes) -> ApiResult {
         data_path_port: req.data_path_port.unwrap_or_default(),
     }
     .checked()?;
-    let cfg = manager_config(&e.cfg, listen.clone(), advertise.clone())
+    let addrs = SavedAddrs {
+        listen_addr: listen,
+        advertise_addr: advertise,
+        data_path_addr: data_path_addr(req.data_path_addr)?,
+    };
+    let cfg = manager_config(&e.cfg, &addrs)
         .cluster_spec(spec)
         .network(network);
     let n = Node::start(cfg).await?;
-    let listen = listen.or(n.manager_addr().await);
     SavedAddrs {
-        listen_addr: listen,
-        advertise_addr: advertise,
+        listen_addr: addrs.listen_addr.or(n.manager_addr().await),
+        ..addrs
     }
     .save(&e.cfg.data_dir)?;
     let id = n.node_id().to_string();
@@ -364,6 +385,11 @@ async fn swarm_join(State(e): Shared, body: Bytes) -> ApiResult {
         return Err(ApiError::bad_request("no remote address to join through"));
     }
     let (listen, advertise) = addresses(&e.cfg, req.listen_addr, req.advertise_addr)?;
+    let addrs = SavedAddrs {
+        listen_addr: listen,
+        advertise_addr: advertise,
+        data_path_addr: data_path_addr(req.data_path_addr)?,
+    };
     let mut last = ApiError::bad_request("no remote address to join through");
     for remote in remotes {
         let remote = if remote.contains(':') {
@@ -371,15 +397,11 @@ async fn swarm_join(State(e): Shared, body: Bytes) -> ApiResult {
         } else {
             format!("{remote}:2377")
         };
-        let cfg = manager_config(&e.cfg, listen.clone(), advertise.clone());
+        let cfg = manager_config(&e.cfg, &addrs);
         match Node::join(cfg, &remote, &token).await {
             Ok(n) => {
                 *node = Some(n);
-                SavedAddrs {
-                    listen_addr: listen,
-                    advertise_addr: advertise,
-                }
-                .save(&e.cfg.data_dir)?;
+                addrs.save(&e.cfg.data_dir)?;
                 return empty(StatusCode::OK);
             }
             Err(err) => last = err.into(),

@@ -195,9 +195,12 @@ impl Engine {
         let dir = crate::state::DataDir::open(&cfg.data_dir)?;
         let node = if dir.has_node() {
             let saved = handlers::SavedAddrs::load(&cfg.data_dir);
-            let listen = cfg.listen_addr.clone().or(saved.listen_addr);
-            let advertise = cfg.advertise_addr.clone().or(saved.advertise_addr);
-            Some(Node::start(handlers::manager_config(&cfg, listen, advertise)).await?)
+            let addrs = handlers::SavedAddrs {
+                listen_addr: cfg.listen_addr.clone().or(saved.listen_addr),
+                advertise_addr: cfg.advertise_addr.clone().or(saved.advertise_addr),
+                data_path_addr: saved.data_path_addr,
+            };
+            Some(Node::start(handlers::manager_config(&cfg, &addrs)).await?)
         } else {
             None
         };
