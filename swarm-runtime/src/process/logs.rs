@@ -123,8 +123,15 @@ pub(crate) async fn relay(mut pipe: pipe::Receiver, path: PathBuf) {
                 None => out.extend(record(now, false, line)),
             }
         }
+        // tokio's File finishes a write in the background: flush, so the
+        // records are in the file (for readers, and before the exit is
+        // recorded) when this returns.
         if let Some(f) = &mut file
-            && let Err(e) = f.write_all(&out).await
+            && let Err(e) = async {
+                f.write_all(&out).await?;
+                f.flush().await
+            }
+            .await
         {
             tracing::warn!(path = %path.display(), error = %e, "storing task output");
         }

@@ -379,6 +379,18 @@ impl ProcessRuntime {
             // As root, std also drops the supplementary groups before setuid.
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
+        // The relay opens its read ends while our write ends still hold the
+        // pipes open: a task that writes and exits before the relay would
+        // otherwise take its output with it (a FIFO drops what is in it when
+        // the last descriptor closes). If the spawn fails, our ends close and
+        // the relay ends with nothing.
+        let relay = match self.relay(task_id, &td) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(task = task_id, error = %e, "task output not relayed");
+                None
+            }
+        };
         let mut child = cmd.spawn().map_err(|e| Error::StartFailed {
             message: match e.kind() {
                 std::io::ErrorKind::NotFound => {
@@ -391,13 +403,6 @@ impl ProcessRuntime {
         // Our copies of the pipes' write ends close here: the relay sees the end
         // of the output when the task's group has closed them.
         drop(cmd);
-        let relay = match self.relay(task_id, &td) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(task = task_id, error = %e, "task output not relayed");
-                None
-            }
-        };
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start_ticks = sys::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
         let state = ProcState {
