@@ -292,6 +292,36 @@ async fn docker() -> Option<DockerRuntime> {
 
 const IMAGE: &str = "swarm-test/busybox:1";
 
+/// IDs of the containers whose names start with `prefix`.
+fn containers(prefix: &str) -> Vec<String> {
+    std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the containers whose names start with its prefix when dropped: a
+/// failed run's nodes stop without removing theirs.
+struct RemoveContainers(&'static str);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        let ids = containers(self.0);
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
 /// Which tasks answer `n` requests through `at` (busybox httpd serving the
 /// container's host name, which is its own).
 async fn answering(at: SocketAddr, n: usize) -> BTreeSet<String> {
@@ -311,6 +341,9 @@ async fn every_node_balances_over_tasks_on_all_nodes_and_follows_scaling() {
     let Some(docker_rt) = docker().await else {
         return;
     };
+    // Leftovers of a killed run go now; this run's go even if it fails.
+    drop(RemoveContainers("swt-mesh-web."));
+    let _cleanup = RemoveContainers("swt-mesh-web.");
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
     let nodes = three_nodes(&dirs, 44, |_| {
         Arc::new(docker_rt.clone()) as Arc<dyn Runtime>
@@ -360,7 +393,7 @@ async fn every_node_balances_over_tasks_on_all_nodes_and_follows_scaling() {
     }
     control.remove_service("swt-mesh-web").await.unwrap();
     eventually_async("the containers gone", async || {
-        common::tasks(&control, "swt-mesh-web").is_empty()
+        common::tasks(&control, "swt-mesh-web").is_empty() && containers("swt-mesh-web.").is_empty()
     })
     .await;
     for n in nodes {
