@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 mod common;
-use common::{eventually_async, wanted_running};
+use common::{RemoveContainers, TEST_IMAGE as IMAGE, containers, eventually_async, wanted_running};
 
 /// A python3 server answering on TCP and UDP port `port` with `name:` and what
 /// it got: the task's own identity, so a test sees which task answered.
@@ -275,51 +275,10 @@ async fn docker() -> Option<DockerRuntime> {
             return None;
         }
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image.sh");
-    let out = std::process::Command::new("sh")
-        .args([script, IMAGE])
-        .output()
-        .expect("sh");
-    if !out.status.success() {
-        eprintln!(
-            "skipping: cannot build {IMAGE}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    if !common::have_engine_and_image() {
         return None;
     }
     Some(rt)
-}
-
-const IMAGE: &str = "swarm-test/busybox:1";
-
-/// IDs of the containers whose names start with `prefix`.
-fn containers(prefix: &str) -> Vec<String> {
-    std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Removes the containers whose names start with its prefix when dropped: a
-/// failed run's nodes stop without removing theirs.
-struct RemoveContainers(&'static str);
-
-impl Drop for RemoveContainers {
-    fn drop(&mut self) {
-        let ids = containers(self.0);
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
 }
 
 /// Which tasks answer `n` requests through `at` (busybox httpd serving the
@@ -342,7 +301,7 @@ async fn every_node_balances_over_tasks_on_all_nodes_and_follows_scaling() {
         return;
     };
     // Leftovers of a killed run go now; this run's go even if it fails.
-    drop(RemoveContainers("swt-mesh-web."));
+    common::remove_containers("swt-mesh-web.");
     let _cleanup = RemoveContainers("swt-mesh-web.");
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
     let nodes = three_nodes(&dirs, 44, |_| {

@@ -6,6 +6,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::TEST_IMAGE;
+
 struct Daemon {
     child: Child,
     api: String,
@@ -683,66 +686,6 @@ fn answering(addr: &str, n: usize) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-const WEB_IMAGE: &str = "swarm-test/busybox:1";
-
-/// Removes every container whose name starts with `prefix`.
-fn remove_containers(prefix: &str) {
-    let Ok(o) = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")])
-        .output()
-    else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .output();
-    }
-}
-
-/// Removes a test's containers when dropped (the swarmd processes are killed
-/// at the end of a test, which leaves their containers running).
-struct RemoveContainers(&'static str);
-
-impl Drop for RemoveContainers {
-    fn drop(&mut self) {
-        remove_containers(self.0);
-    }
-}
-
-/// Whether a Docker Engine answers and the test image can be built.
-fn have_engine_and_image() -> bool {
-    let engine = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !engine {
-        eprintln!("skipping: no Docker Engine answers");
-        return false;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image.sh");
-    let built = Command::new("sh").args([script, WEB_IMAGE]).output();
-    match built {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "skipping: cannot build {WEB_IMAGE}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skipping: cannot run the image script: {e}");
-            false
-        }
-    }
-}
-
 /// The tutorial's routing mesh part with the docker CLI: `--publish 8080:80`
 /// answered on every node by tasks across all nodes, `--publish-add` and
 /// `--publish-rm`, and HAProxy in front of the three nodes as the tutorial
@@ -754,12 +697,12 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
         eprintln!("skipping: no docker client installed");
         return;
     }
-    if !have_engine_and_image() {
+    if !common::have_engine_and_image() {
         return;
     }
     // Containers of an earlier run that was killed, and of this one if it fails.
-    remove_containers("my-web.");
-    let _cleanup = RemoveContainers("my-web.");
+    common::remove_containers("my-web.");
+    let _cleanup = common::RemoveContainers("my-web.");
     let ips = ["127.0.0.51", "127.0.0.52", "127.0.0.53"];
     let nodes: Vec<Daemon> = ips
         .iter()
@@ -826,7 +769,7 @@ fn the_routing_mesh_answers_on_every_node_and_behind_haproxy() {
             "8080:80",
             "--replicas",
             "3",
-            WEB_IMAGE,
+            TEST_IMAGE,
             "sh",
             "-c",
             "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
