@@ -1301,6 +1301,20 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
     let v = vips("web");
     assert!(v.contains(&format!("{ingress_id}=10.20.0.")), "{v}");
     assert!(v.contains("=10.20.0.66/26"), "backend VIP: {v}");
+    // The node running web's task is a peer of both networks it is attached to.
+    for net in ["backend", "ingress"] {
+        let peers = ok(
+            &n1,
+            &[
+                "network",
+                "inspect",
+                net,
+                "--format",
+                "{{range .Peers}}{{.Name}}={{.IP}} {{end}}",
+            ],
+        );
+        assert_eq!(peers.trim(), "node1=127.0.0.25", "{net}: {peers}");
+    }
     let ports = ok(
         &n1,
         &[

@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
+use swarm_core::Id;
 use swarm_core::Tables;
-use swarm_core::types::{Config, ConfigSpec, Network, NetworkSpec, Secret, SecretSpec, Service};
+use swarm_core::types::{
+    Config, ConfigSpec, Network, NetworkSpec, Secret, SecretSpec, Service, Task,
+};
 
 use super::Control;
 use crate::error::{Error, Result};
@@ -94,6 +97,41 @@ impl Control {
     /// A network by ID, name or unique ID prefix.
     pub fn inspect_network(&self, id_or_name: &str) -> Result<Arc<Network>> {
         Ok(self.store.view().resolve::<Network>(id_or_name)?)
+    }
+
+    /// The nodes taking part in a network, as `docker network inspect` lists its
+    /// `Peers`: (name, address) of every node with a task attached to it that
+    /// has not ended, sorted by hostname. Every ready node takes part in the
+    /// ingress network (each answers the published ports).
+    pub fn network_peers(&self, network: &Network) -> Vec<(String, String)> {
+        let view = self.store.view();
+        let mut nodes: Vec<Id> = if network.spec.ingress {
+            view.list::<swarm_core::types::Node>()
+                .filter(|n| n.status.state == swarm_core::types::NodeState::Ready)
+                .map(|n| n.id.clone())
+                .collect()
+        } else {
+            view.list::<Task>()
+                .filter(|t| !t.node_id.is_empty() && !t.status.state.is_terminal())
+                .filter(|t| t.networks.iter().any(|a| a.network.id == network.id))
+                .map(|t| t.node_id.clone())
+                .collect()
+        };
+        nodes.sort();
+        nodes.dedup();
+        let mut peers: Vec<(String, String)> = nodes
+            .iter()
+            .filter_map(|id| view.get::<swarm_core::types::Node>(id))
+            .map(|n| {
+                let name = match n.name() {
+                    "" => n.id.to_string(),
+                    name => name.to_string(),
+                };
+                (name, n.status.addr.clone())
+            })
+            .collect();
+        peers.sort();
+        peers
     }
 
     /// Every network.

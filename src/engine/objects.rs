@@ -214,7 +214,16 @@ pub(super) async fn networks_list(State(e): Shared, Query(q): Params) -> ApiResu
 pub(super) async fn network_inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult {
     let control = e.control().await?;
     let n = control.inspect_network(&id)?;
-    ok(network_json(&n))
+    let mut v = network_json(&n);
+    if n.spec.driver_config.name == "overlay" || n.spec.ingress {
+        let peers: Vec<Value> = control
+            .network_peers(&n)
+            .into_iter()
+            .map(|(name, ip)| json!({"Name": name, "IP": ip}))
+            .collect();
+        v["Peers"] = json!(peers);
+    }
+    ok(v)
 }
 
 pub(super) async fn network_create(State(e): Shared, body: Bytes) -> ApiResult {
