@@ -1,6 +1,7 @@
 //! The loops only the raft leader runs: the orchestrator (replicated, global,
 //! jobs, restarts, reaper, rolling updates), the [`allocator`](crate::allocator)
-//! (subnets, VIPs, ports, task addresses; NEW → PENDING), and
+//! (subnets, VIPs, ports, task addresses; NEW → PENDING), the
+//! [`keymanager`](crate::keymanager) (overlay encryption keys), and
 //! the scheduler driver (PENDING → ASSIGNED). They start when this manager
 //! becomes leader and stop when it loses leadership; all their state is in the
 //! store, so a new leader picks up exactly where the old one stopped (the
@@ -38,10 +39,28 @@ impl std::fmt::Debug for LeaderLoops {
 }
 
 impl LeaderLoops {
-    /// Starts the loops over `store`.
+    /// Starts the loops over `store`, rotating the overlay keys every
+    /// [`DEFAULT_KEY_ROTATION`](crate::keymanager::DEFAULT_KEY_ROTATION).
     pub fn start(store: Store, scheduler: SchedulerFactory, clock: Arc<dyn Clock>) -> LeaderLoops {
+        let rotation = crate::keymanager::DEFAULT_KEY_ROTATION;
+        LeaderLoops::start_with(store, scheduler, clock, rotation)
+    }
+
+    /// Starts the loops over `store`, the [`keymanager`](crate::keymanager)
+    /// rotating the overlay keys every `key_rotation`.
+    pub fn start_with(
+        store: Store,
+        scheduler: SchedulerFactory,
+        clock: Arc<dyn Clock>,
+        key_rotation: Duration,
+    ) -> LeaderLoops {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(crate::keymanager::run(
+            store.clone(),
+            key_rotation,
+            rx.clone(),
+        )));
         tasks.push(tokio::spawn(orchestrate(store.clone(), clock, rx.clone())));
         tasks.push(tokio::spawn(crate::allocator::run(
             store.clone(),

@@ -31,6 +31,7 @@ pub mod dispatcher;
 pub mod engine;
 mod error;
 pub mod ingress;
+pub mod keymanager;
 pub mod leader;
 pub mod logs;
 mod manager;

@@ -58,6 +58,9 @@ pub struct ManagerConfig {
     pub routing_mesh: Option<crate::ingress::RoutingMeshConfig>,
     /// Address pools, subnet size and data-path port of a new swarm (`init`).
     pub network: NetworkConfig,
+    /// How often this manager, while it leads, rotates the encryption keys of
+    /// encrypted overlay networks (default 12 hours, as Docker).
+    pub network_key_rotation: Duration,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -88,7 +91,14 @@ impl ManagerConfig {
             tick_interval: Duration::from_millis(100),
             routing_mesh: None,
             network: NetworkConfig::default(),
+            network_key_rotation: crate::keymanager::DEFAULT_KEY_ROTATION,
         }
+    }
+
+    /// Sets how often the leader rotates the overlay encryption keys.
+    pub fn network_key_rotation(mut self, every: Duration) -> Self {
+        self.network_key_rotation = every;
+        self
     }
 
     /// Answers published ports on this node through a routing mesh.
@@ -526,6 +536,7 @@ impl Manager {
             store.clone(),
             node.node_id.clone(),
             cfg.scheduler.clone(),
+            cfg.network_key_rotation,
             leading_tx,
             stop_rx.clone(),
         )));
@@ -664,6 +675,7 @@ async fn follow_leadership(
     store: Store,
     node_id: Id,
     scheduler: SchedulerFactory,
+    key_rotation: Duration,
     leading_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -674,10 +686,11 @@ async fn follow_leadership(
         leading_tx.send_replace(leading);
         if leading && loops.is_none() {
             tracing::info!(node = %node_id, "leading: starting the orchestrator, allocator and scheduler");
-            loops = Some(LeaderLoops::start(
+            loops = Some(LeaderLoops::start_with(
                 store.clone(),
                 scheduler.clone(),
                 Arc::new(SystemClock),
+                key_rotation,
             ));
             let raft_id = raft.id();
             let r = crate::control::update_retrying(&store, |tx| {
