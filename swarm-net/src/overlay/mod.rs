@@ -79,6 +79,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+mod crypt;
+#[cfg(target_os = "linux")]
+mod datapath;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -91,8 +94,17 @@ pub use linux::Overlay;
 #[cfg(not(target_os = "linux"))]
 pub use other::Overlay;
 
+pub use crypt::{ENCRYPTION_MTU_COST, MAX_KEY_LEN, MAX_KEYS, MIN_KEY_LEN, REPLAY_WINDOW};
+
 /// The standard VXLAN UDP port (IANA), the one Docker uses by default.
 pub const VXLAN_PORT: u16 = 4789;
+
+/// The default UDP port of the encrypted data path ([`OverlayConfig::crypt_port`]):
+/// next to [`VXLAN_PORT`], so one firewall rule (`4789-4790/udp`) opens the data path of
+/// both kinds of network. The kernel's VXLAN sockets hold 4789 on every address, so the
+/// user-space data path cannot share it. (IANA lists 4790 for VXLAN-GPE, which Swarm does
+/// not use; pick another port for a node that does.)
+pub const CRYPT_PORT: u16 = 4790;
 
 /// Where sandboxes and task namespaces are bind-mounted by default.
 pub const DEFAULT_NETNS_DIR: &str = "/run/swarm/netns";
@@ -109,11 +121,16 @@ pub struct OverlayConfig {
     pub underlay_ip: IpAddr,
     /// UDP port of VXLAN, the same on every node ([`VXLAN_PORT`] by default).
     pub vxlan_port: u16,
+    /// UDP port of the encrypted data path, the same on every node ([`CRYPT_PORT`] by
+    /// default); its socket is bound to `underlay_ip` in the underlay namespace while an
+    /// encrypted network is set up.
+    pub crypt_port: u16,
     /// Directory where named network namespaces (sandboxes and task namespaces) are
     /// bind-mounted ([`DEFAULT_NETNS_DIR`] by default).
     pub netns_dir: PathBuf,
     /// MTU of the overlay links: the underlay's MTU minus the 50 bytes of VXLAN over IPv4
-    /// (1450 for a 1500-byte underlay, the default).
+    /// (1450 for a 1500-byte underlay, the default). Encrypted networks use
+    /// [`ENCRYPTION_MTU_COST`] (32) bytes less: 1418 by default.
     pub mtu: u32,
 }
 
@@ -123,6 +140,7 @@ impl OverlayConfig {
         OverlayConfig {
             underlay_ip,
             vxlan_port: VXLAN_PORT,
+            crypt_port: CRYPT_PORT,
             netns_dir: PathBuf::from(DEFAULT_NETNS_DIR),
             mtu: 1450,
         }
@@ -142,7 +160,9 @@ pub struct NetworkDef {
     /// The gateway address, inside the subnet (`10.0.9.1`, or `10.0.9.1/24`): given to
     /// the bridge and used for default routes.
     pub gateway: String,
-    /// IPsec between the nodes; not implemented yet: `true` is refused.
+    /// Whether frames between the nodes are encrypted (AES-256-GCM in user space, see the
+    /// [module docs](self)); such a network carries no traffic until
+    /// [`Overlay::set_keys`] gave it keys.
     pub encrypted: bool,
 }
 
@@ -156,6 +176,37 @@ pub struct Peer {
     pub mac: [u8; 6],
     /// The data-path address of the node running the task.
     pub node_underlay: IpAddr,
+}
+
+/// Counters of an encrypted network's data path on this node since the network was set
+/// up here ([`Overlay::crypt_stats`]): what went through and why the rest was dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CryptStats {
+    /// Frames sealed and sent to another node.
+    pub sent: u64,
+    /// Datagrams authenticated, decrypted and delivered to the sandbox.
+    pub received: u64,
+    /// ARP requests for remote endpoints answered from the peer list.
+    pub arp_answered: u64,
+    /// Frames from the sandbox sent nowhere: for no remote endpoint (a local or unknown
+    /// MAC), or broadcast and multicast other than ARP requests for a peer (never
+    /// flooded).
+    pub not_forwarded: u64,
+    /// Frames dropped because the network has no keys yet (either direction).
+    pub no_key: u64,
+    /// Datagrams from an address that runs none of the network's peers.
+    pub unknown_sender: u64,
+    /// Datagrams sealed with a key not in the ring (e.g. a node with other keys).
+    pub unknown_key: u64,
+    /// Datagrams whose tag did not verify (wrong key, altered or forged).
+    pub forged: u64,
+    /// Datagrams already received, or older than the [`REPLAY_WINDOW`].
+    pub replayed: u64,
+    /// Read and write failures on the TAP device or the socket.
+    pub errors: u64,
+    /// Node-wide, for every encrypted network: datagrams too short, of an unknown format
+    /// version, or for a VNI with no encrypted network here.
+    pub malformed: u64,
 }
 
 /// A MAC address.
@@ -290,6 +341,7 @@ impl OverlayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ParsedNetwork {
     pub(crate) vni: u32,
+    pub(crate) encrypted: bool,
     pub(crate) subnet: Cidr,
     pub(crate) gateway: Ipv4Addr,
 }
@@ -339,12 +391,6 @@ pub(crate) fn parse_network(net: &NetworkDef) -> Result<ParsedNetwork, OverlayEr
             net.vni, net.id
         )));
     }
-    if net.encrypted {
-        return Err(OverlayError::Unsupported(format!(
-            "network {} asks for encryption (IPsec between the nodes), not implemented yet",
-            net.id
-        )));
-    }
     let subnet: Cidr = net.subnet.parse().map_err(|_| {
         OverlayError::InvalidArgument(format!(
             "subnet {:?} of network {} is not a CIDR prefix",
@@ -372,6 +418,7 @@ pub(crate) fn parse_network(net: &NetworkDef) -> Result<ParsedNetwork, OverlayEr
     }
     Ok(ParsedNetwork {
         vni: net.vni,
+        encrypted: net.encrypted,
         subnet,
         gateway,
     })
@@ -456,6 +503,8 @@ pub trait OverlayDriver: Send + Sync {
     async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError>;
     /// Sets the remote endpoints of `network_id` to exactly `peers`.
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError>;
+    /// Sets the key ring of the encrypted network `network_id` (the primary key first).
+    async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError>;
     /// The remote endpoints programmed on `network_id`.
     async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError>;
     /// Connects the task namespace at `task_netns` to `network_id` as `ifname` with
@@ -491,6 +540,9 @@ impl OverlayDriver for Overlay {
     }
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError> {
         Overlay::set_peers(self, network_id, peers).await
+    }
+    async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError> {
+        Overlay::set_keys(self, network_id, keys).await
     }
     async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
         Overlay::peers(self, network_id).await
