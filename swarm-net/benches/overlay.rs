@@ -40,6 +40,8 @@ mod linux {
     use swarm_net::overlay::{NetworkDef, Overlay, OverlayConfig, Peer, mac_for_ip};
 
     const NET: &str = "ovbench";
+    /// The encrypted network (user-space AES-256-GCM data path).
+    const CRYPT: &str = "ovcrypt";
 
     fn ip(args: &[&str]) -> Result<()> {
         let out = Command::new("ip").args(args).output().context("ip")?;
@@ -124,6 +126,7 @@ mod linux {
         rt.block_on(async move {
             let underlay: [IpAddr; 2] = ["192.168.251.1".parse()?, "192.168.251.2".parse()?];
             let tasks = [Ipv4Addr::new(10, 0, 9, 2), Ipv4Addr::new(10, 0, 9, 3)];
+            let crypt_tasks = [Ipv4Addr::new(10, 0, 10, 2), Ipv4Addr::new(10, 0, 10, 3)];
             let mut cfg = OverlayConfig::new(underlay[me]);
             cfg.netns_dir = dir;
             let overlay = Overlay::new(cfg).await?;
@@ -133,6 +136,13 @@ mod linux {
                 subnet: "10.0.9.0/24".into(),
                 gateway: "10.0.9.1".into(),
                 encrypted: false,
+            };
+            let crypt = NetworkDef {
+                id: CRYPT.into(),
+                vni: 4098,
+                subnet: "10.0.10.0/24".into(),
+                gateway: "10.0.10.1".into(),
+                encrypted: true,
             };
             let setup = async {
                 let mut timings = Vec::new();
@@ -170,6 +180,22 @@ mod linux {
                 let t = Instant::now();
                 overlay.set_peers(NET, &[peer]).await?;
                 timings.push(("set_peers (250 removed)", t.elapsed()));
+                let t = Instant::now();
+                overlay.ensure_network(&crypt).await?;
+                timings.push(("ensure_network (encrypted)", t.elapsed()));
+                let addr = format!("{}/24", crypt_tasks[me]).parse()?;
+                overlay
+                    .attach(CRYPT, &task_netns, "eth1", addr, false)
+                    .await?;
+                let t = Instant::now();
+                overlay.set_keys(CRYPT, &[vec![7u8; 32]]).await?;
+                timings.push(("set_keys (1 key)", t.elapsed()));
+                let crypt_peer = Peer {
+                    addr: IpAddr::V4(crypt_tasks[other]),
+                    mac: mac_for_ip(crypt_tasks[other]).0,
+                    node_underlay: underlay[other],
+                };
+                overlay.set_peers(CRYPT, &[crypt_peer]).await?;
                 anyhow::Ok(Setup {
                     task_netns,
                     timings,
@@ -179,8 +205,10 @@ mod linux {
             let ok = setup.is_ok();
             let _ = ready.send(setup);
             if ok {
-                let _ = done.recv();
+                // Waiting off the runtime: the encrypted data path runs on it.
+                let _ = tokio::task::spawn_blocking(move || done.recv()).await;
             }
+            overlay.remove_network(CRYPT).await?;
             overlay.remove_network(NET).await?;
             overlay.remove_task_netns("task")?;
             anyhow::Ok(())
@@ -320,13 +348,24 @@ mod linux {
         let (ta, tb) = (&setups[0].task_netns, &setups[1].task_netns);
         let over = bulk(ta, tb, overlay_to, bytes)?;
         let direct = bulk(&host_ns[0], &host_ns[1], direct_to, bytes)?;
-        println!("bulk TCP, {} MiB:", bytes >> 20);
+        let crypt_bytes = bytes / 4;
+        let sealed = bulk(ta, tb, "10.0.10.3:7004".parse()?, crypt_bytes)?;
+        println!(
+            "bulk TCP, {} MiB ({} MiB encrypted):",
+            bytes >> 20,
+            crypt_bytes >> 20
+        );
         println!("  over VXLAN      {over:>7.2} Gbit/s");
+        println!(
+            "  encrypted       {sealed:>7.2} Gbit/s  (= {:.0}% of VXLAN)",
+            sealed / over * 100.0
+        );
         println!(
             "  direct underlay {direct:>7.2} Gbit/s  (overlay = {:.0}%)",
             over / direct * 100.0
         );
         let overlay_rr = round_trips(ta, tb, "10.0.9.3:7002".parse()?, rounds)?;
+        let crypt_rr = round_trips(ta, tb, "10.0.10.3:7005".parse()?, rounds)?;
         let direct_rr = round_trips(
             &host_ns[0],
             &host_ns[1],
@@ -338,6 +377,11 @@ mod linux {
             "  over VXLAN      {:>7.1} / {:>7.1} µs",
             us(overlay_rr.0),
             us(overlay_rr.1)
+        );
+        println!(
+            "  encrypted       {:>7.1} / {:>7.1} µs",
+            us(crypt_rr.0),
+            us(crypt_rr.1)
         );
         println!(
             "  direct underlay {:>7.1} / {:>7.1} µs",
