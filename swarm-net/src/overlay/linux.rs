@@ -470,10 +470,10 @@ impl Overlay {
         let sandbox = nets.remove(network_id);
         let (handle, vxlan) = match sandbox {
             Some(sb) => {
-                if let Dev::Crypt(crypt) = &sb.dev {
-                    if let Some(plane) = self.plane.lock().as_ref() {
-                        plane.remove(crypt);
-                    }
+                if let Dev::Crypt(crypt) = &sb.dev
+                    && let Some(plane) = self.plane.lock().as_ref()
+                {
+                    plane.remove(crypt);
                 }
                 let vxlan = sb.dev.vxlan();
                 // Dropping the data path closes tap0.

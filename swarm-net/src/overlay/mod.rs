@@ -1,5 +1,6 @@
 //! Overlay networks across hosts: VXLAN (UDP 4789) between the nodes that have tasks on a
-//! network, programmed through rtnetlink, the way Docker's overlay driver lays it out.
+//! network, programmed through rtnetlink, the way Docker's overlay driver lays it out; for
+//! encrypted networks, AES-256-GCM over UDP 4790 in user space.
 //!
 //! Per overlay network, each node keeps a *sandbox*: a network namespace of its own
 //! (bind-mounted at `<netns_dir>/ov-<network id>`) holding
@@ -21,6 +22,47 @@
 //! remote task, a permanent FDB entry (its MAC → the underlay address of its node) on
 //! `vxlan0` and a permanent neighbour entry (its IP → its MAC) that the VXLAN ARP proxy
 //! answers from. The kernel then sends each frame straight to the right node.
+//!
+//! # Encrypted networks
+//!
+//! Docker encrypts an overlay (`--opt encrypted`) with IPsec ESP in the kernel. The kernel
+//! this was built on has neither ESP (`ip xfrm state add ... proto esp`: "Requested type
+//! not found") nor WireGuard nor MACsec, so an encrypted network's frames are sealed in
+//! user space instead:
+//!
+//! * its sandbox gets a TAP device `tap0` (a port of `br0`) instead of `vxlan0`, with an
+//!   MTU [`ENCRYPTION_MTU_COST`] bytes lower (1418 for the default 1450);
+//! * a tokio task reads the frames of `tap0`: an ARP request for a peer's address is
+//!   answered from the peer list (the same proxy `vxlan0` does from its neighbour
+//!   entries); a unicast frame for a peer's MAC is sealed with AES-256-GCM (ring) and
+//!   sent as one UDP datagram to the node of that peer; the rest (local or unknown MACs,
+//!   other broadcast and multicast) is dropped, never flooded;
+//! * one UDP socket per node, bound to the data-path address and
+//!   [`OverlayConfig::crypt_port`] ([`CRYPT_PORT`], 4790) in the underlay namespace while
+//!   an encrypted network is set up, and one task that reads it: it accepts datagrams
+//!   only from the nodes of the network's peers, checks the replay window,
+//!   authenticates and decrypts, and writes the frame into the `tap0` of the network the
+//!   VNI names.
+//!
+//! A datagram is a 24-byte header (version, VNI, key id, the sender's salt, a counter:
+//! the associated data) then the sealed frame and its 16-byte tag. Each sender derives its
+//! own key from the network key with HKDF (salt, VNI) and never repeats a nonce (salt and
+//! counter); each receiver keeps an ESP-style window of [`REPLAY_WINDOW`] counters per
+//! sender. [`Overlay::crypt_stats`] counts what went through and why the rest was
+//! dropped.
+//!
+//! Keys: a network has a ring of 1 to [`MAX_KEYS`] keys, given with [`Overlay::set_keys`],
+//! the primary first: frames are sealed with the primary and accepted under any of them.
+//! As in Docker, the managers are meant to generate the keys (random, 3 per encrypted
+//! network, with Lamport times) and rotate them (every 12 hours in Docker), and each node
+//! to receive them over the cluster's mTLS channel and call `set_keys`: add the new key,
+//! then make it the primary, then drop the oldest, on every node, so that established
+//! connections carry on. The facade does not do that yet.
+//!
+//! The data path's tasks run on the tokio runtime that called
+//! [`Overlay::ensure_network`]; it must keep running (not be blocked in synchronous code).
+//! Being in user space, it is slower than the kernel's VXLAN (see BENCHMARKS.md,
+//! "Overlay").
 //!
 //! [`OverlayDriver`] is the same surface as a trait, for a host that brings its own data
 //! plane.
@@ -63,11 +105,8 @@
 //! Needs Linux and root (`CAP_NET_ADMIN` for links, `CAP_SYS_ADMIN` for namespaces and
 //! bind mounts); otherwise [`Overlay::new`] fails with [`OverlayError::NotPermitted`] or
 //! [`OverlayError::Unsupported`]. Only IPv4 overlay subnets are supported (the underlay may
-//! be IPv4 or IPv6; with IPv6, lower [`OverlayConfig::mtu`] by 20 more bytes). Encryption
-//! (`encrypted`, IPsec ESP between the nodes) is not implemented yet and is refused with
-//! [`OverlayError::Unsupported`]: the kernel this was built on has no ESP
-//! (`ip xfrm state add ... proto esp` answers "Requested type not found"), so it could not
-//! be tested.
+//! be IPv4 or IPv6; with IPv6, lower [`OverlayConfig::mtu`] by 20 more bytes). Encrypted
+//! networks also need TAP devices (`/dev/net/tun`).
 //!
 //! Each call that works in a sandbox or a task namespace opens a netlink socket there from
 //! a short-lived thread (a few hundred microseconds, blocking the calling worker meanwhile).
