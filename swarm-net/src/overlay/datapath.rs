@@ -32,8 +32,11 @@ use super::{CryptStats, OverlayError, Peer};
 
 /// `_IOW('T', 202, int)`: make the TUN/TAP file a device.
 const TUNSETIFF: u64 = 0x4004_54ca;
-/// Largest frame read from a TAP device or datagram received (more than any MTU).
-const BUF: usize = 65_536;
+/// Bytes of an Ethernet header with a VLAN tag: a frame is at most MTU + this.
+const FRAME_HEADROOM: usize = 18;
+/// Most frames read from a TAP device, or datagrams received, before they are handled
+/// (and sent with one `sendmmsg`).
+const BATCH: usize = 32;
 /// Socket buffers of the data path's UDP socket (bulk traffic overruns the default).
 const SOCKET_BUFFER: libc::c_int = 4 << 20;
 
@@ -165,7 +168,13 @@ impl Drop for CryptPlane {
 
 impl CryptPlane {
     /// Starts the plane on `socket` (bound to the data-path address and `port`).
-    pub(crate) fn start(socket: std::net::UdpSocket, port: u16) -> Result<Self, OverlayError> {
+    /// Datagrams longer than `mtu` (the largest link MTU of any network) plus an Ethernet
+    /// header and the encryption overhead are dropped.
+    pub(crate) fn start(
+        socket: std::net::UdpSocket,
+        port: u16,
+        mtu: u32,
+    ) -> Result<Self, OverlayError> {
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             // SAFETY: setsockopt with a pointer to a live int of the size given. Best
             // effort: the defaults work, only slower.
@@ -188,7 +197,13 @@ impl CryptPlane {
         );
         let nets = Arc::new(RwLock::new(HashMap::new()));
         let malformed = Arc::new(AtomicU64::new(0));
-        let rx = tokio::spawn(receive(socket.clone(), nets.clone(), malformed.clone()));
+        let slot = mtu as usize + FRAME_HEADROOM + OVERHEAD;
+        let rx = tokio::spawn(receive(
+            socket.clone(),
+            nets.clone(),
+            malformed.clone(),
+            slot,
+        ));
         Ok(CryptPlane {
             socket,
             port,
@@ -203,8 +218,15 @@ impl CryptPlane {
         self.nets.read().is_empty()
     }
 
-    /// Starts the data path of network `id` (VNI `vni`) on the TAP device `tap`.
-    pub(crate) fn add(&self, id: &str, vni: u32, tap: OwnedFd) -> Result<CryptNet, OverlayError> {
+    /// Starts the data path of network `id` (VNI `vni`) on the TAP device `tap` of MTU
+    /// `mtu`.
+    pub(crate) fn add(
+        &self,
+        id: &str,
+        vni: u32,
+        mtu: u32,
+        tap: OwnedFd,
+    ) -> Result<CryptNet, OverlayError> {
         if self.nets.read().contains_key(&vni) {
             return Err(OverlayError::InvalidArgument(format!(
                 "VNI {vni} is already used by another encrypted network of this node"
@@ -220,7 +242,8 @@ impl CryptPlane {
             peers: ArcSwap::from_pointee(PeerTable::default()),
             counters: Counters::default(),
         });
-        let tx = tokio::spawn(send(shared.clone(), self.socket.clone(), self.port));
+        let slot = mtu as usize + FRAME_HEADROOM;
+        let tx = tokio::spawn(send(shared.clone(), self.socket.clone(), self.port, slot));
         self.nets.write().insert(vni, shared.clone());
         Ok(CryptNet { vni, shared, tx })
     }
@@ -281,31 +304,143 @@ pub(crate) fn open_tap(name: &str) -> Result<OwnedFd, OverlayError> {
     Ok(fd)
 }
 
-/// Reads one frame from the TAP device.
-async fn read_tap(tap: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads up to `frames.len()` frames from the TAP device (at least one), their lengths
+/// in `lens`.
+async fn read_tap(
+    tap: &AsyncFd<OwnedFd>,
+    frames: &mut [Vec<u8>],
+    lens: &mut [usize],
+) -> io::Result<usize> {
     loop {
         let mut guard = tap.readable().await?;
-        let read = guard.try_io(|fd| {
-            // SAFETY: reads at most `buf.len()` bytes into a live buffer.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
+        let mut count = 0;
+        while count < frames.len() {
+            let buf = &mut frames[count];
+            let read = guard.try_io(|fd| {
+                // SAFETY: reads at most `buf.len()` bytes into a live buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    lens[count] = n;
+                    count += 1;
+                }
+                Ok(Err(e)) if count == 0 => return Err(e),
+                // Would block (readiness cleared), or an error after some frames.
+                Ok(Err(_)) | Err(_) => break,
             }
-        });
-        if let Ok(result) = read {
-            return result;
+        }
+        if count > 0 {
+            return Ok(count);
         }
     }
 }
 
-/// The sending task of one network: TAP → (ARP proxy | seal → UDP).
-async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16) {
-    let mut buf = vec![0u8; BUF];
-    let mut out = Vec::with_capacity(BUF + OVERHEAD);
+/// A socket address as the kernel takes it.
+fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data, large and aligned enough for both families.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: see above.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: see above.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// The address in `ss`, if it is IPv4 or IPv6.
+fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET).
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6).
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be(sin6.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `sendmmsg(2)` of `datagrams[i]` to `dests[i]`; how many were sent (at least one).
+fn send_batch(fd: i32, datagrams: &[Vec<u8>], dests: &[SocketAddr]) -> io::Result<usize> {
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+        dests.iter().map(to_sockaddr).collect();
+    let mut iovs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|d| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = addrs
+        .iter_mut()
+        .zip(iovs.iter_mut())
+        .map(|((addr, len), iov)| {
+            // SAFETY: mmsghdr is plain data; the pointers set below outlive the call.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = *len;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: `hdrs` points at live addresses and buffers for the duration of the call.
+    let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as _, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// The sending task of one network: TAP → (ARP proxy | seal → UDP), `BATCH` frames at
+/// a time. `slot` is the largest frame the network's MTU allows.
+async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, slot: usize) {
+    // One byte more than the largest frame: a frame that fills its buffer was cut.
+    let mut frames = vec![vec![0u8; slot + 1]; BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut sealed: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(slot + 1 + OVERHEAD))
+        .collect();
+    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
     loop {
-        let n = match read_tap(&net.tap, &mut buf).await {
+        let count = match read_tap(&net.tap, &mut frames, &mut lens).await {
             Ok(n) => n,
             Err(e) => {
                 bump(&net.counters.errors);
@@ -314,99 +449,198 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16) {
                 continue;
             }
         };
-        let frame = &buf[..n];
-        if frame.len() < 14 {
-            bump(&net.counters.not_forwarded);
-            continue;
-        }
-        let peers = net.peers.load();
-        if frame[0] & 1 == 1 {
-            // Broadcast or multicast: only ARP requests for known peers are answered;
-            // nothing is flooded to the other nodes.
-            match arp_reply(frame, |ip| peers.by_ip.get(&ip).copied()) {
-                Some(reply) => {
-                    net.write_tap(&reply);
-                    bump(&net.counters.arp_answered);
+        dests.clear();
+        {
+            let peers = net.peers.load();
+            let ring = net.ring.load();
+            for (buf, &n) in frames.iter().zip(&lens).take(count) {
+                let frame = &buf[..n];
+                if frame.len() < 14 || frame.len() > slot {
+                    bump(&net.counters.not_forwarded);
+                    continue;
                 }
-                None => bump(&net.counters.not_forwarded),
+                if frame[0] & 1 == 1 {
+                    // Broadcast or multicast: only ARP requests for known peers are
+                    // answered; nothing is flooded to the other nodes.
+                    match arp_reply(frame, |ip| peers.by_ip.get(&ip).copied()) {
+                        Some(reply) => {
+                            net.write_tap(&reply);
+                            bump(&net.counters.arp_answered);
+                        }
+                        None => bump(&net.counters.not_forwarded),
+                    }
+                    continue;
+                }
+                let mut dst = [0u8; 6];
+                dst.copy_from_slice(&frame[..6]);
+                let Some(node) = peers.by_mac.get(&dst).copied() else {
+                    // A local endpoint the bridge has not learnt yet, or a stale one.
+                    bump(&net.counters.not_forwarded);
+                    continue;
+                };
+                let Some(ring) = ring.as_ref() else {
+                    bump(&net.counters.no_key);
+                    continue;
+                };
+                if !ring.seal(frame, &mut sealed[dests.len()]) {
+                    bump(&net.counters.no_key);
+                    continue;
+                }
+                dests.push(SocketAddr::new(node, port));
             }
-            continue;
         }
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&frame[..6]);
-        let Some(node) = peers.by_mac.get(&dst).copied() else {
-            // A local endpoint the bridge has not learnt yet, or a stale one.
-            bump(&net.counters.not_forwarded);
-            continue;
-        };
-        drop(peers);
-        let Some(ring) = net.ring.load_full() else {
-            bump(&net.counters.no_key);
-            continue;
-        };
-        if !ring.seal(frame, &mut out) {
-            bump(&net.counters.no_key);
-            continue;
-        }
-        match socket.send_to(&out, SocketAddr::new(node, port)).await {
-            Ok(_) => bump(&net.counters.sent),
-            Err(e) => {
-                bump(&net.counters.errors);
-                tracing::debug!(network = %net.id, %node, error = %e, "sending an encrypted frame");
+        let mut from = 0;
+        while from < dests.len() {
+            let sent = socket
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    send_batch(
+                        socket.as_raw_fd(),
+                        &sealed[from..dests.len()],
+                        &dests[from..],
+                    )
+                })
+                .await;
+            match sent {
+                Ok(n) => {
+                    net.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+                    from += n;
+                }
+                Err(e) => {
+                    // The first datagram failed: skip it.
+                    bump(&net.counters.errors);
+                    tracing::debug!(network = %net.id, node = %dests[from], error = %e, "sending an encrypted frame");
+                    from += 1;
+                }
             }
         }
     }
 }
 
+/// `recvmmsg(2)` into `bufs`: per datagram its length (`None` if cut) and sender.
+fn recv_batch(
+    fd: i32,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(Option<usize>, Option<SocketAddr>)>,
+) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data.
+    let mut addrs: Vec<libc::sockaddr_storage> = (0..bufs.len())
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = addrs
+        .iter_mut()
+        .zip(iovs.iter_mut())
+        .map(|(addr, iov)| {
+            // SAFETY: mmsghdr is plain data; the pointers set below outlive the call.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: `hdrs` points at live buffers and addresses for the duration of the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as _,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    got.clear();
+    for (h, addr) in hdrs.iter().zip(&addrs).take(n as usize) {
+        let cut = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        got.push(((!cut).then_some(h.msg_len as usize), from_sockaddr(addr)));
+    }
+    Ok(())
+}
+
 /// The receiving task of a node: UDP → (authenticate, decrypt) → the TAP device of the
-/// datagram's network.
+/// datagram's network, `BATCH` datagrams at a time of at most `slot` bytes.
 async fn receive(
     socket: Arc<UdpSocket>,
     nets: Arc<RwLock<HashMap<u32, Arc<NetShared>>>>,
     malformed: Arc<AtomicU64>,
+    slot: usize,
 ) {
-    let mut buf = vec![0u8; BUF];
+    let mut bufs = vec![vec![0u8; slot]; BATCH];
+    let mut got = Vec::with_capacity(BATCH);
     let mut receivers: HashMap<u32, Receiver> = HashMap::new();
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                tracing::debug!(error = %e, "receiving on the encrypted data path");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let datagram = &mut buf[..n];
-        let Some(header) = Header::parse(datagram) else {
-            bump(&malformed);
-            continue;
-        };
-        let Some(net) = nets.read().get(&header.vni).cloned() else {
-            bump(&malformed);
-            continue;
-        };
-        if !net.peers.load().nodes.contains(&from.ip()) {
-            bump(&net.counters.unknown_sender);
+        let received = socket
+            .async_io(tokio::io::Interest::READABLE, || {
+                recv_batch(socket.as_raw_fd(), &mut bufs, &mut got)
+            })
+            .await;
+        if let Err(e) = received {
+            tracing::debug!(error = %e, "receiving on the encrypted data path");
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let Some(ring) = net.ring.load_full() else {
-            bump(&net.counters.no_key);
-            continue;
-        };
         if receivers.len() > nets.read().len() + 16 {
             let live = nets.read();
             receivers.retain(|vni, _| live.contains_key(vni));
         }
-        let receiver = receivers.entry(header.vni).or_default();
-        match receiver.open(&ring, datagram) {
-            Ok(frame) => {
-                net.write_tap(frame);
-                bump(&net.counters.received);
+        for (buf, (len, from)) in bufs.iter_mut().zip(&got) {
+            let (Some(len), Some(from)) = (len, from) else {
+                bump(&malformed);
+                continue;
+            };
+            let datagram = &mut buf[..*len];
+            let Some(header) = Header::parse(datagram) else {
+                bump(&malformed);
+                continue;
+            };
+            let Some(net) = nets.read().get(&header.vni).cloned() else {
+                bump(&malformed);
+                continue;
+            };
+            if !net.peers.load().nodes.contains(&from.ip()) {
+                bump(&net.counters.unknown_sender);
+                continue;
             }
-            Err(Rejected::Malformed) => bump(&malformed),
-            Err(Rejected::UnknownKey) => bump(&net.counters.unknown_key),
-            Err(Rejected::Forged) => bump(&net.counters.forged),
-            Err(Rejected::Replayed) => bump(&net.counters.replayed),
+            let Some(ring) = net.ring.load_full() else {
+                bump(&net.counters.no_key);
+                continue;
+            };
+            let receiver = receivers.entry(header.vni).or_default();
+            match receiver.open(&ring, datagram) {
+                Ok(frame) => {
+                    net.write_tap(frame);
+                    bump(&net.counters.received);
+                }
+                Err(Rejected::Malformed) => bump(&malformed),
+                Err(Rejected::UnknownKey) => bump(&net.counters.unknown_key),
+                Err(Rejected::Forged) => bump(&net.counters.forged),
+                Err(Rejected::Replayed) => bump(&net.counters.replayed),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip_through_the_kernel_form() {
+        for a in ["192.168.242.1:4790", "[fd00::1]:4790", "[fe80::1%3]:1"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let (ss, _) = to_sockaddr(&addr);
+            let back = from_sockaddr(&ss).unwrap();
+            assert_eq!((back.ip(), back.port()), (addr.ip(), addr.port()), "{a}");
         }
     }
 }

@@ -290,7 +290,11 @@ impl Overlay {
                 )
             })
         })?;
-        *plane = Some(CryptPlane::start(socket, self.cfg.crypt_port)?);
+        *plane = Some(CryptPlane::start(
+            socket,
+            self.cfg.crypt_port,
+            self.cfg.mtu,
+        )?);
         tracing::info!(%at, "encrypted data path listening");
         Ok(())
     }
@@ -405,7 +409,7 @@ impl Overlay {
             op: format!("starting the data path of network {id}"),
             source: std::io::Error::other("the encrypted data path is not running"),
         })?;
-        plane.add(id, vni, fd)
+        plane.add(id, vni, mtu, fd)
     }
 
     /// Creates the VXLAN device in the node's namespace (so its socket is on the
