@@ -3,8 +3,10 @@
 //! * control plane: time to set up a network's sandbox, a task namespace, an attach, and
 //!   to program 1 and 250 peers;
 //! * data plane: a bulk TCP transfer and small TCP round trips between two tasks on two
-//!   namespaced hosts over VXLAN, against the same between the hosts directly over their
-//!   underlay veth, in the same run.
+//!   namespaced hosts over VXLAN, over an encrypted network (the user-space AES-256-GCM
+//!   data path, a quarter of the bulk bytes), and between the hosts directly over their
+//!   underlay veth, in the same run;
+//! * the cipher alone: AES-256-GCM sealing of full-size frames on one core.
 //!
 //! Run: `cargo bench -p swarm-net --bench overlay` (as root). `-- --test` runs a short
 //! version (what CI does so the bench does not rot).
@@ -13,7 +15,9 @@
 //! 2026-11-28: bulk TCP 10.2 / 9.9 Gbit/s over VXLAN against 13.3 / 14.5 Gbit/s direct
 //! (69-76 %); 64-byte round trips p50 22.9-23.1 µs over VXLAN against 13.8 µs direct,
 //! p99 34-85 µs against 18-20 µs; ensure_network 13-31 ms, attach 23-44 ms, 251 peers
-//! 8-49 ms.
+//! 8-49 ms. Encrypted (three runs, load 5-9): bulk 0.97-1.26 Gbit/s against 8-12 over
+//! VXLAN; round trips p50 27-60 µs, p99 0.6-2.7 ms; the cipher alone 44-52 Gbit/s. See
+//! BENCHMARKS.md, "Overlay".
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -389,12 +393,43 @@ mod linux {
             us(direct_rr.1)
         );
 
+        seal_rate(quick);
+
         drop(done);
         for t in threads {
             t.join().expect("host thread")?;
         }
         drop(hosts);
         Ok(())
+    }
+
+    /// What the encrypted data path's cipher costs alone: AES-256-GCM (ring) sealing
+    /// frames of the encrypted network's full size (1418 + 14 bytes), on one core.
+    fn seal_rate(quick: bool) {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).expect("key"));
+        let mut frame = vec![0u8; 1432];
+        let rounds: u64 = if quick { 2_000 } else { 200_000 };
+        let start = Instant::now();
+        for i in 0..rounds {
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&i.to_be_bytes());
+            let tag = key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from([0u8; 24]),
+                    &mut frame,
+                )
+                .expect("seal");
+            std::hint::black_box(&tag);
+        }
+        let took = start.elapsed();
+        println!(
+            "AES-256-GCM seal of {}-byte frames, one core: {:.2} Gbit/s ({:.2} µs a frame)",
+            frame.len(),
+            (rounds * frame.len() as u64) as f64 * 8.0 / took.as_secs_f64() / 1e9,
+            us(took) / rounds as f64
+        );
     }
 
     fn us(d: Duration) -> f64 {

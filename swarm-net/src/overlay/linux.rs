@@ -239,8 +239,10 @@ impl Overlay {
     /// `vxlan0` (see the [module docs](super)): the first one opens the UDP socket on
     /// `underlay_ip`:`crypt_port`, and their tasks run on the calling tokio runtime. Its
     /// links get an MTU [`ENCRYPTION_MTU_COST`](super::ENCRYPTION_MTU_COST) bytes lower.
-    /// It carries nothing until [`Overlay::set_keys`] gives it keys. A sandbox left by a
-    /// previous run with the other kind of device is refused (remove the network first).
+    /// It carries nothing until [`Overlay::set_keys`] gives it keys. Its peers and keys live
+    /// in this process: a sandbox adopted from a previous run gets a new `tap0` and needs
+    /// `set_peers` and `set_keys` again. A sandbox left by a previous run with the other
+    /// kind of device is refused (remove the network first).
     pub async fn ensure_network(&self, net: &NetworkDef) -> Result<(), OverlayError> {
         let parsed = parse_network(net)?;
         let mut nets = self.networks.lock().await;

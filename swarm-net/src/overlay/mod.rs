@@ -169,7 +169,8 @@ pub struct OverlayConfig {
     pub netns_dir: PathBuf,
     /// MTU of the overlay links: the underlay's MTU minus the 50 bytes of VXLAN over IPv4
     /// (1450 for a 1500-byte underlay, the default). Encrypted networks use
-    /// [`ENCRYPTION_MTU_COST`] (32) bytes less: 1418 by default.
+    /// [`ENCRYPTION_MTU_COST`] (32) bytes less: 1418 by default. At least 100 (so that an
+    /// encrypted network still gets IPv4's minimum of 68).
     pub mtu: u32,
 }
 
