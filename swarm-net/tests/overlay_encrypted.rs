@@ -150,6 +150,9 @@ enum Cmd {
     SetPeers(&'static str, Vec<Peer>),
     SetKeys(Vec<Vec<u8>>),
     Stats,
+    /// As a restart of the node's daemon: the overlay goes (its data path with it) and a
+    /// new one adopts the sandboxes.
+    Restart,
 }
 
 enum Reply {
@@ -177,9 +180,10 @@ fn run_host(
     rt.block_on(async move {
         let mut cfg = OverlayConfig::new(UNDERLAY[me].parse().unwrap());
         cfg.netns_dir = dir;
-        let overlay = Overlay::new(cfg).await.map_err(|e| e.to_string())?;
+        let mut overlay = Overlay::new(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let crypt = net("crypt", 4098, "10.0.10.0/24", "10.0.10.1", true);
+        let plain = net("plain", 4097, "10.0.9.0/24", "10.0.9.1", false);
         let setup = async {
-            let crypt = net("crypt", 4098, "10.0.10.0/24", "10.0.10.1", true);
             overlay.ensure_network(&crypt).await?;
             overlay.ensure_network(&crypt).await?;
             // The same network unencrypted is another network.
@@ -191,9 +195,7 @@ fn run_host(
                 overlay.ensure_network(&unencrypted).await,
                 Err(OverlayError::InvalidArgument(_))
             ));
-            overlay
-                .ensure_network(&net("plain", 4097, "10.0.9.0/24", "10.0.9.1", false))
-                .await?;
+            overlay.ensure_network(&plain).await?;
             // Keys only for encrypted networks, and checked.
             assert!(matches!(
                 overlay.set_keys("plain", &[vec![1; 32]]).await,
@@ -228,6 +230,18 @@ fn run_host(
                         overlay.set_keys("crypt", &keys).await.map(|()| Reply::Done)
                     }
                     Cmd::Stats => overlay.crypt_stats("crypt").await.map(Reply::Stats),
+                    Cmd::Restart => {
+                        drop(overlay);
+                        // No waiting: the old data path releases its port and tap0 only
+                        // once this runtime has dropped its aborted tasks, and
+                        // ensure_network copes with that.
+                        overlay = Overlay::new(cfg.clone()).await.map_err(|e| e.to_string())?;
+                        let mut done = overlay.ensure_network(&crypt).await;
+                        if done.is_ok() {
+                            done = overlay.ensure_network(&plain).await;
+                        }
+                        done.map(|()| Reply::Done)
+                    }
                 };
                 let _ = reply.send(done.map_err(|e| e.to_string()));
             }
@@ -706,6 +720,16 @@ fn encrypted_overlay_carries_traffic_only_sealed() {
     );
     host[0].ask(Cmd::SetPeers("crypt", vec![peer(CRYPT_TASKS[1], 1)]));
     assert!(pings(&host[0].task, "10.0.10.3:7071", 5, SECRET) >= 4);
+
+    // 7. Host A restarts: a new tap0, the port bound again, the task still attached; the
+    //    network carries nothing until it has peers and keys again.
+    host[0].ask(Cmd::Restart);
+    assert_eq!(pings(&host[0].task, "10.0.10.3:7071", 3, SECRET), 0);
+    assert_eq!(host[0].stats().sent, 0, "{:?}", host[0].stats());
+    host[0].ask(Cmd::SetPeers("crypt", vec![peer(CRYPT_TASKS[1], 1)]));
+    host[0].set_keys(&[&k2]);
+    assert!(pings(&host[0].task, "10.0.10.3:7071", 5, SECRET) >= 4);
+    assert!(host[0].stats().sent >= 4, "{:?}", host[0].stats());
 
     stop_servers.store(true, Ordering::SeqCst);
     server_b.join().unwrap();

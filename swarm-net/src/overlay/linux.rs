@@ -25,6 +25,29 @@ const BRIDGE: &str = "br0";
 const VXLAN: &str = "vxlan0";
 /// Name of the TAP device inside the sandbox of an encrypted network.
 const TAP: &str = "tap0";
+/// How long `patiently` retries.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `f` until it succeeds, fails with an error other than the system error `busy`,
+/// or [`PATIENCE`] is over, letting the runtime run between tries (resources of an
+/// [`Overlay`] dropped just before are released as the runtime drops its aborted tasks).
+async fn patiently<T>(
+    busy: i32,
+    mut f: impl FnMut() -> Result<T, OverlayError>,
+) -> Result<T, OverlayError> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(OverlayError::Io { source, .. })
+                if source.raw_os_error() == Some(busy) && started.elapsed() < PATIENCE =>
+            {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// One node's overlay networks (see the [module docs](super)). One per node; every
 /// method may be called concurrently (they are serialized inside).
@@ -258,7 +281,7 @@ impl Overlay {
         let path = self.sandbox_netns(&net.id);
         let existed = netns::is_netns(&path);
         if parsed.encrypted {
-            self.start_plane()?;
+            self.start_plane().await?;
         }
         netns::create(&self.cfg.netns_dir, &format!("{SANDBOX_PREFIX}{}", net.id))?;
         match self.build_sandbox(&net.id, parsed, &path).await {
@@ -278,20 +301,27 @@ impl Overlay {
     }
 
     /// Opens the encrypted data path's socket in the underlay namespace, unless open.
-    fn start_plane(&self) -> Result<(), OverlayError> {
-        let mut plane = self.plane.lock();
-        if plane.is_some() {
+    ///
+    /// An `Overlay` of this process dropped just before still holds the port until its
+    /// runtime has dropped the aborted tasks: a port in use is retried for a while.
+    async fn start_plane(&self) -> Result<(), OverlayError> {
+        if self.plane.lock().is_some() {
             return Ok(());
         }
         let at = std::net::SocketAddr::new(self.cfg.underlay_ip, self.cfg.crypt_port);
-        let socket = netns::run_in_ns(&self.underlay_ns, "the underlay namespace", || {
-            std::net::UdpSocket::bind(at).map_err(|e| {
-                OverlayError::io(
-                    format!("binding the encrypted data path's UDP socket to {at}"),
-                    e,
-                )
+        let socket = patiently(libc::EADDRINUSE, || {
+            netns::run_in_ns(&self.underlay_ns, "the underlay namespace", || {
+                std::net::UdpSocket::bind(at).map_err(|e| {
+                    OverlayError::io(
+                        format!("binding the encrypted data path's UDP socket to {at}"),
+                        e,
+                    )
+                })
             })
-        })?;
+        })
+        .await?;
+        // Only ensure_network starts the plane, with `networks` locked: nobody raced us.
+        let mut plane = self.plane.lock();
         *plane = Some(CryptPlane::start(
             socket,
             self.cfg.crypt_port,
@@ -398,7 +428,9 @@ impl Overlay {
         bridge: u32,
         mtu: u32,
     ) -> Result<CryptNet, OverlayError> {
-        let fd = netns::run_in(path, || open_tap(TAP))?;
+        // EBUSY: the tap0 of a data path dropped just before is still open (see
+        // `start_plane`).
+        let fd = patiently(libc::EBUSY, || netns::run_in(path, || open_tap(TAP))).await?;
         let index = must_index(sandbox, TAP).await?;
         let port = LinkUnspec::new_with_index(index)
             .mtu(mtu)

@@ -60,7 +60,10 @@
 //! connections carry on. The facade does not do that yet.
 //!
 //! The data path's tasks run on the tokio runtime that called
-//! [`Overlay::ensure_network`]; it must keep running (not be blocked in synchronous code).
+//! [`Overlay::ensure_network`] (IO and time drivers enabled); it must keep running (not be
+//! blocked in synchronous code). Dropping the [`Overlay`] aborts them; their socket and
+//! `tap0` close once the runtime has dropped them, and a new `Overlay`'s
+//! `ensure_network` waits for that (up to a second).
 //! Being in user space, it is slower than the kernel's VXLAN (see BENCHMARKS.md,
 //! "Overlay").
 //!
