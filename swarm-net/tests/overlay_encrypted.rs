@@ -551,7 +551,7 @@ fn encrypted_overlay_carries_traffic_only_sealed() {
         .join()
         .unwrap()
     };
-    assert_eq!((mtu("eth0"), mtu("eth1")), ("1418".into(), "1450".into()));
+    assert_eq!((mtu("eth0"), mtu("eth1")), ("1404".into(), "1450".into()));
 
     let stop_servers = Arc::new(AtomicBool::new(false));
     let server_b = servers(&host[1].task, "0.0.0.0", stop_servers.clone());
@@ -597,7 +597,9 @@ fn encrypted_overlay_carries_traffic_only_sealed() {
         "the encrypted network's marker crossed the underlay in clear"
     );
     let (a, b) = (host[0].stats(), host[1].stats());
-    assert!(a.sent > 700 && b.received > 700, "{a:?} {b:?}");
+    // Datagrams sent; messages (frames, or TCP super-frames of up to 64 KiB) received.
+    assert!(a.sent > 700 && b.received > 16, "{a:?} {b:?}");
+    println!("after 1 MiB of TCP and 20 pings: A {a:?}\nB {b:?}");
     assert!(a.arp_answered >= 1, "{a:?}");
     assert_eq!((b.forged, b.replayed, b.unknown_key), (0, 0, 0), "{b:?}");
 

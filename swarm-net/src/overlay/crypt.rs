@@ -1,17 +1,24 @@
 //! The encrypted data path's wire format and cryptography, without IO: key rings,
 //! sealing and opening of frames, the replay window, and the ARP proxy.
 //!
-//! One datagram (UDP payload) carries one Ethernet frame:
+//! A *message* is what the TAP device gives: a 10-byte virtio-net header (checksum and
+//! segmentation offload data) and an Ethernet frame, which may be a TCP "super-frame" of up
+//! to 64 KiB that the receiving kernel segments. It travels in 1 to [`MAX_FRAGMENTS`]
+//! datagrams (UDP payloads), each a piece of it sealed on its own:
 //!
 //! ```text
-//!  0        1              4            8                  16                 24
-//! +--------+--------------+------------+------------------+------------------+----------------+-----+
-//! | ver 1  | VNI (24 bit) | key id     | salt (64 bit)    | counter (64 bit) | frame, sealed  | tag |
-//! +--------+--------------+------------+------------------+------------------+----------------+-----+
+//!  0       1            4         8               16               24    25    26   28
+//! +-------+------------+---------+---------------+----------------+-----+-----+----+--------------+-----+
+//! | ver 1 | VNI 24 bit | key id  | salt (64 bit) | counter 64 bit | idx | cnt | 0  | piece sealed | tag |
+//! +-------+------------+---------+---------------+----------------+-----+-----+----+--------------+-----+
 //! ```
 //!
-//! * The cipher is AES-256-GCM (ring); the 24-byte header is the associated data, so the
-//!   VNI, the key id, the salt and the counter are authenticated with the frame.
+//! * The pieces of one message have consecutive counters (`counter - idx` is the
+//!   message's first) and are reassembled in order; a message with a piece missing or out
+//!   of order is dropped whole (TCP retransmits it).
+//! * The cipher is AES-256-GCM (ring); the 28-byte header is the associated data, so the
+//!   VNI, the key id, the salt, the counter and the piece's place are authenticated with
+//!   it.
 //! * The sender of a key ring's primary key picks a random 64-bit *salt* when the ring is
 //!   installed, and derives its own AES key from the network key with HKDF-SHA256 (salt,
 //!   and the VNI in the info). Its 96-bit nonce is the salt's low 32 bits followed by a
@@ -39,14 +46,21 @@ use super::OverlayError;
 /// Version byte of the format above.
 pub(crate) const VERSION: u8 = 1;
 /// Bytes of the header (the associated data).
-pub(crate) const HEADER_LEN: usize = 24;
+pub(crate) const HEADER_LEN: usize = 28;
+/// Bytes of the virtio-net header before each frame of a TAP device with `IFF_VNET_HDR`.
+pub(crate) const VNET_HDR_LEN: usize = 10;
+/// Most datagrams of one message.
+pub const MAX_FRAGMENTS: usize = 64;
+/// Longest message: the virtio-net header, an Ethernet header with a VLAN tag, 64 KiB.
+pub(crate) const MAX_MESSAGE: usize = VNET_HDR_LEN + 18 + 65_535;
 /// Bytes of the GCM tag after the sealed frame.
 pub(crate) const TAG_LEN: usize = 16;
 /// How many bytes an encrypted datagram adds to the frame it carries.
 pub(crate) const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// How much smaller than a VXLAN network's MTU an encrypted network's MTU is: the
-/// 8-byte VXLAN header becomes the 40 bytes of header and tag.
-pub const ENCRYPTION_MTU_COST: u32 = (OVERHEAD - 8) as u32;
+/// 8-byte VXLAN header becomes the 44 bytes of header and tag plus the 10 of the
+/// virtio-net header, so that a full-size frame is one datagram.
+pub const ENCRYPTION_MTU_COST: u32 = (OVERHEAD + VNET_HDR_LEN - 8) as u32;
 /// Most keys a network's key ring holds (as Docker: the current one, the next one and
 /// the previous one).
 pub const MAX_KEYS: usize = 3;
@@ -69,6 +83,10 @@ pub(crate) struct Header {
     pub(crate) key_id: u32,
     pub(crate) salt: u64,
     pub(crate) counter: u64,
+    /// This piece's place in its message, from 0.
+    pub(crate) index: u8,
+    /// How many pieces the message has (at least 1).
+    pub(crate) count: u8,
 }
 
 impl Header {
@@ -79,13 +97,19 @@ impl Header {
         h[4..8].copy_from_slice(&self.key_id.to_be_bytes());
         h[8..16].copy_from_slice(&self.salt.to_be_bytes());
         h[16..24].copy_from_slice(&self.counter.to_be_bytes());
+        h[24] = self.index;
+        h[25] = self.count;
         h
     }
 
     /// The header of `datagram`; `None` when it is too short to hold a header and a tag
-    /// or is of another version.
+    /// is of another version, or places its piece outside its message.
     pub(crate) fn parse(datagram: &[u8]) -> Option<Header> {
         if datagram.len() < OVERHEAD || datagram[0] != VERSION {
+            return None;
+        }
+        let (index, count) = (datagram[24], datagram[25]);
+        if count == 0 || index >= count || usize::from(count) > MAX_FRAGMENTS {
             return None;
         }
         let word = |r: std::ops::Range<usize>| {
@@ -98,6 +122,8 @@ impl Header {
             key_id: word(4..8) as u32,
             salt: word(8..16),
             counter: word(16..24),
+            index,
+            count,
         })
     }
 
@@ -227,39 +253,78 @@ impl KeyRing {
             .map(|(_, key)| key.as_slice())
     }
 
-    /// Seals `frame` with the primary key into `out` (cleared first): header, sealed
-    /// frame, tag. `false` when the counter is exhausted (after 2^64 frames: a new ring
-    /// is needed), leaving `out` empty.
-    pub(crate) fn seal(&self, frame: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
+    /// Seals `message` with the primary key as pieces of at most `piece` bytes, one
+    /// datagram each (header, sealed piece, tag), into `outs[*used..]` (reusing the
+    /// buffers there, adding more), advancing `*used`. `false` (nothing added) when it
+    /// would take more than [`MAX_FRAGMENTS`] pieces, or the counter is exhausted (after
+    /// 2^64 datagrams: a new ring is needed).
+    pub(crate) fn seal_message(
+        &self,
+        message: &[u8],
+        piece: usize,
+        outs: &mut Vec<Vec<u8>>,
+        used: &mut usize,
+    ) -> bool {
+        let piece = piece.max(1);
+        let count = message.len().div_ceil(piece).max(1);
+        if count > MAX_FRAGMENTS {
+            return false;
+        }
         let s = &self.sealer;
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        let Ok(counter) = s.next.fetch_update(relaxed, relaxed, |n| n.checked_add(1)) else {
+        // The pieces' counters, reserved at once: consecutive, never reused.
+        let Ok(base) = s
+            .next
+            .fetch_update(relaxed, relaxed, |n| n.checked_add(count as u64))
+        else {
             return false;
         };
-        let header = Header {
-            vni: self.vni,
-            key_id: s.key_id,
-            salt: s.salt,
-            counter,
-        };
-        let h = header.encode();
-        out.extend_from_slice(&h);
-        out.extend_from_slice(frame);
-        match s
-            .key
-            .seal_in_place_separate_tag(header.nonce(), Aad::from(h), &mut out[HEADER_LEN..])
-        {
-            Ok(tag) => {
-                out.extend_from_slice(tag.as_ref());
-                true
+        let first = *used;
+        for i in 0..count {
+            let chunk = message
+                .get(i * piece..((i + 1) * piece).min(message.len()))
+                .unwrap_or_default();
+            if outs.len() <= *used {
+                outs.push(Vec::with_capacity(piece + OVERHEAD));
             }
-            Err(_) => {
-                // Only for frames longer than GCM allows (64 GiB): not an MTU-sized one.
-                out.clear();
-                false
+            let out = &mut outs[*used];
+            out.clear();
+            let header = Header {
+                vni: self.vni,
+                key_id: s.key_id,
+                salt: s.salt,
+                counter: base + i as u64,
+                index: i as u8,
+                count: count as u8,
+            };
+            let h = header.encode();
+            out.extend_from_slice(&h);
+            out.extend_from_slice(chunk);
+            match s.key.seal_in_place_separate_tag(
+                header.nonce(),
+                Aad::from(h),
+                &mut out[HEADER_LEN..],
+            ) {
+                Ok(tag) => out.extend_from_slice(tag.as_ref()),
+                // Only for pieces longer than GCM allows (64 GiB): never one of these.
+                Err(_) => {
+                    *used = first;
+                    return false;
+                }
             }
+            *used += 1;
         }
+        true
+    }
+
+    /// Seals `frame` as a message of one datagram into `out`.
+    #[cfg(test)]
+    pub(crate) fn seal(&self, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut outs = vec![std::mem::take(out)];
+        let mut used = 0;
+        let ok = self.seal_message(frame, frame.len(), &mut outs, &mut used);
+        *out = outs.swap_remove(0);
+        ok
     }
 }
 
@@ -315,6 +380,18 @@ struct Session {
     key: LessSafeKey,
     window: ReplayWindow,
     last_used: u64,
+    /// The message being reassembled.
+    partial: Partial,
+}
+
+/// A message being reassembled from its pieces, in order.
+#[derive(Default)]
+struct Partial {
+    /// Counter of its first piece, while one is under way.
+    base: Option<u64>,
+    next: u8,
+    count: u8,
+    buf: Vec<u8>,
 }
 
 /// What a node knows of the senders of one network: their derived keys and replay
@@ -376,9 +453,53 @@ impl Receiver {
                 key: derived,
                 window,
                 last_used: self.clock,
+                partial: Partial::default(),
             },
         );
         Ok(frame)
+    }
+
+    /// Opens `datagram` (see [`Receiver::open`]) and reassembles its message: `Ok(true)`
+    /// when a whole message is now in `message`, `Ok(false)` when more pieces are
+    /// awaited (or the message was dropped for a missing piece).
+    pub(crate) fn accept(
+        &mut self,
+        ring: &KeyRing,
+        datagram: &mut [u8],
+        message: &mut Vec<u8>,
+    ) -> Result<bool, Rejected> {
+        let header = Header::parse(datagram).ok_or(Rejected::Malformed)?;
+        let piece = self.open(ring, datagram)?;
+        if header.count == 1 {
+            message.clear();
+            message.extend_from_slice(piece);
+            return Ok(true);
+        }
+        let Some(session) = self.sessions.get_mut(&(header.key_id, header.salt)) else {
+            return Ok(false);
+        };
+        let p = &mut session.partial;
+        let base = header.counter.checked_sub(u64::from(header.index));
+        if header.index == 0 {
+            p.base = base;
+            p.next = 0;
+            p.count = header.count;
+            p.buf.clear();
+        }
+        let in_order =
+            p.base.is_some() && p.base == base && p.next == header.index && p.count == header.count;
+        if !in_order || p.buf.len() + piece.len() > MAX_MESSAGE {
+            p.base = None;
+            return Ok(false);
+        }
+        p.buf.extend_from_slice(piece);
+        p.next += 1;
+        if p.next < p.count {
+            return Ok(false);
+        }
+        p.base = None;
+        std::mem::swap(message, &mut p.buf);
+        Ok(true)
     }
 
     /// How many senders are remembered.

@@ -227,3 +227,75 @@ proptest! {
         prop_assert_eq!(rx.open(&ring(&[key(2), key(1)]), &mut d).unwrap(), &frame[..]);
     }
 }
+
+fn pieces(r: &KeyRing, message: &[u8], piece: usize) -> Vec<Vec<u8>> {
+    let mut outs = Vec::new();
+    let mut used = 0;
+    assert!(r.seal_message(message, piece, &mut outs, &mut used));
+    outs.truncate(used);
+    outs
+}
+
+#[test]
+fn long_messages_travel_in_pieces_and_are_reassembled_in_order() {
+    let sender = ring(&[key(1)]);
+    let receiver = ring(&[key(1)]);
+    let message: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let datagrams = pieces(&sender, &message, 1400);
+    assert_eq!(datagrams.len(), 8);
+    assert!(datagrams.iter().all(|d| d.len() <= 1400 + OVERHEAD));
+    let mut rx = Receiver::default();
+    let mut got = Vec::new();
+    for (i, d) in datagrams.iter().enumerate() {
+        let done = rx.accept(&receiver, &mut d.clone(), &mut got).unwrap();
+        assert_eq!(done, i == 7, "piece {i}");
+    }
+    assert_eq!(got, message);
+
+    // A piece missing: the message is dropped, the next one still arrives.
+    let second = pieces(&sender, &message, 1400);
+    for (i, d) in second.iter().enumerate() {
+        if i != 3 {
+            assert!(!rx.accept(&receiver, &mut d.clone(), &mut got).unwrap());
+        }
+    }
+    // Pieces swapped: dropped too.
+    let third = pieces(&sender, &message, 1400);
+    let mut order: Vec<usize> = (0..8).collect();
+    order.swap(5, 6);
+    for i in order {
+        assert!(
+            !rx.accept(&receiver, &mut third[i].clone(), &mut got)
+                .unwrap()
+        );
+    }
+    let fourth = pieces(&sender, b"short", 1400);
+    assert_eq!(fourth.len(), 1);
+    assert!(
+        rx.accept(&receiver, &mut fourth[0].clone(), &mut got)
+            .unwrap()
+    );
+    assert_eq!(got, b"short");
+    // Replayed pieces are refused as any datagram.
+    assert_eq!(
+        rx.accept(&receiver, &mut datagrams[2].clone(), &mut got),
+        Err(Rejected::Replayed)
+    );
+}
+
+#[test]
+fn messages_of_too_many_pieces_are_not_sealed_and_bad_places_not_parsed() {
+    let r = ring(&[key(1)]);
+    let mut outs = Vec::new();
+    let mut used = 0;
+    assert!(!r.seal_message(&[0; 65 * 10], 10, &mut outs, &mut used));
+    assert_eq!(used, 0);
+    assert!(r.seal_message(&[0; 64 * 10], 10, &mut outs, &mut used));
+    assert_eq!(used, 64);
+    let mut d = outs[0].clone();
+    for (index, count) in [(0, 0), (3, 3), (0, 65)] {
+        d[24] = index;
+        d[25] = count;
+        assert!(Header::parse(&d).is_none(), "{index}/{count}");
+    }
+}

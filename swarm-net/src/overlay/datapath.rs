@@ -27,16 +27,27 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use super::crypt::{Header, KeyRing, OVERHEAD, Receiver, Rejected, arp_reply};
+use super::crypt::{
+    Header, KeyRing, MAX_MESSAGE, OVERHEAD, Receiver, Rejected, VNET_HDR_LEN, arp_reply,
+};
 use super::{CryptStats, OverlayError, Peer};
 
 /// `_IOW('T', 202, int)`: make the TUN/TAP file a device.
 const TUNSETIFF: u64 = 0x4004_54ca;
+/// `_IOW('T', 208, unsigned int)`: the offloads the reader of a TAP device handles.
+const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+/// Offloads of `TUNSETOFFLOAD`: partial checksums, TCP segmentation (IPv4, IPv6, ECN).
+const TUN_F_CSUM: u32 = 0x01;
+const TUN_F_TSO4: u32 = 0x02;
+const TUN_F_TSO6: u32 = 0x04;
+const TUN_F_TSO_ECN: u32 = 0x08;
 /// Bytes of an Ethernet header with a VLAN tag: a frame is at most MTU + this.
 const FRAME_HEADROOM: usize = 18;
-/// Most frames read from a TAP device, or datagrams received, before they are handled
-/// (and sent with one `sendmmsg`).
+/// Most datagrams received at once, and messages read from a TAP device before they are
+/// sent (with one `sendmmsg`).
 const BATCH: usize = 32;
+/// Most messages read from a TAP device at once (each buffer holds up to 64 KiB).
+const READ_BATCH: usize = 8;
 /// Socket buffers of the data path's UDP socket (bulk traffic overruns the default).
 const SOCKET_BUFFER: libc::c_int = 4 << 20;
 
@@ -197,7 +208,7 @@ impl CryptPlane {
         );
         let nets = Arc::new(RwLock::new(HashMap::new()));
         let malformed = Arc::new(AtomicU64::new(0));
-        let slot = mtu as usize + FRAME_HEADROOM + OVERHEAD;
+        let slot = mtu as usize + FRAME_HEADROOM + VNET_HDR_LEN + OVERHEAD;
         let rx = tokio::spawn(receive(
             socket.clone(),
             nets.clone(),
@@ -242,8 +253,10 @@ impl CryptPlane {
             peers: ArcSwap::from_pointee(PeerTable::default()),
             counters: Counters::default(),
         });
-        let slot = mtu as usize + FRAME_HEADROOM;
-        let tx = tokio::spawn(send(shared.clone(), self.socket.clone(), self.port, slot));
+        // A full-size frame (no VLAN on the bridge) with its virtio-net header is one
+        // piece: one datagram no longer than the underlay's MTU.
+        let piece = mtu as usize + 14 + VNET_HDR_LEN;
+        let tx = tokio::spawn(send(shared.clone(), self.socket.clone(), self.port, piece));
         self.nets.write().insert(vni, shared.clone());
         Ok(CryptNet { vni, shared, tx })
     }
@@ -292,12 +305,30 @@ pub(crate) fn open_tap(name: &str) -> Result<OwnedFd, OverlayError> {
         for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
             *dst = src as libc::c_char;
         }
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        ifr.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut ifr)
     };
     if rc < 0 {
         return Err(OverlayError::io(
             format!("creating TAP device {name}"),
+            io::Error::last_os_error(),
+        ));
+    }
+    // The kernel may hand over TCP super-frames (up to 64 KiB) with partial checksums:
+    // the receiving node's kernel segments and checksums them.
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            TUNSETOFFLOAD as _,
+            offloads as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        return Err(OverlayError::io(
+            format!("enabling offloads on {name}"),
             io::Error::last_os_error(),
         ));
     }
@@ -429,18 +460,18 @@ fn send_batch(fd: i32, datagrams: &[Vec<u8>], dests: &[SocketAddr]) -> io::Resul
     }
 }
 
-/// The sending task of one network: TAP → (ARP proxy | seal → UDP), `BATCH` frames at
-/// a time. `slot` is the largest frame the network's MTU allows.
-async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, slot: usize) {
-    // One byte more than the largest frame: a frame that fills its buffer was cut.
-    let mut frames = vec![vec![0u8; slot + 1]; BATCH];
-    let mut lens = [0usize; BATCH];
-    let mut sealed: Vec<Vec<u8>> = (0..BATCH)
-        .map(|_| Vec::with_capacity(slot + 1 + OVERHEAD))
-        .collect();
-    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
+/// The sending task of one network: TAP → (ARP proxy | seal → UDP). Reads up to
+/// `READ_BATCH` messages (virtio-net header and frame) at a time, seals each in pieces of
+/// at most `piece` bytes, and sends the datagrams with `sendmmsg`, `BATCH` at a time.
+async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, piece: usize) {
+    // One byte more than the longest message: a message that fills its buffer was cut.
+    let mut messages = vec![vec![0u8; MAX_MESSAGE + 1]; READ_BATCH];
+    let mut lens = [0usize; READ_BATCH];
+    let mut sealed: Vec<Vec<u8>> = Vec::new();
+    let mut dests: Vec<SocketAddr> = Vec::new();
+    let mut reply = vec![0u8; VNET_HDR_LEN];
     loop {
-        let count = match read_tap(&net.tap, &mut frames, &mut lens).await {
+        let count = match read_tap(&net.tap, &mut messages, &mut lens).await {
             Ok(n) => n,
             Err(e) => {
                 bump(&net.counters.errors);
@@ -453,17 +484,20 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, slot: usiz
         {
             let peers = net.peers.load();
             let ring = net.ring.load();
-            for (buf, &n) in frames.iter().zip(&lens).take(count) {
-                let frame = &buf[..n];
-                if frame.len() < 14 || frame.len() > slot {
+            for (buf, &n) in messages.iter().zip(&lens).take(count) {
+                let message = &buf[..n];
+                if message.len() < VNET_HDR_LEN + 14 || message.len() > MAX_MESSAGE {
                     bump(&net.counters.not_forwarded);
                     continue;
                 }
+                let frame = &message[VNET_HDR_LEN..];
                 if frame[0] & 1 == 1 {
                     // Broadcast or multicast: only ARP requests for known peers are
                     // answered; nothing is flooded to the other nodes.
                     match arp_reply(frame, |ip| peers.by_ip.get(&ip).copied()) {
-                        Some(reply) => {
+                        Some(arp) => {
+                            reply.truncate(VNET_HDR_LEN);
+                            reply.extend_from_slice(&arp);
                             net.write_tap(&reply);
                             bump(&net.counters.arp_answered);
                         }
@@ -482,22 +516,20 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, slot: usiz
                     bump(&net.counters.no_key);
                     continue;
                 };
-                if !ring.seal(frame, &mut sealed[dests.len()]) {
+                let mut used = dests.len();
+                if !ring.seal_message(message, piece, &mut sealed, &mut used) {
                     bump(&net.counters.no_key);
                     continue;
                 }
-                dests.push(SocketAddr::new(node, port));
+                dests.resize(used, SocketAddr::new(node, port));
             }
         }
         let mut from = 0;
         while from < dests.len() {
+            let to = dests.len().min(from + BATCH);
             let sent = socket
                 .async_io(tokio::io::Interest::WRITABLE, || {
-                    send_batch(
-                        socket.as_raw_fd(),
-                        &sealed[from..dests.len()],
-                        &dests[from..],
-                    )
+                    send_batch(socket.as_raw_fd(), &sealed[from..to], &dests[from..to])
                 })
                 .await;
             match sent {
@@ -508,7 +540,7 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, slot: usiz
                 Err(e) => {
                     // The first datagram failed: skip it.
                     bump(&net.counters.errors);
-                    tracing::debug!(network = %net.id, node = %dests[from], error = %e, "sending an encrypted frame");
+                    tracing::debug!(network = %net.id, node = %dests[from], error = %e, "sending an encrypted datagram");
                     from += 1;
                 }
             }
@@ -577,6 +609,7 @@ async fn receive(
 ) {
     let mut bufs = vec![vec![0u8; slot]; BATCH];
     let mut got = Vec::with_capacity(BATCH);
+    let mut message = Vec::with_capacity(MAX_MESSAGE);
     let mut receivers: HashMap<u32, Receiver> = HashMap::new();
     loop {
         let received = socket
@@ -616,11 +649,12 @@ async fn receive(
                 continue;
             };
             let receiver = receivers.entry(header.vni).or_default();
-            match receiver.open(&ring, datagram) {
-                Ok(frame) => {
-                    net.write_tap(frame);
+            match receiver.accept(&ring, datagram, &mut message) {
+                Ok(true) => {
+                    net.write_tap(&message);
                     bump(&net.counters.received);
                 }
+                Ok(false) => {}
                 Err(Rejected::Malformed) => bump(&malformed),
                 Err(Rejected::UnknownKey) => bump(&net.counters.unknown_key),
                 Err(Rejected::Forged) => bump(&net.counters.forged),
