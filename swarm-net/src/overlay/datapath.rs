@@ -4,9 +4,10 @@
 //! address, [`OverlayConfig::crypt_port`](super::OverlayConfig::crypt_port)) and a
 //! receiving task that authenticates, decrypts and writes each datagram into the TAP
 //! device of the network its VNI names. Per encrypted network, one [`CryptNet`]: the TAP
-//! device `tap0` (a port of the sandbox's bridge) and a sending task that reads its frames,
-//! answers ARP requests for the network's peers, and seals every unicast frame for a
-//! remote endpoint to the node that runs it.
+//! device `tap0` (a port of the sandbox's bridge, with TCP segmentation offload) and a
+//! sending task that reads its frames, answers ARP requests for the network's peers, and
+//! seals every unicast frame (in MTU-sized pieces) for a remote endpoint to the node that
+//! runs it.
 //!
 //! Both tasks run on the tokio runtime that called
 //! [`Overlay::ensure_network`](super::Overlay::ensure_network): it must keep running (a

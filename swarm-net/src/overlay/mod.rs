@@ -31,21 +31,26 @@
 //! user space instead:
 //!
 //! * its sandbox gets a TAP device `tap0` (a port of `br0`) instead of `vxlan0`, with an
-//!   MTU [`ENCRYPTION_MTU_COST`] bytes lower (1418 for the default 1450);
+//!   MTU [`ENCRYPTION_MTU_COST`] bytes lower (1404 for the default 1450), and with TCP
+//!   segmentation and checksum offloads: the kernel hands it TCP "super-frames" of up to
+//!   64 KiB with a virtio-net header, as to a virtual machine's NIC;
 //! * a tokio task reads the frames of `tap0`: an ARP request for a peer's address is
 //!   answered from the peer list (the same proxy `vxlan0` does from its neighbour
-//!   entries); a unicast frame for a peer's MAC is sealed with AES-256-GCM (ring) and
-//!   sent as one UDP datagram to the node of that peer; the rest (local or unknown MACs,
-//!   other broadcast and multicast) is dropped, never flooded;
+//!   entries); a unicast frame for a peer's MAC is sealed with AES-256-GCM (ring) in
+//!   pieces of at most one underlay MTU, sent as UDP datagrams (`sendmmsg`) to the node of
+//!   that peer; the rest (local or unknown MACs, other broadcast and multicast) is
+//!   dropped, never flooded;
 //! * one UDP socket per node, bound to the data-path address and
 //!   [`OverlayConfig::crypt_port`] ([`CRYPT_PORT`], 4790) in the underlay namespace while
 //!   an encrypted network is set up, and one task that reads it: it accepts datagrams
 //!   only from the nodes of the network's peers, checks the replay window,
-//!   authenticates and decrypts, and writes the frame into the `tap0` of the network the
-//!   VNI names.
+//!   authenticates and decrypts, reassembles the pieces of a frame (in order; a frame with
+//!   a piece lost is dropped whole) and writes it into the `tap0` of the network the VNI
+//!   names, whose kernel segments it.
 //!
-//! A datagram is a 24-byte header (version, VNI, key id, the sender's salt, a counter:
-//! the associated data) then the sealed frame and its 16-byte tag. Each sender derives its
+//! A datagram is a 28-byte header (version, VNI, key id, the sender's salt, a counter, the
+//! piece's place in its frame: the associated data) then the sealed piece and its 16-byte
+//! tag. Each sender derives its
 //! own key from the network key with HKDF (salt, VNI) and never repeats a nonce (salt and
 //! counter); each receiver keeps an ESP-style window of [`REPLAY_WINDOW`] counters per
 //! sender. [`Overlay::crypt_stats`] counts what went through and why the rest was
@@ -172,7 +177,7 @@ pub struct OverlayConfig {
     pub netns_dir: PathBuf,
     /// MTU of the overlay links: the underlay's MTU minus the 50 bytes of VXLAN over IPv4
     /// (1450 for a 1500-byte underlay, the default). Encrypted networks use
-    /// [`ENCRYPTION_MTU_COST`] (32) bytes less: 1418 by default. At least 100 (so that an
+    /// [`ENCRYPTION_MTU_COST`] (46) bytes less: 1404 by default. At least 114 (so that an
     /// encrypted network still gets IPv4's minimum of 68).
     pub mtu: u32,
 }
@@ -225,9 +230,10 @@ pub struct Peer {
 /// up here ([`Overlay::crypt_stats`]): what went through and why the rest was dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CryptStats {
-    /// Frames sealed and sent to another node.
+    /// Datagrams sealed and sent to another node (a TCP super-frame takes several).
     pub sent: u64,
-    /// Datagrams authenticated, decrypted and delivered to the sandbox.
+    /// Frames (or TCP super-frames) authenticated, decrypted, reassembled and delivered
+    /// to the sandbox.
     pub received: u64,
     /// ARP requests for remote endpoints answered from the peer list.
     pub arp_answered: u64,
