@@ -50,7 +50,7 @@ pub(crate) const HEADER_LEN: usize = 28;
 /// Bytes of the virtio-net header before each frame of a TAP device with `IFF_VNET_HDR`.
 pub(crate) const VNET_HDR_LEN: usize = 10;
 /// Most datagrams of one message.
-pub const MAX_FRAGMENTS: usize = 64;
+pub(crate) const MAX_FRAGMENTS: usize = 64;
 /// Longest message: the virtio-net header, an Ethernet header with a VLAN tag, 64 KiB.
 pub(crate) const MAX_MESSAGE: usize = VNET_HDR_LEN + 18 + 65_535;
 /// Bytes of the GCM tag after the sealed frame.

@@ -428,31 +428,65 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// `sendmmsg(2)` of `datagrams[i]` to `dests[i]`; how many were sent (at least one).
-fn send_batch(fd: i32, datagrams: &[Vec<u8>], dests: &[SocketAddr]) -> io::Result<usize> {
+/// Most bytes of one UDP GSO send (the payload of one IPv4 UDP datagram).
+const GSO_MAX_BYTES: usize = 65_000;
+/// Most datagrams of one UDP GSO send (`UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// `sendmmsg(2)` of `runs` (node, first, end): datagrams `sealed[first..end]` to the
+/// node, as one UDP GSO send (`UDP_SEGMENT`, the size of the first) when there are
+/// several; how many runs were sent (at least one).
+fn send_runs(
+    fd: i32,
+    sealed: &[Vec<u8>],
+    runs: &[(SocketAddr, usize, usize)],
+) -> io::Result<usize> {
     let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-        dests.iter().map(to_sockaddr).collect();
-    let mut iovs: Vec<libc::iovec> = datagrams
+        runs.iter().map(|r| to_sockaddr(&r.0)).collect();
+    let mut iovs: Vec<libc::iovec> = sealed[..runs.last().map_or(0, |r| r.2)]
         .iter()
         .map(|d| libc::iovec {
             iov_base: d.as_ptr() as *mut libc::c_void,
             iov_len: d.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = addrs
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .map(|((addr, len), iov)| {
-            // SAFETY: mmsghdr is plain data; the pointers set below outlive the call.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = *len;
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    // SAFETY: `hdrs` points at live addresses and buffers for the duration of the call.
+    // One cmsghdr with a u16 per run, 8-byte aligned.
+    let mut controls = vec![[0u64; 4]; runs.len()];
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize,
+            libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize,
+        )
+    };
+    let iov_base = iovs.as_mut_ptr();
+    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(runs.len());
+    for (((_, first, end), (addr, addr_len)), control) in
+        runs.iter().zip(addrs.iter_mut()).zip(controls.iter_mut())
+    {
+        // SAFETY: mmsghdr is plain data; every pointer set below (addresses, iovecs,
+        // control buffers) outlives the call.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = *addr_len;
+        h.msg_hdr.msg_iov = unsafe { iov_base.add(*first) };
+        h.msg_hdr.msg_iovlen = (end - first) as _;
+        if end - first > 1 {
+            let cmsg = control.as_mut_ptr().cast::<libc::cmsghdr>();
+            // SAFETY: the control buffer (32 bytes, aligned) holds CMSG_SPACE(2) bytes.
+            unsafe {
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = len as _;
+                let size = sealed[*first].len() as u16;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+            }
+            h.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = space as _;
+        }
+        hdrs.push(h);
+    }
+    // SAFETY: `hdrs` points at live addresses, buffers and controls during the call.
     let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as _, 0) };
     if n < 0 {
         Err(io::Error::last_os_error())
@@ -469,7 +503,8 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, piece: usi
     let mut messages = vec![vec![0u8; MAX_MESSAGE + 1]; READ_BATCH];
     let mut lens = [0usize; READ_BATCH];
     let mut sealed: Vec<Vec<u8>> = Vec::new();
-    let mut dests: Vec<SocketAddr> = Vec::new();
+    // Runs of datagrams for one node: (node, first, end), each sent as one UDP GSO send.
+    let mut runs: Vec<(SocketAddr, usize, usize)> = Vec::new();
     let mut reply = vec![0u8; VNET_HDR_LEN];
     loop {
         let count = match read_tap(&net.tap, &mut messages, &mut lens).await {
@@ -481,7 +516,8 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, piece: usi
                 continue;
             }
         };
-        dests.clear();
+        runs.clear();
+        let mut used = 0;
         {
             let peers = net.peers.load();
             let ring = net.ring.load();
@@ -517,31 +553,42 @@ async fn send(net: Arc<NetShared>, socket: Arc<UdpSocket>, port: u16, piece: usi
                     bump(&net.counters.no_key);
                     continue;
                 };
-                let mut used = dests.len();
+                let first = used;
                 if !ring.seal_message(message, piece, &mut sealed, &mut used) {
                     bump(&net.counters.no_key);
                     continue;
                 }
-                dests.resize(used, SocketAddr::new(node, port));
+                // All pieces but the last have one size: runs of them are GSO sends.
+                let per_send = (GSO_MAX_BYTES / sealed[first].len()).clamp(1, GSO_MAX_SEGMENTS);
+                let node = SocketAddr::new(node, port);
+                let mut at = first;
+                while at < used {
+                    let end = used.min(at + per_send);
+                    runs.push((node, at, end));
+                    at = end;
+                }
             }
         }
         let mut from = 0;
-        while from < dests.len() {
-            let to = dests.len().min(from + BATCH);
+        while from < runs.len() {
+            let to = runs.len().min(from + BATCH);
             let sent = socket
                 .async_io(tokio::io::Interest::WRITABLE, || {
-                    send_batch(socket.as_raw_fd(), &sealed[from..to], &dests[from..to])
+                    send_runs(socket.as_raw_fd(), &sealed, &runs[from..to])
                 })
                 .await;
             match sent {
                 Ok(n) => {
-                    net.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+                    let datagrams: usize = runs[from..from + n].iter().map(|r| r.2 - r.1).sum();
+                    net.counters
+                        .sent
+                        .fetch_add(datagrams as u64, Ordering::Relaxed);
                     from += n;
                 }
                 Err(e) => {
-                    // The first datagram failed: skip it.
+                    // The first run failed: skip it.
                     bump(&net.counters.errors);
-                    tracing::debug!(network = %net.id, node = %dests[from], error = %e, "sending an encrypted datagram");
+                    tracing::debug!(network = %net.id, node = %runs[from].0, error = %e, "sending encrypted datagrams");
                     from += 1;
                 }
             }
