@@ -15,9 +15,9 @@
 //! 2026-11-28: bulk TCP 10.2 / 9.9 Gbit/s over VXLAN against 13.3 / 14.5 Gbit/s direct
 //! (69-76 %); 64-byte round trips p50 22.9-23.1 µs over VXLAN against 13.8 µs direct,
 //! p99 34-85 µs against 18-20 µs; ensure_network 13-31 ms, attach 23-44 ms, 251 peers
-//! 8-49 ms. Encrypted (three runs, load 5-9): bulk 2.4-3.0 Gbit/s against 7-12 over
-//! VXLAN in the same runs; round trips p50 22-24 µs (VXLAN 6.6-7.2), p99 0.06-1.7 ms;
-//! the cipher alone 32-52 Gbit/s. See BENCHMARKS.md, "Overlay".
+//! 8-49 ms. Encrypted (three runs, load 4-6): bulk 3.3-4.1 Gbit/s against 8-12 over
+//! VXLAN in the same runs; round trips p50 24 µs (VXLAN 7.1-7.3), p99 0.03-0.57 ms; the
+//! cipher alone 24-41 Gbit/s. See BENCHMARKS.md, "Overlay".
 
 #[cfg(not(target_os = "linux"))]
 fn main() {

@@ -37,8 +37,8 @@
 //! * a tokio task reads the frames of `tap0`: an ARP request for a peer's address is
 //!   answered from the peer list (the same proxy `vxlan0` does from its neighbour
 //!   entries); a unicast frame for a peer's MAC is sealed with AES-256-GCM (ring) in
-//!   pieces of at most one underlay MTU, sent as UDP datagrams (`sendmmsg`) to the node of
-//!   that peer; the rest (local or unknown MACs, other broadcast and multicast) is
+//!   pieces of at most one underlay MTU, sent as UDP datagrams (one UDP GSO send per
+//!   frame, `sendmmsg`) to the node of that peer; the rest (local or unknown MACs, other broadcast and multicast) is
 //!   dropped, never flooded;
 //! * one UDP socket per node, bound to the data-path address and
 //!   [`OverlayConfig::crypt_port`] ([`CRYPT_PORT`], 4790) in the underlay namespace while
