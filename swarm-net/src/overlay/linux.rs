@@ -10,16 +10,44 @@ use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 use tokio::sync::Mutex;
 
+use super::crypt::{ENCRYPTION_MTU_COST, KeyRing};
+use super::datapath::{CryptNet, CryptPlane, open_tap};
 use super::peers::{add_peer, del_peer, programmed_peers};
 use super::{
-    Cidr, MacAddr, NetworkDef, OverlayConfig, OverlayError, ParsedNetwork, Peer, SANDBOX_PREFIX,
-    check_ifname, check_name, check_peers, check_task_addr, mac_for_ip, netns, parse_network,
+    Cidr, CryptStats, MacAddr, NetworkDef, OverlayConfig, OverlayError, ParsedNetwork, Peer,
+    SANDBOX_PREFIX, check_ifname, check_name, check_peers, check_task_addr, mac_for_ip, netns,
+    parse_network,
 };
 
 /// Name of the bridge inside a sandbox.
 const BRIDGE: &str = "br0";
 /// Name of the VXLAN device inside a sandbox.
 const VXLAN: &str = "vxlan0";
+/// Name of the TAP device inside the sandbox of an encrypted network.
+const TAP: &str = "tap0";
+/// How long `patiently` retries.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `f` until it succeeds, fails with an error other than the system error `busy`,
+/// or [`PATIENCE`] is over, letting the runtime run between tries (resources of an
+/// [`Overlay`] dropped just before are released as the runtime drops its aborted tasks).
+async fn patiently<T>(
+    busy: i32,
+    mut f: impl FnMut() -> Result<T, OverlayError>,
+) -> Result<T, OverlayError> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(OverlayError::Io { source, .. })
+                if source.raw_os_error() == Some(busy) && started.elapsed() < PATIENCE =>
+            {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
 
 /// One node's overlay networks (see the [module docs](super)). One per node; every
 /// method may be called concurrently (they are serialized inside).
@@ -32,7 +60,12 @@ pub struct Overlay {
     cfg: OverlayConfig,
     /// Netlink in the namespace of the thread that called [`Overlay::new`]: the underlay.
     host: Handle,
+    /// That namespace, where the encrypted data path's socket is opened.
+    underlay_ns: std::fs::File,
     networks: Mutex<HashMap<String, Sandbox>>,
+    /// The encrypted data path, while an encrypted network is set up (only changed with
+    /// `networks` locked).
+    plane: parking_lot::Mutex<Option<CryptPlane>>,
 }
 
 /// A network's sandbox as this node set it up.
@@ -40,9 +73,29 @@ struct Sandbox {
     parsed: ParsedNetwork,
     handle: Handle,
     bridge: u32,
-    vxlan: u32,
-    /// The remote endpoints programmed on `vxlan0`.
+    /// MTU of the network's links.
+    mtu: u32,
+    /// The device that carries frames to the other nodes.
+    dev: Dev,
+    /// The remote endpoints programmed on `vxlan0` or in the data path.
     peers: Vec<Peer>,
+}
+
+/// How a sandbox reaches the other nodes.
+enum Dev {
+    /// The kernel's `vxlan0` (its index in the sandbox).
+    Vxlan(u32),
+    /// `tap0` and the user-space encrypted data path.
+    Crypt(CryptNet),
+}
+
+impl Dev {
+    fn vxlan(&self) -> Option<u32> {
+        match self {
+            Dev::Vxlan(index) => Some(*index),
+            Dev::Crypt(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Overlay {
@@ -149,13 +202,22 @@ impl Overlay {
                 "the kernel has no network namespaces (/proc/self/ns/net is missing)".into(),
             ));
         }
-        if cfg.vxlan_port == 0 {
-            return Err(OverlayError::InvalidArgument("vxlan_port 0".into()));
+        if cfg.vxlan_port == 0 || cfg.crypt_port == 0 {
+            return Err(OverlayError::InvalidArgument(
+                "vxlan_port and crypt_port may not be 0".into(),
+            ));
         }
-        if !(68..=65535).contains(&cfg.mtu) {
+        if cfg.vxlan_port == cfg.crypt_port {
             return Err(OverlayError::InvalidArgument(format!(
-                "mtu {} is outside 68..=65535",
-                cfg.mtu
+                "crypt_port {} is the vxlan_port too: the kernel's VXLAN sockets hold it",
+                cfg.crypt_port
+            )));
+        }
+        if !(68 + ENCRYPTION_MTU_COST..=65535).contains(&cfg.mtu) {
+            return Err(OverlayError::InvalidArgument(format!(
+                "mtu {} is outside {}..=65535",
+                cfg.mtu,
+                68 + ENCRYPTION_MTU_COST
             )));
         }
         if cfg.underlay_ip.is_unspecified() || cfg.underlay_ip.is_multicast() {
@@ -167,11 +229,14 @@ impl Overlay {
         let (conn, host, _) = rtnetlink::new_connection()
             .map_err(|e| OverlayError::io("opening a netlink socket", e))?;
         tokio::spawn(conn);
+        let underlay_ns = netns::open(Path::new("/proc/thread-self/ns/net"))?;
         tracing::info!(underlay = %cfg.underlay_ip, port = cfg.vxlan_port, "overlay started");
         Ok(Overlay {
             cfg,
             host,
+            underlay_ns,
             networks: Mutex::new(HashMap::new()),
+            plane: parking_lot::Mutex::new(None),
         })
     }
 
@@ -192,24 +257,36 @@ impl Overlay {
     /// run): its namespace, the bridge `br0` with the gateway address, and `vxlan0` (VNI
     /// `net.vni`, local = this node's underlay address, `vxlan_port`, no learning, ARP
     /// proxy). A network already set up with another VNI or subnet is refused.
+    ///
+    /// For an encrypted network, `tap0` and the user-space data path take the place of
+    /// `vxlan0` (see the [module docs](super)): the first one opens the UDP socket on
+    /// `underlay_ip`:`crypt_port`, and their tasks run on the calling tokio runtime. Its
+    /// links get an MTU [`ENCRYPTION_MTU_COST`](super::ENCRYPTION_MTU_COST) bytes lower.
+    /// It carries nothing until [`Overlay::set_keys`] gives it keys. Its peers and keys live
+    /// in this process: a sandbox adopted from a previous run gets a new `tap0` and needs
+    /// `set_peers` and `set_keys` again. A sandbox left by a previous run with the other
+    /// kind of device is refused (remove the network first).
     pub async fn ensure_network(&self, net: &NetworkDef) -> Result<(), OverlayError> {
         let parsed = parse_network(net)?;
         let mut nets = self.networks.lock().await;
         if let Some(sb) = nets.get(&net.id) {
             if sb.parsed != parsed {
                 return Err(OverlayError::InvalidArgument(format!(
-                    "network {} is already set up with vni {}, subnet {}, gateway {}",
-                    net.id, sb.parsed.vni, sb.parsed.subnet, sb.parsed.gateway
+                    "network {} is already set up with vni {}, subnet {}, gateway {}, encrypted {}",
+                    net.id, sb.parsed.vni, sb.parsed.subnet, sb.parsed.gateway, sb.parsed.encrypted
                 )));
             }
             return Ok(());
         }
         let path = self.sandbox_netns(&net.id);
         let existed = netns::is_netns(&path);
+        if parsed.encrypted {
+            self.start_plane().await?;
+        }
         netns::create(&self.cfg.netns_dir, &format!("{SANDBOX_PREFIX}{}", net.id))?;
-        match self.build_sandbox(parsed, &path).await {
+        match self.build_sandbox(&net.id, parsed, &path).await {
             Ok(sb) => {
-                tracing::info!(network = %net.id, vni = net.vni, subnet = %parsed.subnet, "overlay network ready");
+                tracing::info!(network = %net.id, vni = net.vni, subnet = %parsed.subnet, encrypted = net.encrypted, "overlay network ready");
                 nets.insert(net.id.clone(), sb);
                 Ok(())
             }
@@ -217,21 +294,68 @@ impl Overlay {
                 if !existed {
                     let _ = netns::remove(&path);
                 }
+                self.stop_idle_plane();
                 Err(e)
             }
         }
     }
 
+    /// Opens the encrypted data path's socket in the underlay namespace, unless open.
+    ///
+    /// An `Overlay` of this process dropped just before still holds the port until its
+    /// runtime has dropped the aborted tasks: a port in use is retried for a while.
+    async fn start_plane(&self) -> Result<(), OverlayError> {
+        if self.plane.lock().is_some() {
+            return Ok(());
+        }
+        let at = std::net::SocketAddr::new(self.cfg.underlay_ip, self.cfg.crypt_port);
+        let socket = patiently(libc::EADDRINUSE, || {
+            netns::run_in_ns(&self.underlay_ns, "the underlay namespace", || {
+                std::net::UdpSocket::bind(at).map_err(|e| {
+                    OverlayError::io(
+                        format!("binding the encrypted data path's UDP socket to {at}"),
+                        e,
+                    )
+                })
+            })
+        })
+        .await?;
+        // Only ensure_network starts the plane, with `networks` locked: nobody raced us.
+        let mut plane = self.plane.lock();
+        *plane = Some(CryptPlane::start(
+            socket,
+            self.cfg.crypt_port,
+            self.cfg.mtu,
+        )?);
+        tracing::info!(%at, "encrypted data path listening");
+        Ok(())
+    }
+
+    /// Closes the encrypted data path's socket when no network uses it.
+    fn stop_idle_plane(&self) {
+        let mut plane = self.plane.lock();
+        if plane.as_ref().is_some_and(CryptPlane::is_idle) {
+            *plane = None;
+            tracing::info!("encrypted data path closed");
+        }
+    }
+
     async fn build_sandbox(
         &self,
+        id: &str,
         parsed: ParsedNetwork,
         path: &Path,
     ) -> Result<Sandbox, OverlayError> {
+        let mtu = if parsed.encrypted {
+            self.cfg.mtu - ENCRYPTION_MTU_COST
+        } else {
+            self.cfg.mtu
+        };
         let handle = connect_in(path)?;
         let bridge = match link_index(&handle, BRIDGE).await? {
             Some(index) => index,
             None => {
-                let msg = LinkBridge::new(BRIDGE).mtu(self.cfg.mtu).build();
+                let msg = LinkBridge::new(BRIDGE).mtu(mtu).build();
                 handle
                     .link()
                     .add(msg)
@@ -245,6 +369,31 @@ impl Overlay {
         add_address(&handle, bridge, gateway, parsed.subnet.prefix_len, BRIDGE).await?;
         let up = LinkUnspec::new_with_index(bridge).up().build();
         set_link(&handle, "bringing br0 up".into(), up).await?;
+        let other = if parsed.encrypted { VXLAN } else { TAP };
+        if link_index(&handle, other).await?.is_some() {
+            return Err(OverlayError::InvalidArgument(format!(
+                "the sandbox of network {id} has a {other} (the network was set up {} before); \
+                 remove the network first",
+                if parsed.encrypted {
+                    "unencrypted"
+                } else {
+                    "encrypted"
+                }
+            )));
+        }
+        if parsed.encrypted {
+            let crypt = self
+                .build_tap(id, parsed.vni, path, &handle, bridge, mtu)
+                .await?;
+            return Ok(Sandbox {
+                parsed,
+                handle,
+                bridge,
+                mtu,
+                dev: Dev::Crypt(crypt),
+                peers: Vec::new(),
+            });
+        }
         let (vxlan, peers) = match link_index(&handle, VXLAN).await? {
             // Adopted from a previous run: its peers are whatever it programmed.
             Some(index) => (index, programmed_peers(&handle, index).await?),
@@ -262,9 +411,39 @@ impl Overlay {
             parsed,
             handle,
             bridge,
-            vxlan,
+            mtu,
+            dev: Dev::Vxlan(vxlan),
             peers,
         })
+    }
+
+    /// Creates `tap0` in the sandbox at `path` (from a thread in it), makes it a port of
+    /// the bridge, up, and starts its data path.
+    async fn build_tap(
+        &self,
+        id: &str,
+        vni: u32,
+        path: &Path,
+        sandbox: &Handle,
+        bridge: u32,
+        mtu: u32,
+    ) -> Result<CryptNet, OverlayError> {
+        // EBUSY: the tap0 of a data path dropped just before is still open (see
+        // `start_plane`).
+        let fd = patiently(libc::EBUSY, || netns::run_in(path, || open_tap(TAP))).await?;
+        let index = must_index(sandbox, TAP).await?;
+        let port = LinkUnspec::new_with_index(index)
+            .mtu(mtu)
+            .controller(bridge)
+            .up()
+            .build();
+        set_link(sandbox, "adding tap0 to br0".into(), port).await?;
+        let plane = self.plane.lock();
+        let plane = plane.as_ref().ok_or_else(|| OverlayError::Io {
+            op: format!("starting the data path of network {id}"),
+            source: std::io::Error::other("the encrypted data path is not running"),
+        })?;
+        plane.add(id, vni, mtu, fd)
     }
 
     /// Creates the VXLAN device in the node's namespace (so its socket is on the
@@ -325,9 +504,21 @@ impl Overlay {
     pub async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError> {
         check_name("network id", network_id)?;
         let path = self.sandbox_netns(network_id);
-        let sandbox = self.networks.lock().await.remove(network_id);
+        let mut nets = self.networks.lock().await;
+        let sandbox = nets.remove(network_id);
         let (handle, vxlan) = match sandbox {
-            Some(sb) => (Some(sb.handle), Some(sb.vxlan)),
+            Some(sb) => {
+                if let Dev::Crypt(crypt) = &sb.dev
+                    && let Some(plane) = self.plane.lock().as_ref()
+                {
+                    plane.remove(crypt);
+                }
+                let vxlan = sb.dev.vxlan();
+                // Dropping the data path closes tap0.
+                drop(sb.dev);
+                self.stop_idle_plane();
+                (Some(sb.handle), vxlan)
+            }
             None if netns::is_netns(&path) => {
                 let handle = connect_in(&path)?;
                 let vxlan = link_index(&handle, VXLAN).await?;
@@ -345,6 +536,7 @@ impl Overlay {
             }
         }
         drop(handle);
+        drop(nets);
         netns::remove(&path)?;
         tracing::info!(network = %network_id, "overlay network removed");
         Ok(())
@@ -361,6 +553,15 @@ impl Overlay {
             .get_mut(network_id)
             .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
         let wanted = check_peers(network_id, &sb.parsed, self.cfg.underlay_ip, peers)?;
+        let vxlan = match &sb.dev {
+            Dev::Vxlan(index) => *index,
+            Dev::Crypt(crypt) => {
+                crypt.set_peers(&wanted);
+                tracing::debug!(network = %network_id, peers = wanted.len(), "encrypted overlay peers set");
+                sb.peers = wanted;
+                return Ok(());
+            }
+        };
         let stale: Vec<Peer> = sb
             .peers
             .iter()
@@ -368,18 +569,70 @@ impl Overlay {
             .copied()
             .collect();
         for p in stale {
-            del_peer(&sb.handle, sb.vxlan, &p).await?;
+            del_peer(&sb.handle, vxlan, &p).await?;
             sb.peers.retain(|q| *q != p);
         }
         for p in wanted {
             if sb.peers.contains(&p) {
                 continue;
             }
-            add_peer(&sb.handle, sb.vxlan, &p).await?;
+            add_peer(&sb.handle, vxlan, &p).await?;
             sb.peers.push(p);
         }
         tracing::debug!(network = %network_id, peers = sb.peers.len(), "overlay peers set");
         Ok(())
+    }
+
+    /// Sets the key ring of the encrypted network `network_id`: 1 to
+    /// [`MAX_KEYS`](super::MAX_KEYS) distinct keys of
+    /// [`MIN_KEY_LEN`](super::MIN_KEY_LEN) to [`MAX_KEY_LEN`](super::MAX_KEY_LEN) bytes,
+    /// the primary first. Frames are sealed with the primary and accepted under any of
+    /// them, so rotating without loss is three calls on every node: add the new key as a
+    /// secondary, make it the primary, drop the old one. The swap is atomic for the data
+    /// path (established connections carry on); the sender draws a fresh salt.
+    ///
+    /// [`OverlayError::UnknownNetwork`] if the network is not set up here,
+    /// [`OverlayError::InvalidArgument`] if it is not encrypted or the keys are bad (the
+    /// ring in use stays).
+    pub async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError> {
+        let nets = self.networks.lock().await;
+        let sb = nets
+            .get(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let Dev::Crypt(crypt) = &sb.dev else {
+            return Err(OverlayError::InvalidArgument(format!(
+                "network {network_id} is not encrypted: it has no keys"
+            )));
+        };
+        let ring = KeyRing::new(network_id, sb.parsed.vni, keys)?;
+        let ids: Vec<String> = ring
+            .key_ids()
+            .iter()
+            .map(|id| format!("{id:08x}"))
+            .collect();
+        crypt.set_ring(ring);
+        tracing::info!(network = %network_id, keys = ?ids, "encryption keys set (primary first)");
+        Ok(())
+    }
+
+    /// The data-path counters of the encrypted network `network_id` on this node.
+    /// [`OverlayError::InvalidArgument`] if it is not encrypted.
+    pub async fn crypt_stats(&self, network_id: &str) -> Result<CryptStats, OverlayError> {
+        let nets = self.networks.lock().await;
+        let sb = nets
+            .get(network_id)
+            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let Dev::Crypt(crypt) = &sb.dev else {
+            return Err(OverlayError::InvalidArgument(format!(
+                "network {network_id} is not encrypted"
+            )));
+        };
+        let plane = self.plane.lock();
+        let plane = plane.as_ref().ok_or_else(|| OverlayError::Io {
+            op: format!("reading the counters of network {network_id}"),
+            source: std::io::Error::other("the encrypted data path is not running"),
+        })?;
+        Ok(crypt.stats(plane))
     }
 
     /// The remote endpoints programmed on `network_id` (for `docker network inspect`).
@@ -421,7 +674,7 @@ impl Overlay {
         }
         let tag: u32 = rand::random();
         let (outer, inner) = (format!("vb{tag:08x}"), format!("vt{tag:08x}"));
-        let pair = LinkVeth::new(&outer, &inner).mtu(self.cfg.mtu).build();
+        let pair = LinkVeth::new(&outer, &inner).mtu(sb.mtu).build();
         sb.handle
             .link()
             .add(pair)
@@ -444,7 +697,7 @@ impl Overlay {
             let named = LinkUnspec::new_with_index(index)
                 .name(ifname)
                 .address(mac.0.to_vec())
-                .mtu(self.cfg.mtu)
+                .mtu(sb.mtu)
                 .build();
             set_link(&task, format!("naming {inner} {ifname}"), named).await?;
             add_address(&task, index, addr.addr, addr.prefix_len, ifname).await?;

@@ -1,5 +1,6 @@
 //! Overlay networks across hosts: VXLAN (UDP 4789) between the nodes that have tasks on a
-//! network, programmed through rtnetlink, the way Docker's overlay driver lays it out.
+//! network, programmed through rtnetlink, the way Docker's overlay driver lays it out; for
+//! encrypted networks, AES-256-GCM over UDP 4790 in user space.
 //!
 //! Per overlay network, each node keeps a *sandbox*: a network namespace of its own
 //! (bind-mounted at `<netns_dir>/ov-<network id>`) holding
@@ -21,6 +22,55 @@
 //! remote task, a permanent FDB entry (its MAC → the underlay address of its node) on
 //! `vxlan0` and a permanent neighbour entry (its IP → its MAC) that the VXLAN ARP proxy
 //! answers from. The kernel then sends each frame straight to the right node.
+//!
+//! # Encrypted networks
+//!
+//! Docker encrypts an overlay (`--opt encrypted`) with IPsec ESP in the kernel. The kernel
+//! this was built on has neither ESP (`ip xfrm state add ... proto esp`: "Requested type
+//! not found") nor WireGuard nor MACsec, so an encrypted network's frames are sealed in
+//! user space instead:
+//!
+//! * its sandbox gets a TAP device `tap0` (a port of `br0`) instead of `vxlan0`, with an
+//!   MTU [`ENCRYPTION_MTU_COST`] bytes lower (1404 for the default 1450), and with TCP
+//!   segmentation and checksum offloads: the kernel hands it TCP "super-frames" of up to
+//!   64 KiB with a virtio-net header, as to a virtual machine's NIC;
+//! * a tokio task reads the frames of `tap0`: an ARP request for a peer's address is
+//!   answered from the peer list (the same proxy `vxlan0` does from its neighbour
+//!   entries); a unicast frame for a peer's MAC is sealed with AES-256-GCM (ring) in
+//!   pieces of at most one underlay MTU, sent as UDP datagrams (one UDP GSO send per
+//!   frame, `sendmmsg`) to the node of that peer; the rest (local or unknown MACs, other broadcast and multicast) is
+//!   dropped, never flooded;
+//! * one UDP socket per node, bound to the data-path address and
+//!   [`OverlayConfig::crypt_port`] ([`CRYPT_PORT`], 4790) in the underlay namespace while
+//!   an encrypted network is set up, and one task that reads it: it accepts datagrams
+//!   only from the nodes of the network's peers, checks the replay window,
+//!   authenticates and decrypts, reassembles the pieces of a frame (in order; a frame with
+//!   a piece lost is dropped whole) and writes it into the `tap0` of the network the VNI
+//!   names, whose kernel segments it.
+//!
+//! A datagram is a 28-byte header (version, VNI, key id, the sender's salt, a counter, the
+//! piece's place in its frame: the associated data) then the sealed piece and its 16-byte
+//! tag. Each sender derives its
+//! own key from the network key with HKDF (salt, VNI) and never repeats a nonce (salt and
+//! counter); each receiver keeps an ESP-style window of [`REPLAY_WINDOW`] counters per
+//! sender. [`Overlay::crypt_stats`] counts what went through and why the rest was
+//! dropped.
+//!
+//! Keys: a network has a ring of 1 to [`MAX_KEYS`] keys, given with [`Overlay::set_keys`],
+//! the primary first: frames are sealed with the primary and accepted under any of them.
+//! As in Docker, the managers are meant to generate the keys (random, 3 per encrypted
+//! network, with Lamport times) and rotate them (every 12 hours in Docker), and each node
+//! to receive them over the cluster's mTLS channel and call `set_keys`: add the new key,
+//! then make it the primary, then drop the oldest, on every node, so that established
+//! connections carry on. The facade does not do that yet.
+//!
+//! The data path's tasks run on the tokio runtime that called
+//! [`Overlay::ensure_network`] (IO and time drivers enabled); it must keep running (not be
+//! blocked in synchronous code). Dropping the [`Overlay`] aborts them; their socket and
+//! `tap0` close once the runtime has dropped them, and a new `Overlay`'s
+//! `ensure_network` waits for that (up to a second).
+//! Being in user space, it is slower than the kernel's VXLAN (see BENCHMARKS.md,
+//! "Overlay").
 //!
 //! [`OverlayDriver`] is the same surface as a trait, for a host that brings its own data
 //! plane.
@@ -63,11 +113,8 @@
 //! Needs Linux and root (`CAP_NET_ADMIN` for links, `CAP_SYS_ADMIN` for namespaces and
 //! bind mounts); otherwise [`Overlay::new`] fails with [`OverlayError::NotPermitted`] or
 //! [`OverlayError::Unsupported`]. Only IPv4 overlay subnets are supported (the underlay may
-//! be IPv4 or IPv6; with IPv6, lower [`OverlayConfig::mtu`] by 20 more bytes). Encryption
-//! (`encrypted`, IPsec ESP between the nodes) is not implemented yet and is refused with
-//! [`OverlayError::Unsupported`]: the kernel this was built on has no ESP
-//! (`ip xfrm state add ... proto esp` answers "Requested type not found"), so it could not
-//! be tested.
+//! be IPv4 or IPv6; with IPv6, lower [`OverlayConfig::mtu`] by 20 more bytes). Encrypted
+//! networks also need TAP devices (`/dev/net/tun`).
 //!
 //! Each call that works in a sandbox or a task namespace opens a netlink socket there from
 //! a short-lived thread (a few hundred microseconds, blocking the calling worker meanwhile).
@@ -79,6 +126,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+mod crypt;
+#[cfg(target_os = "linux")]
+mod datapath;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -91,8 +141,17 @@ pub use linux::Overlay;
 #[cfg(not(target_os = "linux"))]
 pub use other::Overlay;
 
+pub use crypt::{ENCRYPTION_MTU_COST, MAX_KEY_LEN, MAX_KEYS, MIN_KEY_LEN, REPLAY_WINDOW};
+
 /// The standard VXLAN UDP port (IANA), the one Docker uses by default.
 pub const VXLAN_PORT: u16 = 4789;
+
+/// The default UDP port of the encrypted data path ([`OverlayConfig::crypt_port`]):
+/// next to [`VXLAN_PORT`], so one firewall rule (`4789-4790/udp`) opens the data path of
+/// both kinds of network. The kernel's VXLAN sockets hold 4789 on every address, so the
+/// user-space data path cannot share it. (IANA lists 4790 for VXLAN-GPE, which Swarm does
+/// not use; pick another port for a node that does.)
+pub const CRYPT_PORT: u16 = 4790;
 
 /// Where sandboxes and task namespaces are bind-mounted by default.
 pub const DEFAULT_NETNS_DIR: &str = "/run/swarm/netns";
@@ -109,11 +168,17 @@ pub struct OverlayConfig {
     pub underlay_ip: IpAddr,
     /// UDP port of VXLAN, the same on every node ([`VXLAN_PORT`] by default).
     pub vxlan_port: u16,
+    /// UDP port of the encrypted data path, the same on every node ([`CRYPT_PORT`] by
+    /// default); its socket is bound to `underlay_ip` in the underlay namespace while an
+    /// encrypted network is set up.
+    pub crypt_port: u16,
     /// Directory where named network namespaces (sandboxes and task namespaces) are
     /// bind-mounted ([`DEFAULT_NETNS_DIR`] by default).
     pub netns_dir: PathBuf,
     /// MTU of the overlay links: the underlay's MTU minus the 50 bytes of VXLAN over IPv4
-    /// (1450 for a 1500-byte underlay, the default).
+    /// (1450 for a 1500-byte underlay, the default). Encrypted networks use
+    /// [`ENCRYPTION_MTU_COST`] (46) bytes less: 1404 by default. At least 114 (so that an
+    /// encrypted network still gets IPv4's minimum of 68).
     pub mtu: u32,
 }
 
@@ -123,6 +188,7 @@ impl OverlayConfig {
         OverlayConfig {
             underlay_ip,
             vxlan_port: VXLAN_PORT,
+            crypt_port: CRYPT_PORT,
             netns_dir: PathBuf::from(DEFAULT_NETNS_DIR),
             mtu: 1450,
         }
@@ -142,7 +208,9 @@ pub struct NetworkDef {
     /// The gateway address, inside the subnet (`10.0.9.1`, or `10.0.9.1/24`): given to
     /// the bridge and used for default routes.
     pub gateway: String,
-    /// IPsec between the nodes; not implemented yet: `true` is refused.
+    /// Whether frames between the nodes are encrypted (AES-256-GCM in user space, see the
+    /// [module docs](self)); such a network carries no traffic until
+    /// [`Overlay::set_keys`] gave it keys.
     pub encrypted: bool,
 }
 
@@ -156,6 +224,38 @@ pub struct Peer {
     pub mac: [u8; 6],
     /// The data-path address of the node running the task.
     pub node_underlay: IpAddr,
+}
+
+/// Counters of an encrypted network's data path on this node since the network was set
+/// up here ([`Overlay::crypt_stats`]): what went through and why the rest was dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CryptStats {
+    /// Datagrams sealed and sent to another node (a TCP super-frame takes several).
+    pub sent: u64,
+    /// Frames (or TCP super-frames) authenticated, decrypted, reassembled and delivered
+    /// to the sandbox.
+    pub received: u64,
+    /// ARP requests for remote endpoints answered from the peer list.
+    pub arp_answered: u64,
+    /// Frames from the sandbox sent nowhere: for no remote endpoint (a local or unknown
+    /// MAC), or broadcast and multicast other than ARP requests for a peer (never
+    /// flooded).
+    pub not_forwarded: u64,
+    /// Frames dropped because the network has no keys yet (either direction).
+    pub no_key: u64,
+    /// Datagrams from an address that runs none of the network's peers.
+    pub unknown_sender: u64,
+    /// Datagrams sealed with a key not in the ring (e.g. a node with other keys).
+    pub unknown_key: u64,
+    /// Datagrams whose tag did not verify (wrong key, altered or forged).
+    pub forged: u64,
+    /// Datagrams already received, or older than the [`REPLAY_WINDOW`].
+    pub replayed: u64,
+    /// Read and write failures on the TAP device or the socket.
+    pub errors: u64,
+    /// Node-wide, for every encrypted network: datagrams too short, of an unknown format
+    /// version, or for a VNI with no encrypted network here.
+    pub malformed: u64,
 }
 
 /// A MAC address.
@@ -290,6 +390,7 @@ impl OverlayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ParsedNetwork {
     pub(crate) vni: u32,
+    pub(crate) encrypted: bool,
     pub(crate) subnet: Cidr,
     pub(crate) gateway: Ipv4Addr,
 }
@@ -339,12 +440,6 @@ pub(crate) fn parse_network(net: &NetworkDef) -> Result<ParsedNetwork, OverlayEr
             net.vni, net.id
         )));
     }
-    if net.encrypted {
-        return Err(OverlayError::Unsupported(format!(
-            "network {} asks for encryption (IPsec between the nodes), not implemented yet",
-            net.id
-        )));
-    }
     let subnet: Cidr = net.subnet.parse().map_err(|_| {
         OverlayError::InvalidArgument(format!(
             "subnet {:?} of network {} is not a CIDR prefix",
@@ -372,6 +467,7 @@ pub(crate) fn parse_network(net: &NetworkDef) -> Result<ParsedNetwork, OverlayEr
     }
     Ok(ParsedNetwork {
         vni: net.vni,
+        encrypted: net.encrypted,
         subnet,
         gateway,
     })
@@ -456,6 +552,8 @@ pub trait OverlayDriver: Send + Sync {
     async fn remove_network(&self, network_id: &str) -> Result<(), OverlayError>;
     /// Sets the remote endpoints of `network_id` to exactly `peers`.
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError>;
+    /// Sets the key ring of the encrypted network `network_id` (the primary key first).
+    async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError>;
     /// The remote endpoints programmed on `network_id`.
     async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError>;
     /// Connects the task namespace at `task_netns` to `network_id` as `ifname` with
@@ -491,6 +589,9 @@ impl OverlayDriver for Overlay {
     }
     async fn set_peers(&self, network_id: &str, peers: &[Peer]) -> Result<(), OverlayError> {
         Overlay::set_peers(self, network_id, peers).await
+    }
+    async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError> {
+        Overlay::set_keys(self, network_id, keys).await
     }
     async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
         Overlay::peers(self, network_id).await

@@ -101,10 +101,20 @@ where
     F: FnOnce() -> Result<T, OverlayError> + Send,
 {
     let ns = open(path)?;
+    run_in_ns(&ns, &path.display().to_string(), f)
+}
+
+/// Runs `f` on a new thread that joined the network namespace `ns` (an open namespace
+/// file, named `what` in errors).
+pub(crate) fn run_in_ns<T, F>(ns: &File, what: &str, f: F) -> Result<T, OverlayError>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, OverlayError> + Send,
+{
     std::thread::scope(|s| {
         s.spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| OverlayError::io(format!("entering {}", path.display()), e.into()))?;
+            setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| OverlayError::io(format!("entering {what}"), e.into()))?;
             f()
         })
         .join()

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 
-use super::{Cidr, MacAddr, NetworkDef, OverlayConfig, OverlayError, Peer};
+use super::{Cidr, CryptStats, MacAddr, NetworkDef, OverlayConfig, OverlayError, Peer};
 
 /// One node's overlay networks; they need Linux, so this one cannot be created.
 #[derive(Debug)]
@@ -36,6 +36,14 @@ impl Overlay {
     }
     /// See the Linux implementation.
     pub async fn set_peers(&self, _network_id: &str, _peers: &[Peer]) -> Result<(), OverlayError> {
+        match self.never {}
+    }
+    /// See the Linux implementation.
+    pub async fn set_keys(&self, _network_id: &str, _keys: &[Vec<u8>]) -> Result<(), OverlayError> {
+        match self.never {}
+    }
+    /// See the Linux implementation.
+    pub async fn crypt_stats(&self, _network_id: &str) -> Result<CryptStats, OverlayError> {
         match self.never {}
     }
     /// See the Linux implementation.
