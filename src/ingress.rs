@@ -163,7 +163,12 @@ fn mesh_port(p: &PortConfig, proxy: &impl Fn(u32) -> bool) -> Option<IngressPort
 /// Whether a service asks for host-mode published ports.
 fn publishes_host_ports(s: &Service) -> bool {
     let allocated = s.endpoint.as_ref().map(|e| &e.ports[..]).unwrap_or(&[]);
-    let spec = s.spec.endpoint.as_ref().map(|e| &e.ports[..]).unwrap_or(&[]);
+    let spec = s
+        .spec
+        .endpoint
+        .as_ref()
+        .map(|e| &e.ports[..])
+        .unwrap_or(&[]);
     allocated
         .iter()
         .chain(spec)

@@ -420,18 +420,24 @@ fn on_node(mut spec: ServiceSpec, hostname: &str) -> ServiceSpec {
     spec
 }
 
+/// A host-mode port as a task reports it: protocol, published and target
+/// port.
+type Reported = (Protocol, u32, u32);
+
 /// The node addresses (127.0.0.x) of the nodes running wanted tasks of
 /// `service`, with the host-mode ports each task reported.
 fn host_ports_by_node(
     control: &swarm::control::Control,
     service: &str,
     first: u8,
-) -> Vec<(u8, Vec<(Protocol, u32, u32)>)> {
+) -> Vec<(u8, Vec<Reported>)> {
     let mut out: Vec<_> = wanted_running(control, service)
         .iter()
         .map(|t| {
             let n = control.inspect_node(t.node_id.as_str()).unwrap();
-            let k: u8 = n.description.as_ref().unwrap().hostname[4..].parse().unwrap();
+            let k: u8 = n.description.as_ref().unwrap().hostname[4..]
+                .parse()
+                .unwrap();
             let ports = t
                 .status
                 .port_status
@@ -621,7 +627,10 @@ async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
 
 /// The host names (short container IDs, which busybox httpd serves) of the
 /// wanted running tasks of `service`, and the nodes they run on.
-fn task_hosts(control: &swarm::control::Control, service: &str) -> (BTreeSet<String>, BTreeSet<Id>) {
+fn task_hosts(
+    control: &swarm::control::Control,
+    service: &str,
+) -> (BTreeSet<String>, BTreeSet<Id>) {
     let tasks = wanted_running(control, service);
     let hosts = tasks
         .iter()
@@ -780,8 +789,7 @@ async fn a_host_mode_container_answers_on_its_node_with_the_port_it_reports() {
     }
     control.remove_service("swt-host-web").await.unwrap();
     eventually_async("the containers gone", async || {
-        common::tasks(&control, "swt-host-web").is_empty()
-            && containers("swt-host-web.").is_empty()
+        common::tasks(&control, "swt-host-web").is_empty() && containers("swt-host-web.").is_empty()
     })
     .await;
     for n in nodes {

@@ -1401,7 +1401,9 @@ fn host_mode_ports_show_in_service_ps_and_bind_on_the_tasks_node_only() {
             "600",
         ],
     );
-    wait_until("hostweb running", || running_tasks(n1, "hostweb").len() == 1);
+    wait_until("hostweb running", || {
+        running_tasks(n1, "hostweb").len() == 1
+    });
     let mut row = String::new();
     wait_until("the ports in service ps", || {
         row = ok(
@@ -1453,7 +1455,8 @@ fn host_mode_ports_show_in_service_ps_and_bind_on_the_tasks_node_only() {
         ],
     );
     assert!(
-        endpoint.contains(r#""PublishedPort":18031"#) && endpoint.contains(r#""PublishMode":"host""#),
+        endpoint.contains(r#""PublishedPort":18031"#)
+            && endpoint.contains(r#""PublishMode":"host""#),
         "{endpoint}"
     );
 

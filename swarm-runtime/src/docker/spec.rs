@@ -403,7 +403,10 @@ mod tests {
                         "80/tcp".to_string(),
                         Some(vec![binding("0.0.0.0", "8080"), binding("::", "8080")]),
                     ),
-                    ("53/udp".to_string(), Some(vec![binding("0.0.0.0", "49153")])),
+                    (
+                        "53/udp".to_string(),
+                        Some(vec![binding("0.0.0.0", "49153")]),
+                    ),
                     ("443/tcp".to_string(), None),
                 ])),
                 ..Default::default()

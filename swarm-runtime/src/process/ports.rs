@@ -51,7 +51,10 @@ pub(super) fn bind_plan(task: &Task) -> Result<Vec<PortConfig>> {
                 0 => u32::from(free_port(p.protocol)?),
                 given => given,
             };
-            Ok(PortConfig { published_port, ..p })
+            Ok(PortConfig {
+                published_port,
+                ..p
+            })
         })
         .collect()
 }
@@ -124,6 +127,9 @@ mod tests {
                 "{ports:?}"
             );
         }
-        assert_eq!(bind_plan(&task(&[(Protocol::Sctp, 90, 90)])).unwrap().len(), 1);
+        assert_eq!(
+            bind_plan(&task(&[(Protocol::Sctp, 90, 90)])).unwrap().len(),
+            1
+        );
     }
 }
