@@ -169,7 +169,9 @@ pub struct Inspection {
     /// Container ID (or the process runtime's handle), pid (0 when not running)
     /// and exit code, as a task status carries them.
     pub container: ContainerStatus,
-    /// Host-published ports with the host port actually bound.
+    /// Host-mode published ports with the host port they answer on (a
+    /// dynamic one as picked), bound by the runtime or, when it does not bind
+    /// them ([`Runtime::binds_host_ports`]), left to the node.
     pub ports: Vec<PortConfig>,
     /// When it started.
     pub started_at: Option<Timestamp>,
