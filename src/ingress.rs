@@ -7,8 +7,8 @@
 //! ```
 //!
 //! The leader's dispatcher computes one [`IngressView`] for the whole swarm from
-//! its store — for each service with ingress-published ports, the RUNNING tasks
-//! and the mesh address of the node each runs on — and sends it to every node
+//! its store — for each service with published ports, the RUNNING tasks and
+//! the mesh address of the node each runs on — and sends it to every node
 //! on its session, managers included, whenever it changes. Each node turns it
 //! into its mesh's backends: a task on this node is reached at its own address
 //! (a container's IP; the loopback address for a task on the host network),
@@ -18,6 +18,17 @@
 //! A task whose desired state moved past RUNNING while it still runs is
 //! *draining*: it gets no new connections, and its open ones are kept for its
 //! stop grace period.
+//!
+//! Host-mode published ports are not the mesh's to balance: as in Docker, such
+//! a port answers only on the nodes that run a task of the service, with that
+//! node's task, and a node without one refuses the connection. A runtime that
+//! binds them itself (Docker's port bindings) needs nothing more. For one that
+//! does not ([`Runtime::binds_host_ports`]: the process runtime), the view
+//! carries the ports each running task reported (`Task.Status.PortStatus`,
+//! with a dynamic port already picked) and the task's own node serves them
+//! with a local-only entry of its mesh: published port → the task's address
+//! and target port, never handed over to another node. One data plane thus
+//! carries both modes (TCP splice, UDP flows, PROXY headers alike).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,7 +36,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use swarm_core::types::{Node, NodeState, Protocol, PublishMode, Service, Task, TaskState};
+use swarm_core::types::{
+    Node, NodeState, PortConfig, Protocol, PublishMode, Service, Task, TaskState,
+};
 use swarm_core::{Filter, Id, Kind, Store, View};
 use swarm_net::mesh;
 use swarm_runtime::Runtime;
@@ -71,7 +84,7 @@ impl RoutingMeshConfig {
 /// Every published port of the swarm with its backends, as the leader sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngressView {
-    /// Services with ingress-published ports, by ID.
+    /// Services with published ports (ingress or host mode), by ID.
     pub services: Vec<IngressService>,
     /// The mesh address of every ready node: who may hand connections over.
     pub peers: Vec<String>,
@@ -86,7 +99,7 @@ pub struct IngressService {
     pub name: String,
     /// Its ingress-mode published ports (TCP and UDP).
     pub ports: Vec<IngressPort>,
-    /// Its running tasks.
+    /// Its running tasks (with the host-mode ports each reported).
     pub backends: Vec<IngressBackend>,
 }
 
@@ -115,6 +128,69 @@ pub struct IngressBackend {
     /// `Some(grace)`: the task is being stopped; it keeps its open connections
     /// for `grace` and gets no new ones.
     pub draining_for: Option<Duration>,
+    /// The host-mode ports the task's node reported for it (published port as
+    /// bound there), TCP and UDP: served by that node alone.
+    pub host_ports: Vec<IngressPort>,
+}
+
+/// Whether published port `port` of `s` gets PROXY protocol headers
+/// ([`PROXY_PROTOCOL_LABEL`]).
+fn proxied(s: &Service) -> impl Fn(u32) -> bool + '_ {
+    let label = s.spec.annotations.labels.get(PROXY_PROTOCOL_LABEL);
+    move |port: u32| {
+        label.is_some_and(|v| {
+            v.split(',').any(|p| {
+                let p = p.trim();
+                p.eq_ignore_ascii_case("all") || p.parse::<u32>() == Ok(port)
+            })
+        })
+    }
+}
+
+/// A port the mesh can serve: TCP or UDP, both ports set and in range.
+fn mesh_port(p: &PortConfig, proxy: &impl Fn(u32) -> bool) -> Option<IngressPort> {
+    if p.protocol == Protocol::Sctp {
+        return None;
+    }
+    Some(IngressPort {
+        protocol: p.protocol,
+        published_port: u16::try_from(p.published_port).ok().filter(|&x| x != 0)?,
+        target_port: u16::try_from(p.target_port).ok().filter(|&x| x != 0)?,
+        proxy_protocol: proxy(p.published_port),
+    })
+}
+
+/// Whether a service asks for host-mode published ports.
+fn publishes_host_ports(s: &Service) -> bool {
+    let allocated = s.endpoint.as_ref().map(|e| &e.ports[..]).unwrap_or(&[]);
+    let spec = s
+        .spec
+        .endpoint
+        .as_ref()
+        .map(|e| &e.ports[..])
+        .unwrap_or(&[]);
+    allocated
+        .iter()
+        .chain(spec)
+        .any(|p| p.publish_mode == PublishMode::Host)
+}
+
+/// Whether a service has ports the view carries (ingress or host mode).
+fn publishes(s: &Service) -> bool {
+    publishes_host_ports(s) || !ingress_ports(s).is_empty()
+}
+
+/// The host-mode ports a task's node reported for it.
+fn reported_host_ports(t: &Task, proxy: &impl Fn(u32) -> bool) -> Vec<IngressPort> {
+    let reported = t.status.port_status.as_ref().map(|p| &p.ports[..]);
+    let mut out: Vec<IngressPort> = reported
+        .unwrap_or(&[])
+        .iter()
+        .filter(|p| p.publish_mode == PublishMode::Host)
+        .filter_map(|p| mesh_port(p, proxy))
+        .collect();
+    out.sort_by_key(|p| (p.published_port, p.protocol as u8));
+    out
 }
 
 /// The ingress-mode TCP/UDP ports of a service: the allocated ones when the
@@ -130,26 +206,11 @@ fn ingress_ports(s: &Service) -> Vec<IngressPort> {
     } else {
         allocated
     };
-    let proxied = s.spec.annotations.labels.get(PROXY_PROTOCOL_LABEL);
-    let proxy = |port: u32| {
-        proxied.is_some_and(|v| {
-            v.split(',').any(|p| {
-                let p = p.trim();
-                p.eq_ignore_ascii_case("all") || p.parse::<u32>() == Ok(port)
-            })
-        })
-    };
+    let proxy = proxied(s);
     let mut out: Vec<IngressPort> = ports
         .iter()
-        .filter(|p| p.publish_mode == PublishMode::Ingress && p.protocol != Protocol::Sctp)
-        .filter_map(|p| {
-            Some(IngressPort {
-                protocol: p.protocol,
-                published_port: u16::try_from(p.published_port).ok().filter(|&x| x != 0)?,
-                target_port: u16::try_from(p.target_port).ok().filter(|&x| x != 0)?,
-                proxy_protocol: proxy(p.published_port),
-            })
-        })
+        .filter(|p| p.publish_mode == PublishMode::Ingress)
+        .filter_map(|p| mesh_port(p, &proxy))
         .collect();
     out.sort_by_key(|p| (p.published_port, p.protocol as u8));
     out
@@ -176,9 +237,11 @@ pub fn compute(view: &View) -> IngressView {
     let mut services = Vec::new();
     for s in view.list::<Service>() {
         let ports = ingress_ports(&s);
-        if ports.is_empty() {
+        let host = publishes_host_ports(&s);
+        if ports.is_empty() && !host {
             continue;
         }
+        let proxy = proxied(&s);
         let mut backends = Vec::new();
         for t in view.tasks_by_service(&s.id) {
             if t.status.state != TaskState::Running || t.node_id.is_empty() {
@@ -199,6 +262,11 @@ pub fn compute(view: &View) -> IngressView {
                 node_id: t.node_id.clone(),
                 mesh_addr,
                 draining_for,
+                host_ports: if host {
+                    reported_host_ports(&t, &proxy)
+                } else {
+                    Vec::new()
+                },
             });
         }
         backends.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -231,6 +299,7 @@ fn relevant(c: &swarm_core::Change, published: &HashSet<Id>) -> bool {
         return old.status.state != t.status.state
             || old.desired_state != t.desired_state
             || old.node_id != t.node_id
+            || old.status.port_status != t.status.port_status
             || c.action == swarm_core::Action::Remove;
     }
     if let Some(n) = c.object.downcast::<Node>() {
@@ -240,7 +309,7 @@ fn relevant(c: &swarm_core::Change, published: &HashSet<Id>) -> bool {
         return mesh_addr(old) != mesh_addr(n);
     }
     if let Some(s) = c.object.downcast::<Service>() {
-        return published.contains(&s.id) || !ingress_ports(s).is_empty();
+        return published.contains(&s.id) || publishes(s);
     }
     false
 }
@@ -400,8 +469,46 @@ async fn follow(
 /// draining task's grace ends.
 #[derive(Default)]
 struct Resolver {
-    addrs: HashMap<Id, IpAddr>,
+    addrs: HashMap<Id, LocalTask>,
     drain_deadlines: HashMap<Id, Instant>,
+}
+
+/// Where a task of this node is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LocalTask {
+    /// Its own address, or loopback on the host network.
+    ip: IpAddr,
+    /// It runs on the host network: it binds its target ports on the node.
+    host_network: bool,
+}
+
+/// The local-only mesh entries of a task of this node for the host-mode ports
+/// it reported: each published port to the task's target port. A port the
+/// task binds itself (on the host network, published on its target port) is
+/// left to it.
+fn host_entries<'a>(
+    task_id: &'a Id,
+    ports: &'a [IngressPort],
+    task: LocalTask,
+) -> impl Iterator<Item = mesh::PublishedPort> + 'a {
+    ports
+        .iter()
+        .filter(move |p| !(task.host_network && p.published_port == p.target_port))
+        .map(move |p| mesh::PublishedPort {
+            protocol: match p.protocol {
+                Protocol::Udp => mesh::Protocol::Udp,
+                _ => mesh::Protocol::Tcp,
+            },
+            published_port: p.published_port,
+            target_port: p.target_port,
+            proxy_protocol: p.proxy_protocol,
+            backends: vec![mesh::Backend {
+                task_id: task_id.to_string(),
+                target: mesh::Target::Local(SocketAddr::new(task.ip, p.target_port)),
+                // As with Docker's bindings, the task answers until it stops.
+                draining_until: None,
+            }],
+        })
 }
 
 impl Resolver {
@@ -417,13 +524,25 @@ impl Resolver {
         let mut unresolved = false;
         let mut live: HashSet<&Id> = HashSet::new();
         let mut ports = Vec::new();
+        let forward_host_ports = !runtime.binds_host_ports();
         for s in &view.services {
             let mut backends = Vec::new();
             for b in &s.backends {
                 live.insert(&b.task_id);
+                let host_ports = if forward_host_ports {
+                    &b.host_ports[..]
+                } else {
+                    &[]
+                };
                 let target = if &b.node_id == me {
-                    match self.local_ip(&b.task_id, runtime).await {
-                        Some(ip) => Some(Err(ip)),
+                    if s.ports.is_empty() && host_ports.is_empty() {
+                        continue;
+                    }
+                    match self.local_task(&b.task_id, runtime).await {
+                        Some(task) => {
+                            ports.extend(host_entries(&b.task_id, host_ports, task));
+                            Some(Err(task.ip))
+                        }
                         None => {
                             unresolved = true;
                             None
@@ -470,19 +589,22 @@ impl Resolver {
         (mesh::IngressView { ports }, unresolved)
     }
 
-    /// The address a local task is reached on: its own, or loopback for a task
+    /// Where a local task is reached: its own address, or loopback for a task
     /// on the host network. `None` while the runtime does not know it yet.
-    async fn local_ip(&mut self, task: &Id, runtime: &dyn Runtime) -> Option<IpAddr> {
-        if let Some(ip) = self.addrs.get(task) {
-            return Some(*ip);
+    async fn local_task(&mut self, task: &Id, runtime: &dyn Runtime) -> Option<LocalTask> {
+        if let Some(t) = self.addrs.get(task) {
+            return Some(*t);
         }
         let inspected = runtime.inspect(task.as_str()).await.ok()?;
         if inspected.state != swarm_runtime::ContainerState::Running {
             return None;
         }
-        let ip = inspected.addr.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        self.addrs.insert(task.clone(), ip);
-        Some(ip)
+        let t = LocalTask {
+            ip: inspected.addr.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            host_network: inspected.addr.is_none(),
+        };
+        self.addrs.insert(task.clone(), t);
+        Some(t)
     }
 }
 

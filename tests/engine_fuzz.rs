@@ -109,18 +109,22 @@ fn setup() -> Setup {
     s
 }
 
-/// What a request could change: which services exist and their specs, and
-/// the nodes' specs (the swarm writes the rest by itself: a node's status, a
-/// service's allocated endpoint).
+/// What a request could change: the services whole (the allocator writes
+/// nothing for a service with no ports and no networks, so any write shows in
+/// its version), and the nodes' specs (the swarm writes a node's status by
+/// itself).
 fn state(s: &Setup) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let specs = |path: &str| -> Vec<serde_json::Value> {
+    let list = |path: &str, fields: &[&str]| -> Vec<serde_json::Value> {
         let all: Vec<serde_json::Value> =
             serde_json::from_slice(&call(s, "GET", path, Vec::new()).1).unwrap();
         all.iter()
-            .map(|o| serde_json::json!([o["ID"], o["Spec"]]))
+            .map(|o| fields.iter().map(|f| o[*f].clone()).collect())
             .collect()
     };
-    (specs("/services"), specs("/nodes"))
+    (
+        list("/services", &["ID", "Version", "Spec", "Endpoint"]),
+        list("/nodes", &["ID", "Spec"]),
+    )
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

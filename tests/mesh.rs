@@ -8,12 +8,17 @@
 //! from every node. Balancing over several tasks uses the Docker runtime
 //! (containers have their own addresses); it skips with a printed reason when
 //! no Docker Engine or test image is available.
+//!
+//! Host-mode published ports answer only on the nodes that run a task of the
+//! service, with that node's task. These tests use 127.0.0.81–92 and ports
+//! 18000–18999.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm::core::Id;
 use swarm::core::types::*;
 use swarm::ingress::RoutingMeshConfig;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, Runtime};
@@ -353,6 +358,438 @@ async fn every_node_balances_over_tasks_on_all_nodes_and_follows_scaling() {
     control.remove_service("swt-mesh-web").await.unwrap();
     eventually_async("the containers gone", async || {
         common::tasks(&control, "swt-mesh-web").is_empty() && containers("swt-mesh-web.").is_empty()
+    })
+    .await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Whether a TCP connection to `at` is refused (nothing listens there).
+async fn refused(at: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(at)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Removes every task the process runtimes under these node directories hold
+/// when dropped: a failed test's nodes stop without removing their tasks, and
+/// a task left running would hold its ports in the next run.
+struct RemoveProcesses(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveProcesses {
+    fn drop(&mut self) {
+        let dirs = std::mem::take(&mut self.0);
+        // A runtime of its own: this may run while the test's is unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                for dir in dirs {
+                    let Ok(runtime) = ProcessRuntime::new(dir.join("runtime")) else {
+                        continue;
+                    };
+                    for task in runtime.list().await.unwrap_or_default() {
+                        let _ = runtime.remove(&task.container.container_id).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `spec` with its ports in host mode.
+fn host_mode(mut spec: ServiceSpec) -> ServiceSpec {
+    for p in &mut spec.endpoint.as_mut().unwrap().ports {
+        p.publish_mode = PublishMode::Host;
+    }
+    spec
+}
+
+fn on_node(mut spec: ServiceSpec, hostname: &str) -> ServiceSpec {
+    spec.task.placement = Some(Placement {
+        constraints: vec![format!("node.hostname=={hostname}")],
+        ..Default::default()
+    });
+    spec
+}
+
+/// A host-mode port as a task reports it: protocol, published and target
+/// port.
+type Reported = (Protocol, u32, u32);
+
+/// The node addresses (127.0.0.x) of the nodes running wanted tasks of
+/// `service`, with the host-mode ports each task reported.
+fn host_ports_by_node(
+    control: &swarm::control::Control,
+    service: &str,
+    first: u8,
+) -> Vec<(u8, Vec<Reported>)> {
+    let mut out: Vec<_> = wanted_running(control, service)
+        .iter()
+        .map(|t| {
+            let n = control.inspect_node(t.node_id.as_str()).unwrap();
+            let k: u8 = n.description.as_ref().unwrap().hostname[4..]
+                .parse()
+                .unwrap();
+            let ports = t
+                .status
+                .port_status
+                .iter()
+                .flat_map(|p| &p.ports)
+                .map(|p| (p.protocol, p.published_port, p.target_port))
+                .collect();
+            (first + k - 1, ports)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
+    if !have_python() {
+        return;
+    }
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let _cleanup = RemoveProcesses(dirs.iter().map(|d| d.path().to_path_buf()).collect());
+    let nodes = three_nodes(&dirs, 81, |d| {
+        Arc::new(ProcessRuntime::new(d.join("runtime")).unwrap()) as Arc<dyn Runtime>
+    })
+    .await;
+    let control = nodes[0].control().await.unwrap();
+    let echo = |name: &str, target: u16| {
+        vec![
+            PYTHON.into(),
+            "-c".into(),
+            ECHO.into(),
+            name.to_string(),
+            target.to_string(),
+        ]
+    };
+
+    // A given published port on node2, forwarded to the task's target port.
+    let (published, target) = (18012, 18011);
+    let spec = published_spec(
+        "hostecho",
+        1,
+        echo("hostecho-task", target),
+        &[
+            (Protocol::Tcp, published, target),
+            (Protocol::Udp, published, target),
+        ],
+    );
+    control
+        .create_service(on_node(host_mode(spec), "node2"))
+        .await
+        .unwrap();
+    // A dynamic one (published 0) on node3.
+    let dyn_target = 18013;
+    let spec = published_spec(
+        "dynecho",
+        1,
+        echo("dynecho-task", dyn_target),
+        &[(Protocol::Tcp, 0, dyn_target)],
+    );
+    control
+        .create_service(on_node(host_mode(spec), "node3"))
+        .await
+        .unwrap();
+    eventually_async("both echo tasks running", async || {
+        wanted_running(&control, "hostecho").len() == 1
+            && wanted_running(&control, "dynecho").len() == 1
+    })
+    .await;
+    assert_eq!(
+        host_ports_by_node(&control, "hostecho", 81),
+        vec![(
+            82,
+            vec![
+                (Protocol::Tcp, published.into(), target.into()),
+                (Protocol::Udp, published.into(), target.into())
+            ]
+        )],
+        "the task reports its ports"
+    );
+    let dynamic = host_ports_by_node(&control, "dynecho", 81);
+    assert_eq!(dynamic.len(), 1);
+    let (node, ports) = &dynamic[0];
+    assert_eq!(*node, 83);
+    let [(Protocol::Tcp, picked, t)] = ports[..] else {
+        panic!("one TCP port reported: {ports:?}");
+    };
+    assert_eq!(t, u32::from(dyn_target));
+    assert!(picked != 0 && picked != t, "a port picked: {picked}");
+    let picked = picked as u16;
+
+    let at = SocketAddr::new(ip(82), published);
+    eventually_async(&format!("tcp answer on {at}"), async || {
+        tcp_ask(at, "hello").await.ok().as_deref() == Some("hostecho-task:hello")
+    })
+    .await;
+    eventually_async(&format!("udp answer on {at}"), async || {
+        udp_ask(at, "ping").await.ok().as_deref() == Some("hostecho-task:ping")
+    })
+    .await;
+    let at = SocketAddr::new(ip(83), picked);
+    eventually_async(&format!("tcp answer on the picked {at}"), async || {
+        tcp_ask(at, "hi").await.ok().as_deref() == Some("dynecho-task:hi")
+    })
+    .await;
+    // Never forwarded: the nodes without a task refuse.
+    for last in [81, 83] {
+        let at = SocketAddr::new(ip(last), published);
+        assert!(refused(at).await, "tcp {at} is refused");
+        assert!(udp_ask(at, "ping").await.is_err(), "no udp answer on {at}");
+    }
+    for last in [81, 82] {
+        let at = SocketAddr::new(ip(last), picked);
+        assert!(refused(at).await, "tcp {at} is refused");
+    }
+
+    // Two replicas of one host port land on different nodes, and the port is
+    // bound on those two only; a fourth replica on three nodes has nowhere to
+    // go and stays pending with the scheduler's reason.
+    let pair_port = 18014;
+    let spec = host_mode(published_spec(
+        "pair",
+        2,
+        vec!["/bin/sh".into(), "-c".into(), "sleep 600".into()],
+        &[(Protocol::Tcp, pair_port, 18015)],
+    ));
+    control.create_service(spec).await.unwrap();
+    eventually_async("two pair tasks running", async || {
+        wanted_running(&control, "pair").len() == 2
+    })
+    .await;
+    let placed: Vec<u8> = host_ports_by_node(&control, "pair", 81)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(placed.len(), 2);
+    assert_ne!(placed[0], placed[1], "one per node");
+    for last in [81, 82, 83] {
+        let at = SocketAddr::new(ip(last), pair_port);
+        if placed.contains(&last) {
+            eventually_async(&format!("{at} bound"), async || {
+                TcpStream::connect(at).await.is_ok()
+            })
+            .await;
+        } else {
+            assert!(refused(at).await, "{at} is refused");
+        }
+    }
+    let s = control.inspect_service("pair").unwrap();
+    let mut spec = s.spec.clone();
+    spec.mode = ServiceMode::Replicated { replicas: 4 };
+    control
+        .update_service("pair", s.meta.version.index, spec)
+        .await
+        .unwrap();
+    eventually_async("three running and one pending", async || {
+        let tasks = common::tasks(&control, "pair");
+        let pending: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.status.state == TaskState::Pending)
+            .collect();
+        wanted_running(&control, "pair").len() == 3
+            && pending.len() == 1
+            && pending[0]
+                .status
+                .err
+                .contains("host-mode port already in use on 3 nodes")
+    })
+    .await;
+
+    // Removing the service frees its port on every node.
+    control.remove_service("hostecho").await.unwrap();
+    let at = SocketAddr::new(ip(82), published);
+    eventually_async(&format!("{at} closed"), async || refused(at).await).await;
+    for s in ["dynecho", "pair"] {
+        control.remove_service(s).await.unwrap();
+    }
+    eventually_async("every task gone", async || {
+        ["hostecho", "dynecho", "pair"]
+            .iter()
+            .all(|s| common::tasks(&control, s).is_empty())
+    })
+    .await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// The host names (short container IDs, which busybox httpd serves) of the
+/// wanted running tasks of `service`, and the nodes they run on.
+fn task_hosts(
+    control: &swarm::control::Control,
+    service: &str,
+) -> (BTreeSet<String>, BTreeSet<Id>) {
+    let tasks = wanted_running(control, service);
+    let hosts = tasks
+        .iter()
+        .filter_map(|t| t.status.container_status.as_ref())
+        .map(|c| c.container_id.chars().take(12).collect())
+        .collect();
+    (hosts, tasks.iter().map(|t| t.node_id.clone()).collect())
+}
+
+/// Sets the replicas of `service`.
+async fn scale(control: &swarm::control::Control, service: &str, replicas: u64) {
+    let s = control.inspect_service(service).unwrap();
+    let mut spec = s.spec.clone();
+    spec.mode = ServiceMode::Replicated { replicas };
+    control
+        .update_service(service, s.meta.version.index, spec)
+        .await
+        .unwrap();
+}
+
+/// Waits until `replicas` tasks run and every node's port is served by
+/// exactly those tasks, none on `not_on`.
+async fn served_by_running_tasks(
+    control: &swarm::control::Control,
+    service: &str,
+    replicas: usize,
+    ports: &[SocketAddr],
+    not_on: Option<&Id>,
+) {
+    eventually_async(&format!("{replicas} tasks running"), async || {
+        let (hosts, on) = task_hosts(control, service);
+        hosts.len() == replicas && not_on.is_none_or(|n| !on.contains(n))
+    })
+    .await;
+    let (hosts, _) = task_hosts(control, service);
+    for &at in ports {
+        eventually_async(
+            &format!("{at} served by the {replicas} running tasks {hosts:?}"),
+            async || answering(at, 3 * replicas).await == hosts,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_follows_drain_and_scaling() {
+    let Some(docker_rt) = docker().await else {
+        return;
+    };
+    common::remove_containers("swt-drain-web.");
+    let _cleanup = RemoveContainers("swt-drain-web.");
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let nodes = three_nodes(&dirs, 84, |_| {
+        Arc::new(docker_rt.clone()) as Arc<dyn Runtime>
+    })
+    .await;
+    let control = nodes[0].control().await.unwrap();
+    let published = 18020;
+    let mut spec = published_spec(
+        "swt-drain-web",
+        3,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www".into(),
+        ],
+        &[(Protocol::Tcp, published, 80)],
+    );
+    spec.task.container.image = IMAGE.into();
+    control.create_service(spec).await.unwrap();
+    let every_node: Vec<SocketAddr> = [84, 85, 86]
+        .map(|last| SocketAddr::new(ip(last), published))
+        .into();
+    served_by_running_tasks(&control, "swt-drain-web", 3, &every_node, None).await;
+
+    // Drain the node of one task: the task moves, the port still answers on
+    // every node (the drained one too), served by the tasks elsewhere only.
+    let drained = wanted_running(&control, "swt-drain-web")[0].node_id.clone();
+    let n = control.inspect_node(drained.as_str()).unwrap();
+    let mut ns = n.spec.clone();
+    ns.availability = Availability::Drain;
+    control
+        .update_node(drained.as_str(), n.meta.version.index, ns)
+        .await
+        .unwrap();
+    served_by_running_tasks(&control, "swt-drain-web", 3, &every_node, Some(&drained)).await;
+
+    // Scaling: the backend set follows, 3 → 5 → 1.
+    scale(&control, "swt-drain-web", 5).await;
+    served_by_running_tasks(&control, "swt-drain-web", 5, &every_node, Some(&drained)).await;
+    scale(&control, "swt-drain-web", 1).await;
+    served_by_running_tasks(&control, "swt-drain-web", 1, &every_node, Some(&drained)).await;
+
+    control.remove_service("swt-drain-web").await.unwrap();
+    eventually_async("the containers gone", async || {
+        common::tasks(&control, "swt-drain-web").is_empty()
+            && containers("swt-drain-web.").is_empty()
+    })
+    .await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_mode_container_answers_on_its_node_with_the_port_it_reports() {
+    let Some(docker_rt) = docker().await else {
+        return;
+    };
+    common::remove_containers("swt-host-web.");
+    let _cleanup = RemoveContainers("swt-host-web.");
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let nodes = three_nodes(&dirs, 87, |_| {
+        Arc::new(docker_rt.clone()) as Arc<dyn Runtime>
+    })
+    .await;
+    let control = nodes[0].control().await.unwrap();
+    let published = 18040;
+    let mut spec = host_mode(published_spec(
+        "swt-host-web",
+        1,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "mkdir -p /www && hostname > /www/index.html && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www".into(),
+        ],
+        &[(Protocol::Tcp, published, 80), (Protocol::Tcp, 0, 81)],
+    ));
+    spec.task.container.image = IMAGE.into();
+    control
+        .create_service(on_node(spec, "node2"))
+        .await
+        .unwrap();
+    eventually_async("the web task running", async || {
+        wanted_running(&control, "swt-host-web").len() == 1
+    })
+    .await;
+    let reported = host_ports_by_node(&control, "swt-host-web", 87);
+    let [(88, ref ports)] = reported[..] else {
+        panic!("one task on node2: {reported:?}");
+    };
+    let [(Protocol::Tcp, p80, 80), (Protocol::Tcp, p81, 81)] = ports[..] else {
+        panic!("both ports reported: {ports:?}");
+    };
+    assert_eq!(p80, u32::from(published));
+    assert!(p81 != 0, "Docker picked a port");
+    let (hosts, _) = task_hosts(&control, "swt-host-web");
+    // Docker binds the host ports itself, on every address of this host (the
+    // three test nodes share it): ask the task's node.
+    for port in [p80, p81] {
+        let at = SocketAddr::new(ip(88), port as u16);
+        eventually_async(&format!("the task answers on {at}"), async || {
+            answering(at, 1).await == hosts
+        })
+        .await;
+    }
+    control.remove_service("swt-host-web").await.unwrap();
+    eventually_async("the containers gone", async || {
+        common::tasks(&control, "swt-host-web").is_empty() && containers("swt-host-web.").is_empty()
     })
     .await;
     for n in nodes {

@@ -1362,3 +1362,128 @@ fn address_pools_ingress_vips_and_published_ports_through_the_cli() {
     );
     assert_eq!(running_tasks(&n1, "web").len(), 1);
 }
+
+/// Whether a TCP connection to `addr` is refused (nothing listens there).
+fn tcp_refused(addr: &str) -> bool {
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    matches!(
+        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Host-mode publishing with the docker CLI: `service ps`, the task's and the
+/// service's inspect show the ports (a dynamic one as picked on the node),
+/// and the ports are bound on the task's node only.
+#[test]
+fn host_mode_ports_show_in_service_ps_and_bind_on_the_tasks_node_only() {
+    if !have_docker() {
+        eprintln!("skipping: no docker client installed");
+        return;
+    }
+    let ips = ["127.0.0.90", "127.0.0.91", "127.0.0.92"];
+    let nodes: Vec<Daemon> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| start(ip, &format!("node{}", i + 1)))
+        .collect();
+    init_and_join(&nodes[0], ips[0], &[&nodes[1], &nodes[2]]);
+    let n1 = &nodes[0];
+    wait_until("three ready nodes", || {
+        ok(n1, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| *l == "Ready")
+            .count()
+            == 3
+    });
+    ok(
+        n1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hostweb",
+            "--publish",
+            "mode=host,published=18031,target=18032",
+            "--publish",
+            "mode=host,target=18033",
+            "--constraint",
+            "node.hostname==node2",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("hostweb running", || {
+        running_tasks(n1, "hostweb").len() == 1
+    });
+    let mut row = String::new();
+    wait_until("the ports in service ps", || {
+        row = ok(
+            n1,
+            &[
+                "service",
+                "ps",
+                "hostweb",
+                "--format",
+                "{{.Node}} {{.Ports}}",
+            ],
+        );
+        row.contains("*:18031->18032/tcp")
+    });
+    let (node, ports) = row.trim().split_once(' ').expect("node and ports");
+    assert_eq!(node, "node2", "{row}");
+    let dynamic: u16 = ports
+        .split(',')
+        .find_map(|p| p.strip_prefix("*:")?.strip_suffix("->18033/tcp"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a picked port for 18033: {row}"));
+    assert_ne!(dynamic, 0);
+
+    let task = ok(n1, &["service", "ps", "-q", "hostweb"]);
+    let status = ok(
+        n1,
+        &[
+            "inspect",
+            "--format",
+            "{{json .Status.PortStatus}}",
+            task.trim(),
+        ],
+    );
+    for want in [
+        r#""PublishedPort":18031"#.to_string(),
+        format!(r#""PublishedPort":{dynamic}"#),
+        r#""PublishMode":"host""#.to_string(),
+    ] {
+        assert!(status.contains(&want), "{want} in {status}");
+    }
+    let endpoint = ok(
+        n1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Endpoint.Ports}}",
+            "hostweb",
+        ],
+    );
+    assert!(
+        endpoint.contains(r#""PublishedPort":18031"#)
+            && endpoint.contains(r#""PublishMode":"host""#),
+        "{endpoint}"
+    );
+
+    // Bound on node2 (its mesh forwards to the task), refused elsewhere.
+    for port in [18031, dynamic] {
+        let on = format!("{}:{port}", ips[1]);
+        wait_until(&format!("{on} bound"), || !tcp_refused(&on));
+        for ip in [ips[0], ips[2]] {
+            let at = format!("{ip}:{port}");
+            assert!(tcp_refused(&at), "{at} is refused");
+        }
+    }
+    ok(n1, &["service", "rm", "hostweb"]);
+    let on = format!("{}:18031", ips[1]);
+    wait_until(&format!("{on} closed"), || tcp_refused(&on));
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use swarm_core::types::{Network, Service, Task, TaskState};
+use swarm_core::types::{Endpoint, EndpointSpec, Network, Service, Task, TaskState};
 use swarm_core::{Action, Filter, Id, Kind, Store, Tables, Tx};
 use tokio::sync::watch;
 
@@ -86,6 +86,23 @@ fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
                 .map_err(|_| format!("network {} not found", a.target))
         })
         .collect()
+}
+
+/// Whether a service's `stored` endpoint already says what `allocated` does:
+/// the same, or none for an endpoint with nothing in it (no ports, no VIPs,
+/// the default spec).
+fn unchanged(stored: Option<&Endpoint>, allocated: &Endpoint) -> bool {
+    match stored {
+        Some(e) => e == allocated,
+        None => {
+            allocated.ports.is_empty()
+                && allocated.virtual_ips.is_empty()
+                && allocated
+                    .spec
+                    .as_ref()
+                    .is_none_or(|s| *s == EndpointSpec::default())
+        }
+    }
 }
 
 /// One pass over `work` inside a transaction. Returns the tasks that could not
@@ -145,6 +162,9 @@ fn pass(pools: &mut Pools, tx: &mut Tx, work: &Work) -> swarm_core::Result<BTree
                 .unwrap_or_default()
         };
         match pools.allocate_service(&s, &vips, names) {
+            // Nothing to write: a service with no ports and no VIPs keeps no
+            // endpoint (as SwarmKit's), and a current one stays as it is.
+            Ok(endpoint) if unchanged(s.endpoint.as_ref(), &endpoint) => {}
             Ok(endpoint) => {
                 let mut s = (*s).clone();
                 s.endpoint = Some(endpoint);
@@ -168,7 +188,7 @@ fn pass(pools: &mut Pools, tx: &mut Tx, work: &Work) -> swarm_core::Result<BTree
             None
         } else {
             match tx.get::<Service>(&t.service_id) {
-                Some(s) if s.endpoint.is_some() && pools.service_allocated(&s.id) => Some(s),
+                Some(s) if pools.service_allocated(&s.id) => Some(s),
                 _ => {
                     blocked.insert(id.clone());
                     continue;

@@ -343,7 +343,9 @@ impl Pools {
 
     /// Whether a service's allocated endpoint matches its spec and networks.
     pub(crate) fn service_current(&self, s: &Service, vip_networks: &[Id]) -> bool {
-        let Some(e) = &s.endpoint else { return false };
+        // A service with nothing to allocate keeps no endpoint.
+        let none = Endpoint::default();
+        let e = s.endpoint.as_ref().unwrap_or(&none);
         let have: BTreeSet<&Id> = e.virtual_ips.iter().map(|v| &v.network_id).collect();
         e.spec.clone().unwrap_or_default() == s.spec.endpoint.clone().unwrap_or_default()
             && have == vip_networks.iter().collect::<BTreeSet<_>>()

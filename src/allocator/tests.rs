@@ -578,3 +578,53 @@ fn web_spec_udp(name: &str) -> ServiceSpec {
         &[],
     )
 }
+
+#[tokio::test]
+async fn a_service_with_nothing_to_allocate_is_not_written_and_its_tasks_go_on() {
+    let (c, _stop, _h) = setup().await;
+    let mut spec = web("plain", vec![], &[]);
+    spec.endpoint = None;
+    c.create_service(spec).await.unwrap();
+    let created = c.inspect_service("plain").unwrap().meta.version.index;
+    let ids = tasks(&c, "plain", 2).await;
+    eventually(c.store(), "tasks pending", |v| {
+        ids.iter()
+            .all(|id| v.get::<Task>(id).unwrap().status.state == TaskState::Pending)
+    })
+    .await;
+    let s = c.inspect_service("plain").unwrap();
+    assert_eq!(s.meta.version.index, created, "the allocator wrote nothing");
+    assert_eq!(s.endpoint, None);
+    for id in &ids {
+        let t = c.store().view().get::<Task>(id).unwrap();
+        assert_eq!(t.endpoint, None);
+        assert!(t.networks.is_empty());
+    }
+
+    // A new allocator (a new leader) leaves it alone too, and still allocates
+    // its new tasks.
+    _stop.send_replace(true);
+    let (_stop2, _h2) = start(&c);
+    let more = tasks(&c, "plain", 1).await;
+    eventually(c.store(), "the new task pending", |v| {
+        v.get::<Task>(&more[0]).unwrap().status.state == TaskState::Pending
+    })
+    .await;
+    assert_eq!(
+        c.inspect_service("plain").unwrap().meta.version.index,
+        created
+    );
+
+    // Publishing a port later writes the endpoint.
+    let mut spec = s.spec.clone();
+    spec.endpoint = Some(EndpointSpec {
+        ports: vec![port(80, 0)],
+        ..Default::default()
+    });
+    c.update_service("plain", created, spec).await.unwrap();
+    eventually(c.store(), "the port allocated", |v| {
+        v.resolve::<Service>("plain")
+            .is_ok_and(|s| s.endpoint.as_ref().is_some_and(|e| e.ports.len() == 1))
+    })
+    .await;
+}

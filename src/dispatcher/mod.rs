@@ -45,8 +45,21 @@ struct Inner {
     leading: watch::Receiver<bool>,
     sessions: Mutex<HashMap<Id, Session>>,
     statuses: mpsc::UnboundedSender<(Id, Vec<(Id, TaskStatus)>)>,
-    /// The routing mesh's view, sent to every node.
-    ingress: watch::Receiver<Arc<crate::ingress::IngressView>>,
+    /// The routing mesh's view, sent to every node: computed only while this
+    /// manager leads (only the leader holds sessions), from the first session
+    /// of its term; the feed stops when leadership is lost and its last
+    /// session ends.
+    ingress: Mutex<Option<watch::Receiver<Arc<crate::ingress::IngressView>>>>,
+}
+
+impl Inner {
+    /// The routing mesh's view, its feed started on first use.
+    fn ingress(&self) -> watch::Receiver<Arc<crate::ingress::IngressView>> {
+        self.ingress
+            .lock()
+            .get_or_insert_with(|| crate::ingress::feed(self.store.clone()))
+            .clone()
+    }
 }
 
 /// The dispatcher of one manager. Cheap to clone.
@@ -80,7 +93,7 @@ impl Dispatcher {
     pub fn start_with_leadership(store: Store, leading: watch::Receiver<bool>) -> Dispatcher {
         let (statuses, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            ingress: crate::ingress::feed(store.clone()),
+            ingress: Mutex::new(None),
             store,
             leading,
             sessions: Mutex::new(HashMap::new()),
@@ -308,7 +321,7 @@ async fn stream_assignments(
     {
         return "node went away";
     }
-    let mut ingress = d.inner.ingress.clone();
+    let mut ingress = d.inner.ingress();
     let current = ingress.borrow_and_update().clone();
     if !send(SessionMessage::Ingress(current)).await {
         return "node went away";
@@ -499,6 +512,8 @@ async fn expire_sessions(inner: std::sync::Weak<Inner>) {
             leader_since = None;
             swept = false;
             inner.sessions.lock().clear();
+            // The feed ends with the sessions that still hold it.
+            inner.ingress.lock().take();
         } else {
             let since = *leader_since.get_or_insert_with(Instant::now);
             let mut sessions = inner.sessions.lock();

@@ -181,3 +181,33 @@ async fn a_removed_node_cannot_open_a_session() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     assert!(err.message().contains("removed"));
 }
+
+#[tokio::test]
+async fn the_ingress_view_is_computed_only_while_leading() {
+    let store = Store::new();
+    let (leading, rx) = watch::channel(false);
+    let d = Dispatcher::start_with_leadership(store, rx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        d.inner.ingress.lock().is_none(),
+        "a follower holds no session, so it computes no view"
+    );
+    leading.send_replace(true);
+    // What a session of the leader does first.
+    let view = d.inner.ingress();
+    assert!(view.borrow().services.is_empty());
+    assert!(d.inner.ingress.lock().is_some());
+    let again = d.inner.ingress();
+    assert!(
+        Arc::ptr_eq(&view.borrow(), &again.borrow()),
+        "sessions share one feed"
+    );
+    leading.send_replace(false);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while d.inner.ingress.lock().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the feed is dropped when leadership is lost");
+}

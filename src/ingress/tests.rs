@@ -184,3 +184,115 @@ async fn the_feed_follows_task_changes_and_skips_unrelated_ones() {
         .unwrap();
     assert!(rx.borrow().services[0].backends.is_empty());
 }
+
+#[test]
+fn host_mode_ports_travel_with_the_tasks_that_reported_them() {
+    let host = published("host", &[(Protocol::Tcp, 0, 80, PublishMode::Host)]);
+    let store = seed(|tx| {
+        tx.create(meshed("n1", "127.0.0.31:7946"))?;
+        tx.create(meshed("n2", "127.0.0.32:7946"))?;
+        tx.create(host.clone())?;
+        let mut t1 = running("t1", &host, 1, "n1");
+        t1.status.port_status = Some(PortStatus {
+            ports: vec![
+                PortConfig {
+                    protocol: Protocol::Tcp,
+                    published_port: 31000,
+                    target_port: 80,
+                    publish_mode: PublishMode::Host,
+                    ..Default::default()
+                },
+                PortConfig {
+                    protocol: Protocol::Sctp,
+                    published_port: 31001,
+                    target_port: 81,
+                    publish_mode: PublishMode::Host,
+                    ..Default::default()
+                },
+            ],
+        });
+        tx.create(t1)?;
+        tx.create(running("t2", &host, 2, "n2"))?;
+        Ok(())
+    });
+    let v = compute(&store.view());
+    assert_eq!(v.services.len(), 1, "a host-mode service is in the view");
+    let s = &v.services[0];
+    assert!(s.ports.is_empty(), "no port answers on every node");
+    let reported: Vec<_> = s
+        .backends
+        .iter()
+        .map(|b| {
+            let ports: Vec<_> = b
+                .host_ports
+                .iter()
+                .map(|p| (p.published_port, p.target_port))
+                .collect();
+            (b.task_id.as_str(), ports)
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        vec![("t1", vec![(31000, 80)]), ("t2", vec![])],
+        "each task with what its node reported (TCP and UDP only)"
+    );
+}
+
+#[test]
+fn a_node_forwards_host_ports_to_its_task_unless_the_task_binds_them() {
+    let ports = [
+        IngressPort {
+            protocol: Protocol::Tcp,
+            published_port: 18080,
+            target_port: 80,
+            proxy_protocol: false,
+        },
+        IngressPort {
+            protocol: Protocol::Udp,
+            published_port: 53,
+            target_port: 53,
+            proxy_protocol: false,
+        },
+    ];
+    let id = Id::from("t1");
+    let on_host = LocalTask {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        host_network: true,
+    };
+    let entries: Vec<_> = host_entries(&id, &ports, on_host).collect();
+    assert_eq!(entries.len(), 1, "the task binds 53 itself: {entries:?}");
+    assert_eq!(entries[0].published_port, 18080);
+    assert_eq!(
+        entries[0].backends,
+        vec![mesh::Backend {
+            task_id: "t1".into(),
+            target: mesh::Target::Local("127.0.0.1:80".parse().unwrap()),
+            draining_until: None,
+        }],
+        "only the local task, never another node"
+    );
+
+    let own_addr = LocalTask {
+        ip: "10.0.0.7".parse().unwrap(),
+        host_network: false,
+    };
+    let entries: Vec<_> = host_entries(&id, &ports, own_addr)
+        .map(|p| (p.protocol, p.published_port, p.backends[0].target))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            (
+                mesh::Protocol::Tcp,
+                18080,
+                mesh::Target::Local("10.0.0.7:80".parse().unwrap())
+            ),
+            (
+                mesh::Protocol::Udp,
+                53,
+                mesh::Target::Local("10.0.0.7:53".parse().unwrap())
+            ),
+        ],
+        "a task with its own address is reached on it, even on the same port"
+    );
+}

@@ -169,7 +169,9 @@ pub struct Inspection {
     /// Container ID (or the process runtime's handle), pid (0 when not running)
     /// and exit code, as a task status carries them.
     pub container: ContainerStatus,
-    /// Host-published ports with the host port actually bound.
+    /// Host-mode published ports with the host port they answer on (a
+    /// dynamic one as picked), bound by the runtime or, when it does not bind
+    /// them ([`Runtime::binds_host_ports`]), left to the node.
     pub ports: Vec<PortConfig>,
     /// When it started.
     pub started_at: Option<Timestamp>,
@@ -288,6 +290,17 @@ pub trait Runtime: Send + Sync {
 
     /// Every task this runtime holds on this node, running or not.
     async fn list(&self) -> Result<Vec<Inspection>>;
+
+    /// Whether the runtime makes a task's host-mode published ports answer by
+    /// itself, as Docker does with its port bindings (the default). When
+    /// `false`, the node forwards each published port the task reports in
+    /// [`Inspection::ports`] to the task's address ([`Inspection::addr`], the
+    /// node's loopback when `None`) and target port, except a port the task
+    /// binds itself: on the host network (`addr` is `None`) with the
+    /// published port equal to the target port.
+    fn binds_host_ports(&self) -> bool {
+        true
+    }
 
     /// The task's output. Optional: the default says [`Error::Unsupported`].
     async fn logs(&self, task_id: &str, options: LogOptions) -> Result<LogChunks> {

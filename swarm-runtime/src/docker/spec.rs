@@ -360,6 +360,75 @@ mod tests {
     }
 
     #[test]
+    fn host_ports_bind_given_and_dynamic_ports_and_report_what_docker_bound() {
+        let mut t = task();
+        let ports = &mut t.endpoint.as_mut().unwrap().ports;
+        ports.push(PortConfig {
+            protocol: Protocol::Udp,
+            target_port: 53,
+            published_port: 0,
+            publish_mode: PublishMode::Host,
+            ..Default::default()
+        });
+        ports.push(PortConfig {
+            target_port: 90,
+            published_port: 9090,
+            publish_mode: PublishMode::Ingress,
+            ..Default::default()
+        });
+        let body = container_config(&t).unwrap();
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        let host_port = |key: &str| {
+            bindings[key].as_ref().unwrap()[0]
+                .host_port
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(host_port("80/tcp"), "8080", "the given port");
+        assert_eq!(host_port("53/udp"), "", "Docker picks one");
+        assert_eq!(bindings.len(), 2, "ingress ports are the mesh's");
+
+        let binding = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let resp = ContainerInspectResponse {
+            state: Some(bollard::models::ContainerState {
+                status: Some(ContainerStateStatusEnum::RUNNING),
+                ..Default::default()
+            }),
+            network_settings: Some(bollard::models::NetworkSettings {
+                ports: Some(HashMap::from([
+                    (
+                        "80/tcp".to_string(),
+                        Some(vec![binding("0.0.0.0", "8080"), binding("::", "8080")]),
+                    ),
+                    (
+                        "53/udp".to_string(),
+                        Some(vec![binding("0.0.0.0", "49153")]),
+                    ),
+                    ("443/tcp".to_string(), None),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reported: Vec<_> = inspection(resp)
+            .ports
+            .iter()
+            .map(|p| (p.protocol, p.published_port, p.target_port, p.publish_mode))
+            .collect();
+        assert_eq!(
+            reported,
+            vec![
+                (Protocol::Udp, 49153, 53, PublishMode::Host),
+                (Protocol::Tcp, 8080, 80, PublishMode::Host),
+            ],
+            "once per binding (not per address family), exposed-only ports left out"
+        );
+    }
+
+    #[test]
     fn parses_docker_times() {
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
         let t = parse_time("2023-11-14T22:13:20.5Z").unwrap();

@@ -2,6 +2,7 @@
 //! is no Docker.
 
 mod logs;
+mod ports;
 mod store;
 mod sys;
 
@@ -15,12 +16,12 @@ use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use swarm_core::Timestamp;
-use swarm_core::types::{ContainerStatus, PortConfig, Task};
+use swarm_core::types::{ContainerStatus, Task};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::runtime::{
-    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, host_ports, stop_grace,
+    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, stop_grace,
 };
 use store::{ProcState, Record, TaskDir};
 
@@ -49,8 +50,11 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 ///   `follow`). While no runtime relays (the agent restarting), a task's output
 ///   waits in the pipe (64 KiB; then the task's writes block) until a new
 ///   instance adopts the task and relays again.
-/// - Host-mode published ports are reported as the task's target ports: a process
-///   shares the host's network, so it binds them itself.
+/// - A process shares the host's network, so it binds its target ports itself.
+///   A host-mode published port equal to its target port is the task's own; any
+///   other (a dynamic one, `0`, is picked when the task is created) is reported
+///   in [`Inspection::ports`] for the node to forward to the target port
+///   ([`Runtime::binds_host_ports`] is `false`).
 /// - The image is recorded (and reported by `inspect`) but not executed; `prepare`
 ///   never fails for a missing image.
 /// - State (pid, start time, exit code) lives in the state directory, so a new
@@ -512,6 +516,10 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
+    fn binds_host_ports(&self) -> bool {
+        false
+    }
+
     async fn prepare(&self, task: &Task) -> Result<()> {
         self.task_dir(&task.id)?;
         Self::check_spec(task).map(|_| ())
@@ -521,13 +529,7 @@ impl Runtime for ProcessRuntime {
         Self::check_spec(task)?;
         let td = self.task_dir(&task.id)?;
         let c = &task.spec.container;
-        let ports = host_ports(task)
-            .into_iter()
-            .map(|p| PortConfig {
-                published_port: p.target_port,
-                ..p
-            })
-            .collect();
+        let ports = ports::bind_plan(task)?;
         let record = Record {
             labels: TaskLabels::of(task),
             image: c.image.clone(),
