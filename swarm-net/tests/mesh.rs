@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use swarm_net::mesh::{
-    Backend, IngressView, Mesh, MeshConfig, PortError, Protocol, PublishedPort, Target, header,
+    Backend, IngressView, KernelPath, Mesh, MeshConfig, PortError, Protocol, PublishedPort, Target,
+    header,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -133,6 +134,8 @@ fn port(protocol: Protocol, published: u16, proxy: bool, backends: Vec<Backend>)
 async fn node(addr: &str) -> Mesh {
     let mut config = MeshConfig::new(ip(addr), SocketAddr::new(ip(addr), 0));
     config.udp_idle_timeout = Duration::from_millis(300);
+    // The user-space path (tests/mesh_kernel.rs covers the kernel path).
+    config.kernel = KernelPath::Off;
     Mesh::start(config).await.unwrap()
 }
 
