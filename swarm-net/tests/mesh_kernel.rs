@@ -178,6 +178,34 @@ async fn peer_node() -> SocketAddr {
     addr
 }
 
+/// Another node's UDP peer listener: each datagram carries a hand-over
+/// header; answers "remote <client in the header>" without one.
+async fn udp_peer_node() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let ho = header::decode(&buf[..n]).unwrap().0.hand_over().unwrap();
+            let _ = s.send_to(format!("remote {}", ho.client.ip()).as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+/// One datagram from a new socket of the client host; the answer.
+fn udp_ask(client_ns: &str, published: u16) -> io::Result<String> {
+    in_ns(client_ns, || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.connect((NODE, published))?;
+        s.send(b"hello")?;
+        let mut buf = [0u8; 100];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
 fn local(task: &str, addr: SocketAddr) -> Backend {
     Backend {
         task_id: task.into(),
@@ -310,7 +338,7 @@ fn remote_share_is_handed_over_with_the_client_address() {
         };
         assert!(
             mesh.apply(IngressView {
-                ports: vec![port(Protocol::Tcp, 8080, false, vec![local("a", a), remote])],
+                ports: vec![port(Protocol::Tcp, 8080, false, vec![local("a", a), remote.clone()])],
             })
             .is_empty()
         );
@@ -319,6 +347,38 @@ fn remote_share_is_handed_over_with_the_client_address() {
         let by = count(&ask_many(&c, 8080, 10).await);
         assert_eq!(by.get(&format!("a {CLIENT}")), Some(&5), "{by:?}");
         assert_eq!(by.get(&format!("remote {CLIENT}")), Some(&5), "{by:?}");
+
+        // UDP the same way: the remote share's replies come back through conntrack.
+        let u = udp_task("a").await;
+        let upeer = udp_peer_node().await;
+        let uremote = Backend {
+            task_id: "r".into(),
+            target: Target::Remote { peer: upeer },
+            draining_until: None,
+        };
+        let remote = Backend {
+            task_id: "r".into(),
+            target: Target::Remote { peer },
+            draining_until: None,
+        };
+        assert!(
+            mesh.apply(IngressView {
+                ports: vec![
+                    port(Protocol::Tcp, 8080, false, vec![local("a", a), remote]),
+                    port(Protocol::Udp, 5353, false, vec![local("a", u), uremote]),
+                ],
+            })
+            .is_empty()
+        );
+        let answers = tokio::task::spawn_blocking(move || {
+            (0..6).map(|_| udp_ask(&c, 5353)).collect::<io::Result<Vec<_>>>()
+        })
+        .await
+        .unwrap()
+        .expect("a datagram through the mesh got no answer");
+        let by = count(&answers);
+        assert_eq!(by.get(&format!("a {CLIENT}")), Some(&3), "{by:?}");
+        assert_eq!(by.get(&format!("remote {CLIENT}")), Some(&3), "{by:?}");
         mesh.shutdown().await;
     });
 }
@@ -420,17 +480,7 @@ fn udp_flows_are_balanced_and_leftover_rules_of_a_killed_mesh_are_replaced() {
         );
         let answers = tokio::task::spawn_blocking(move || {
             (0..9)
-                .map(|_| {
-                    in_ns(&c, || {
-                        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-                        s.set_read_timeout(Some(TIMEOUT))?;
-                        s.connect((NODE, 5353))?;
-                        s.send(b"hello")?;
-                        let mut buf = [0u8; 100];
-                        let n = s.recv(&mut buf)?;
-                        io::Result::Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    })
-                })
+                .map(|_| udp_ask(&c, 5353))
                 .collect::<io::Result<Vec<_>>>()
         })
         .await
