@@ -21,7 +21,8 @@
 //!   client (10.202.1.2), the mesh node a (10.202.1.1 kernel path, .3 user
 //!   space, .4 HAProxy; it routes between its two links) and the backends'
 //!   host (10.202.2.2), which is also node b. "direct" goes through node a as
-//!   a plain router, so every row crosses the same two links.
+//!   a plain router, so every row crosses the same two links. Every host sets
+//!   `net.ipv4.tcp_tw_reuse=1`, as load generators and proxy hosts do (see `hosts`).
 //!
 //! Each mesh node and the backends run on their own tokio runtime, the clients
 //! on plain threads with blocking sockets; everything shares the machine's cores.
@@ -670,6 +671,14 @@ fn hosts() -> Result<Scenario, String> {
     ipn(&c, &["route", "add", "default", "via", "10.202.1.1"])?;
     ipn(&t, &["route", "add", "default", "via", "10.202.2.1"])?;
     sh("ip", &["netns", "exec", &m, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // Tens of thousands of connections a minute to one address leave as many
+    // in TIME_WAIT on the side that closes first (the client; a proxy towards
+    // its backends); Linux reuses them only on loopback by default, and past
+    // ~20k the search for a free source port caps a host at ~2-3k conn/s.
+    // Load generators and proxy hosts turn reuse on: so does every host here.
+    for ns in [&c, &m, &t] {
+        sh("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+    }
 
     let be = backends(Some(&t), ip("10.202.2.2"));
     let (k_ip, k_peer) = (ip("10.202.1.1"), ip("10.202.2.1"));
