@@ -29,8 +29,8 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -380,7 +380,9 @@ impl Node {
     fn start(ns: Option<&str>, name: &str, config: MeshConfig) -> Result<Node, String> {
         in_ns(ns, || {
             let rt = runtime(name);
-            let mesh = rt.block_on(Mesh::start(config)).map_err(|e| e.to_string())?;
+            let mesh = rt
+                .block_on(Mesh::start(config))
+                .map_err(|e| e.to_string())?;
             Ok(Node {
                 ns: ns.map(str::to_owned),
                 rt,
@@ -584,7 +586,12 @@ fn paths(
     v
 }
 
-fn haproxy_in(ns: Option<&str>, listen: SocketAddr, be: &Backends, dir: &std::path::Path) -> Option<Child> {
+fn haproxy_in(
+    ns: Option<&str>,
+    listen: SocketAddr,
+    be: &Backends,
+    dir: &std::path::Path,
+) -> Option<Child> {
     match in_ns(ns, || start_haproxy(listen, &be.tcp, dir)) {
         Ok(child) => Some(child),
         Err(reason) => {
@@ -598,10 +605,15 @@ fn loopback(root: bool) -> Scenario {
     let be = backends(None, ip("127.0.0.1"));
     let (k_ip, u_ip, b_ip) = (ip("127.0.0.51"), ip("127.0.0.54"), ip("127.0.0.52"));
     let kernel = root.then(|| {
-        Node::start(None, "mesh-a-kernel", config(k_ip, k_ip, KernelPath::Require))
-            .expect("mesh a (kernel path)")
+        Node::start(
+            None,
+            "mesh-a-kernel",
+            config(k_ip, k_ip, KernelPath::Require),
+        )
+        .expect("mesh a (kernel path)")
     });
-    let user = Node::start(None, "mesh-a-user", config(u_ip, u_ip, KernelPath::Off)).expect("mesh a");
+    let user =
+        Node::start(None, "mesh-a-user", config(u_ip, u_ip, KernelPath::Off)).expect("mesh a");
     let b = Node::start(None, "mesh-b", config(b_ip, b_ip, KernelPath::Off)).expect("mesh b");
     b.mesh.set_peers(HashSet::from([k_ip, u_ip]));
     let (local, remote) = (free_port(u_ip), free_port(u_ip));
@@ -641,7 +653,10 @@ fn loopback(root: bool) -> Scenario {
 
 fn hosts() -> Result<Scenario, String> {
     let pid = std::process::id();
-    let names: Vec<String> = ["c", "m", "t"].iter().map(|n| format!("swm1-b{pid}-{n}")).collect();
+    let names: Vec<String> = ["c", "m", "t"]
+        .iter()
+        .map(|n| format!("swm1-b{pid}-{n}"))
+        .collect();
     let (c, m, t) = (names[0].clone(), names[1].clone(), names[2].clone());
     for ns in &names {
         sh("ip", &["netns", "add", ns])?;
@@ -652,8 +667,18 @@ fn hosts() -> Result<Scenario, String> {
         all.extend_from_slice(args);
         sh("ip", &all)
     };
-    ipn(&m, &["link", "add", "swm1c", "type", "veth", "peer", "name", "swm1m", "netns", &c])?;
-    ipn(&m, &["link", "add", "swm1t", "type", "veth", "peer", "name", "swm1m", "netns", &t])?;
+    ipn(
+        &m,
+        &[
+            "link", "add", "swm1c", "type", "veth", "peer", "name", "swm1m", "netns", &c,
+        ],
+    )?;
+    ipn(
+        &m,
+        &[
+            "link", "add", "swm1t", "type", "veth", "peer", "name", "swm1m", "netns", &t,
+        ],
+    )?;
     for a in ["10.202.1.1/24", "10.202.1.3/24", "10.202.1.4/24"] {
         ipn(&m, &["addr", "add", a, "dev", "swm1c"])?;
     }
@@ -670,22 +695,50 @@ fn hosts() -> Result<Scenario, String> {
     }
     ipn(&c, &["route", "add", "default", "via", "10.202.1.1"])?;
     ipn(&t, &["route", "add", "default", "via", "10.202.2.1"])?;
-    sh("ip", &["netns", "exec", &m, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &m,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
     // Tens of thousands of connections a minute to one address leave as many
     // in TIME_WAIT on the side that closes first (the client; a proxy towards
     // its backends); Linux reuses them only on loopback by default, and past
     // ~20k the search for a free source port caps a host at ~2-3k conn/s.
     // Load generators and proxy hosts turn reuse on: so does every host here.
     for ns in [&c, &m, &t] {
-        sh("ip", &["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.tcp_tw_reuse=1",
+            ],
+        )?;
     }
 
     let be = backends(Some(&t), ip("10.202.2.2"));
     let (k_ip, k_peer) = (ip("10.202.1.1"), ip("10.202.2.1"));
     let (u_ip, u_peer) = (ip("10.202.1.3"), ip("10.202.2.3"));
     let b_ip = ip("10.202.2.2");
-    let kernel = Node::start(Some(&m), "mesh-a-kernel", config(k_ip, k_peer, KernelPath::Require))?;
-    let user = Node::start(Some(&m), "mesh-a-user", config(u_ip, u_peer, KernelPath::Off))?;
+    let kernel = Node::start(
+        Some(&m),
+        "mesh-a-kernel",
+        config(k_ip, k_peer, KernelPath::Require),
+    )?;
+    let user = Node::start(
+        Some(&m),
+        "mesh-a-user",
+        config(u_ip, u_peer, KernelPath::Off),
+    )?;
     let b = Node::start(Some(&t), "mesh-b", config(b_ip, b_ip, KernelPath::Off))?;
     b.mesh.set_peers(HashSet::from([k_peer, u_peer]));
     // Ports are free on fresh namespaces; one set for every node.

@@ -310,8 +310,8 @@ impl NodeMesh {
         stop: watch::Receiver<bool>,
     ) -> crate::error::Result<NodeMesh> {
         let started = mesh::Mesh::start(mesh::MeshConfig::new(cfg.ingress_ip, cfg.peer_addr))
-        .await
-        .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
+            .await
+            .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
         let bound = started.peer_addr();
         let ip = cfg.advertise_ip.unwrap_or(bound.ip());
         if ip.is_unspecified() {

@@ -73,7 +73,10 @@ fn hosts() -> Result<Hosts, String> {
         ],
     )?;
     for (ns, dev, addr) in [(m, "swm1m", NODE), (c, "swm1c", CLIENT)] {
-        run("ip", &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        run(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+        )?;
         run("ip", &["-n", ns, "link", "set", dev, "up"])?;
         run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
     }
@@ -111,7 +114,11 @@ fn tables(ns: &str) -> String {
 }
 
 fn table(ns: &str, name: &str) -> String {
-    run("ip", &["netns", "exec", ns, "nft", "list", "table", "ip", name]).unwrap()
+    run(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", "ip", name],
+    )
+    .unwrap()
 }
 
 /// A TCP task on the node's address: answers each line with "<name> <client>".
@@ -142,7 +149,9 @@ async fn udp_task(name: &'static str) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         while let Ok((_, from)) = s.recv_from(&mut buf).await {
-            let _ = s.send_to(format!("{name} {}", from.ip()).as_bytes(), from).await;
+            let _ = s
+                .send_to(format!("{name} {}", from.ip()).as_bytes(), from)
+                .await;
         }
     });
     addr
@@ -187,7 +196,9 @@ async fn udp_peer_node() -> SocketAddr {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = s.recv_from(&mut buf).await {
             let ho = header::decode(&buf[..n]).unwrap().0.hand_over().unwrap();
-            let _ = s.send_to(format!("remote {}", ho.client.ip()).as_bytes(), from).await;
+            let _ = s
+                .send_to(format!("remote {}", ho.client.ip()).as_bytes(), from)
+                .await;
         }
     });
     addr
@@ -289,11 +300,20 @@ fn kernel_path_balances_over_three_local_tasks_and_is_removed_at_shutdown() {
     let (m, c) = (h.node.clone(), h.client.clone());
     run_in(&m.clone(), || async move {
         let mesh = mesh().await;
-        let (a, b, t) = (tcp_task("a").await, tcp_task("b").await, tcp_task("c").await);
+        let (a, b, t) = (
+            tcp_task("a").await,
+            tcp_task("b").await,
+            tcp_task("c").await,
+        );
         let pp = tcp_task("proxied").await;
         let errors = mesh.apply(IngressView {
             ports: vec![
-                port(Protocol::Tcp, 8080, false, vec![local("a", a), local("b", b), local("c", t)]),
+                port(
+                    Protocol::Tcp,
+                    8080,
+                    false,
+                    vec![local("a", a), local("b", b), local("c", t)],
+                ),
                 port(Protocol::Tcp, 8081, true, vec![local("p", pp)]),
             ],
         });
@@ -338,7 +358,12 @@ fn remote_share_is_handed_over_with_the_client_address() {
         };
         assert!(
             mesh.apply(IngressView {
-                ports: vec![port(Protocol::Tcp, 8080, false, vec![local("a", a), remote.clone()])],
+                ports: vec![port(
+                    Protocol::Tcp,
+                    8080,
+                    false,
+                    vec![local("a", a), remote.clone()]
+                )],
             })
             .is_empty()
         );
@@ -371,7 +396,9 @@ fn remote_share_is_handed_over_with_the_client_address() {
             .is_empty()
         );
         let answers = tokio::task::spawn_blocking(move || {
-            (0..6).map(|_| udp_ask(&c, 5353)).collect::<io::Result<Vec<_>>>()
+            (0..6)
+                .map(|_| udp_ask(&c, 5353))
+                .collect::<io::Result<Vec<_>>>()
         })
         .await
         .unwrap()
@@ -447,10 +474,18 @@ fn backend_sets_swap_atomically_and_a_draining_task_gets_no_new_connections() {
             assert!(mesh.apply(view).is_empty());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let answers = client.await.unwrap().expect("a connection failed during the swaps");
+        let answers = client
+            .await
+            .unwrap()
+            .expect("a connection failed during the swaps");
         for a in &answers {
             assert!(
-                [format!("b {CLIENT}"), format!("c {CLIENT}"), format!("d {CLIENT}")].contains(a),
+                [
+                    format!("b {CLIENT}"),
+                    format!("c {CLIENT}"),
+                    format!("d {CLIENT}")
+                ]
+                .contains(a),
                 "{a}"
             );
         }
@@ -466,15 +501,28 @@ fn udp_flows_are_balanced_and_leftover_rules_of_a_killed_mesh_are_replaced() {
     let stale = "table ip swarm_mesh {\n chain prerouting {\n type nat hook prerouting priority dstnat;\n udp dport 5353 drop\n }\n}\n";
     let path = std::env::temp_dir().join(format!("{m}.nft"));
     std::fs::write(&path, stale).unwrap();
-    run("ip", &["netns", "exec", &m, "nft", "-f", path.to_str().unwrap()]).unwrap();
+    run(
+        "ip",
+        &["netns", "exec", &m, "nft", "-f", path.to_str().unwrap()],
+    )
+    .unwrap();
     let _ = std::fs::remove_file(&path);
     run_in(&m.clone(), || async move {
         let mesh = mesh().await;
         assert!(!table(&m, "swarm_mesh").contains("drop"));
-        let (a, b, t) = (udp_task("a").await, udp_task("b").await, udp_task("c").await);
+        let (a, b, t) = (
+            udp_task("a").await,
+            udp_task("b").await,
+            udp_task("c").await,
+        );
         assert!(
             mesh.apply(IngressView {
-                ports: vec![port(Protocol::Udp, 5353, false, vec![local("a", a), local("b", b), local("c", t)])],
+                ports: vec![port(
+                    Protocol::Udp,
+                    5353,
+                    false,
+                    vec![local("a", a), local("b", b), local("c", t)]
+                )],
             })
             .is_empty()
         );

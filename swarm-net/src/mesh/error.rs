@@ -42,7 +42,9 @@ pub enum NftError {
     #[error("the ingress address {0} is IPv6 (the kernel path is IPv4 only)")]
     Ipv6Ingress(std::net::IpAddr),
     /// The configured table name is not an nft identifier.
-    #[error("invalid nftables table name {0:?}: letters, digits and '_', starting with a letter, at most 64")]
+    #[error(
+        "invalid nftables table name {0:?}: letters, digits and '_', starting with a letter, at most 64"
+    )]
     BadTable(String),
     /// The `nft` binary could not be run (Debian package `nftables`).
     #[error("cannot run nft (package nftables): {source}")]

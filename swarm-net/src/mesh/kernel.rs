@@ -64,7 +64,7 @@ pub(crate) struct KernelPort {
 impl KernelPort {
     /// Whether the kernel answers clients coming from outside (prerouting):
     /// not when a backend is on loopback (see the module docs).
-    pub fn from_outside(&self) -> bool {
+    pub fn serves_outside_clients(&self) -> bool {
         !self.locals.iter().any(|a| a.ip().is_loopback())
     }
 
@@ -92,7 +92,10 @@ pub(crate) fn check_table(name: &str) -> Result<(), NftError> {
 /// (creating it first, so it works whether or not a table is left over).
 pub(crate) fn ruleset(table: &str, ingress: Ipv4Addr, ports: &[KernelPort]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "table ip {table}\ndelete table ip {table}\ntable ip {table} {{");
+    let _ = writeln!(
+        s,
+        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{"
+    );
     let dest = if ingress.is_unspecified() {
         "fib daddr type local".to_owned()
     } else {
@@ -110,7 +113,7 @@ pub(crate) fn ruleset(table: &str, ingress: Ipv4Addr, ports: &[KernelPort]) -> S
         let proto = p.protocol.to_string();
         let name = format!("{proto}_{}", p.port);
         let hit = format!("{dest} {proto} dport {} goto {name}", p.port);
-        if p.from_outside() {
+        if p.serves_outside_clients() {
             let _ = writeln!(pre, "    {hit}");
         }
         if p.loopback_clients() {
@@ -269,7 +272,9 @@ impl Inner {
             paths.insert(*key, path);
         }
         st.internal.retain(|key, (task, _)| {
-            let keep = kports.iter().any(|p| p.protocol == key.protocol && p.port == key.port);
+            let keep = kports
+                .iter()
+                .any(|p| p.protocol == key.protocol && p.port == key.port);
             if !keep {
                 task.abort();
             }
@@ -354,7 +359,7 @@ impl Inner {
             remotes,
             internal_port,
         };
-        let path = if port.from_outside() {
+        let path = if port.serves_outside_clients() {
             "kernel"
         } else {
             "kernel for node-local clients, user space for others (loopback backend)"
@@ -417,7 +422,10 @@ mod tests {
         ), "{s}");
         assert!(s.contains("dnat to 10.0.0.3:80"), "{s}");
         assert!(s.contains("redirect to :40000"), "{s}");
-        assert!(s.contains("fib daddr type local tcp dport 8080 goto tcp_8080"), "{s}");
+        assert!(
+            s.contains("fib daddr type local tcp dport 8080 goto tcp_8080"),
+            "{s}"
+        );
         // Node-local clients on loopback cannot be DNATed to 10.0.0.x.
         assert!(s.contains("ip daddr != 127.0.0.0/8 tcp dport 8080"), "{s}");
         assert!(s.contains("tcp dport 40000 ct status dnat accept"), "{s}");

@@ -120,7 +120,10 @@ impl MeshConfig {
         match (&self.nft_table, self.ingress_ip) {
             (Some(t), _) => t.clone(),
             (None, ip) if ip.is_unspecified() => DEFAULT_TABLE.to_owned(),
-            (None, ip) => format!("{DEFAULT_TABLE}_{}", ip.to_string().replace(['.', ':'], "_")),
+            (None, ip) => format!(
+                "{DEFAULT_TABLE}_{}",
+                ip.to_string().replace(['.', ':'], "_")
+            ),
         }
     }
 }

@@ -232,12 +232,7 @@ async fn run(
 /// Serves the clients of one published UDP port until aborted: on the port's
 /// own socket (`Share::All`) or on its internal one, where the kernel path
 /// sends the remote backends' share (`Share::Remote`).
-pub(crate) async fn serve(
-    inner: Arc<Inner>,
-    key: PortKey,
-    socket: Arc<UdpSocket>,
-    share: Share,
-) {
+pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket>, share: Share) {
     let flows = FlowTable::new();
     let _kill = KillOnDrop(flows.clone());
     let destination = SocketAddr::new(inner.config.ingress_ip, key.port);
