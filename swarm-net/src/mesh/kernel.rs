@@ -330,7 +330,12 @@ impl Inner {
             if let Target::Local(addr) = spec.backends[i].target {
                 match v4(addr) {
                     Some(a) => locals.push(a),
-                    None => return (None, "user space (IPv6 backend)"),
+                    None => {
+                        return (
+                            None,
+                            "user space (a backend address the kernel path cannot reach)",
+                        );
+                    }
                 }
             }
         }
