@@ -37,18 +37,88 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The two namespaces of a test; deleted on drop.
+/// The namespaces of a test; deleted on drop.
 struct Hosts {
     node: String,
     client: String,
+    /// A third host behind the node (see `tasks_host`), when made.
+    tasks: Option<String>,
 }
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for ns in [&self.node, &self.client] {
+        for ns in [Some(&self.node), Some(&self.client), self.tasks.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let _ = run("ip", &["netns", "del", ns]);
         }
     }
+}
+
+const TASKS_HOST: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
+
+/// Adds a host for tasks behind the node (10.201.1.2, routed through the
+/// node's 10.201.1.1), as containers on a bridge are, and makes the node
+/// filter forwarded traffic as Docker does: FORWARD policy drop, a
+/// DOCKER-USER chain, established connections accepted.
+fn tasks_host(h: &mut Hosts) -> Result<(), String> {
+    run("iptables", &["--version"]).map_err(|e| format!("no iptables tool: {e}"))?;
+    let t = h.node.replace("-m", "-t");
+    run("ip", &["netns", "add", &t])?;
+    h.tasks = Some(t.clone());
+    let m = h.node.as_str();
+    run(
+        "ip",
+        &[
+            "-n", m, "link", "add", "swm1t", "type", "veth", "peer", "name", "swm1m", "netns", &t,
+        ],
+    )?;
+    run(
+        "ip",
+        &["-n", m, "addr", "add", "10.201.1.1/24", "dev", "swm1t"],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            &t,
+            "addr",
+            "add",
+            &format!("{TASKS_HOST}/24"),
+            "dev",
+            "swm1m",
+        ],
+    )?;
+    for (ns, dev) in [(m, "swm1t"), (t.as_str(), "swm1m"), (t.as_str(), "lo")] {
+        run("ip", &["-n", ns, "link", "set", dev, "up"])?;
+    }
+    run(
+        "ip",
+        &["-n", &t, "route", "add", "default", "via", "10.201.1.1"],
+    )?;
+    let exec = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", m];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    };
+    exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    exec(&["iptables", "-w", "-N", "DOCKER-USER"])?;
+    exec(&["iptables", "-w", "-P", "FORWARD", "DROP"])?;
+    exec(&["iptables", "-w", "-A", "FORWARD", "-j", "DOCKER-USER"])?;
+    exec(&[
+        "iptables",
+        "-w",
+        "-A",
+        "FORWARD",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
+    ])?;
+    Ok(())
 }
 
 fn hosts() -> Result<Hosts, String> {
@@ -62,6 +132,7 @@ fn hosts() -> Result<Hosts, String> {
     let hosts = Hosts {
         node: format!("swm1-{pid}-{n}-m"),
         client: format!("swm1-{pid}-{n}-c"),
+        tasks: None,
     };
     let (m, c) = (hosts.node.as_str(), hosts.client.as_str());
     run("ip", &["netns", "add", m])?;
@@ -581,5 +652,52 @@ fn a_node_local_client_on_loopback_falls_back_to_user_space_for_other_addresses(
         assert_eq!(mesh.open_count(Protocol::Tcp, 8080), 1);
         drop(conns);
         mesh.shutdown().await;
+    });
+}
+
+#[test]
+fn forwarded_tasks_are_reached_through_a_docker_like_forward_filter() {
+    let mut h = hosts_or_skip!();
+    if let Err(why) = tasks_host(&mut h) {
+        println!("skipped: {why}");
+        return;
+    }
+    let (m, c, t) = (h.node.clone(), h.client.clone(), h.tasks.clone().unwrap());
+    // The task listens on the tasks host; its socket is served from the node's runtime.
+    let listener = in_ns(&t, || std::net::TcpListener::bind((TASKS_HOST, 0))).unwrap();
+    let exec = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", &m];
+        all.extend_from_slice(args);
+        run("ip", &all).unwrap()
+    };
+    run_in(&m.clone(), || async move {
+        listener.set_nonblocking(true).unwrap();
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        let task = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, peer)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (r, mut w) = s.split();
+                    let mut lines = tokio::io::BufReader::new(r).lines();
+                    while let Ok(Some(_)) = lines.next_line().await {
+                        let _ = w.write_all(format!("f {}\n", peer.ip()).as_bytes()).await;
+                    }
+                });
+            }
+        });
+        let mesh = mesh().await;
+        let rules = exec(&["iptables", "-w", "-S", "DOCKER-USER"]);
+        assert!(rules.contains("swarm_mesh"), "{rules}");
+        assert!(
+            mesh.apply(IngressView {
+                ports: vec![port(Protocol::Tcp, 8080, false, vec![local("f", task)])],
+            })
+            .is_empty()
+        );
+        let by = count(&ask_many(&c, 8080, 4).await);
+        assert_eq!(by.get(&format!("f {CLIENT}")), Some(&4), "{by:?}");
+        mesh.shutdown().await;
+        let rules = exec(&["iptables", "-w", "-S", "DOCKER-USER"]);
+        assert!(!rules.contains("swarm_mesh"), "{rules}");
     });
 }

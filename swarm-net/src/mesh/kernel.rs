@@ -30,6 +30,10 @@
 //!   interface address and miss a task bound to 127.0.0.1. So such a port is
 //!   answered by the kernel only for clients on the node itself (output hook);
 //!   outside clients go through the user-space listener.
+//! - Tasks behind a bridge are reached by forwarding, which Docker's filter
+//!   FORWARD chain drops by default: the DNAT rules mark their connections
+//!   (conntrack mark bit 0x20000000) and, when the host has Docker's
+//!   `DOCKER-USER` chain, one rule there accepts them (removed at stop).
 //! - Locally originated connections to a loopback destination leave with a
 //!   127/8 source, which cannot be routed to a non-loopback backend: for such a
 //!   port the output rule excludes loopback destinations (user space again).
@@ -47,6 +51,10 @@ use super::{Inner, KernelState, MeshConfig, PortKey, PortSpec, Protocol, Share, 
 
 /// Default name of the mesh's nftables table.
 pub const DEFAULT_TABLE: &str = "swarm_mesh";
+
+/// Conntrack mark bit set on the connections the mesh DNATs to a backend, so
+/// that a forward filter can let them through (see [`docker_user`]).
+const FORWARD_MARK: &str = "0x20000000";
 
 /// One published port as the kernel rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +138,7 @@ pub(crate) fn ruleset(table: &str, ingress: Ipv4Addr, ports: &[KernelPort]) -> S
             entries.push(format!("{i} : goto {name}_{i}"));
             let _ = writeln!(
                 chains,
-                "  chain {name}_{i} {{\n    meta l4proto {proto} dnat to {addr}\n  }}"
+                "  chain {name}_{i} {{\n    meta l4proto {proto} ct mark set ct mark or {FORWARD_MARK} dnat to {addr}\n  }}"
             );
         }
         if p.remotes > 0 {
@@ -246,11 +254,64 @@ pub(super) fn setup(config: &MeshConfig) -> Result<KernelState, NftError> {
     }
     let script = ruleset(&table, ingress, &[]);
     run(&script)?;
+    let forward_accept = docker_user(&table, true);
     Ok(KernelState {
         table,
         ingress,
         applied: script,
+        forward_accept,
     })
+}
+
+/// A host running Docker drops forwarded packets by default (filter FORWARD
+/// policy drop, in iptables' tables, which an accept in this table cannot
+/// override): a connection DNATed to a container address would be dropped.
+/// Docker's extension point for that is its `DOCKER-USER` chain: when it
+/// exists, one rule there accepts the connections this mesh marked, tagged
+/// with the table name; `add == false` (or a restart) removes it. Returns
+/// whether the rule is in place. Without iptables or that chain: nothing to do.
+pub(super) fn docker_user(table: &str, add: bool) -> bool {
+    let iptables = |op: &str| {
+        Command::new("iptables")
+            .args(["-w", op, "DOCKER-USER", "-m", "connmark", "--mark"])
+            .arg(format!("{FORWARD_MARK}/{FORWARD_MARK}"))
+            .args(["-m", "comment", "--comment", table, "-j", "ACCEPT"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let chain = Command::new("iptables")
+        .args(["-w", "-S", "DOCKER-USER"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !chain {
+        return false;
+    }
+    // Leftovers of a killed mesh with the same table first.
+    for _ in 0..16 {
+        if !iptables("-D") {
+            break;
+        }
+    }
+    if !add {
+        return false;
+    }
+    let ok = iptables("-I");
+    if ok {
+        tracing::info!(
+            table,
+            "mesh: DOCKER-USER accepts the connections the kernel path forwards"
+        );
+    } else {
+        tracing::warn!(
+            table,
+            "mesh: cannot add the DOCKER-USER rule: connections DNATed to forwarded addresses may be dropped"
+        );
+    }
+    ok
 }
 
 impl Inner {
@@ -288,6 +349,10 @@ impl Inner {
                     Ok(()) => {
                         tracing::debug!(table = %k.table, "mesh: kernel rules replaced");
                         k.applied = script;
+                        if !k.forward_accept {
+                            // Docker may have started since.
+                            k.forward_accept = docker_user(&k.table, true);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(table = %k.table, error = %e, "mesh: kernel rules not applied: every port in user space until the next change");

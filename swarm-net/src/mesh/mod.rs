@@ -286,6 +286,8 @@ struct KernelState {
     ingress: std::net::Ipv4Addr,
     /// The script last applied with success (empty: none, or it failed).
     applied: String,
+    /// Whether a DOCKER-USER rule accepts the forwarded connections.
+    forward_accept: bool,
 }
 
 impl Inner {
@@ -319,6 +321,9 @@ impl Inner {
         handles.extend(st.internal.drain().map(|(_, (h, _))| h));
         handles.append(&mut st.peer_tasks);
         if let Some(k) = st.kernel.take() {
+            if k.forward_accept {
+                kernel::docker_user(&k.table, false);
+            }
             match kernel::run(&kernel::removal(&k.table)) {
                 Ok(()) => tracing::info!(table = %k.table, "mesh: kernel rules removed"),
                 Err(e) => {
@@ -390,6 +395,9 @@ impl Mesh {
             Ok(x) => x,
             Err(e) => {
                 if let Some(k) = &kernel {
+                    if k.forward_accept {
+                        kernel::docker_user(&k.table, false);
+                    }
                     let _ = kernel::run(&kernel::removal(&k.table));
                 }
                 return Err(e);
