@@ -1,29 +1,44 @@
 //! The ingress routing mesh (`swarm_net::mesh`) against a direct connection to
 //! one backend and against HAProxy (`mode tcp`, roundrobin) in front of the
-//! same backends, in one run on loopback: bulk TCP throughput, new connections
-//! per second (connect + one small request/response + close), latency of a
-//! small request on an established connection, UDP request/response packets
-//! per second. The mesh is measured with splice(2) and with tokio's copy.
+//! same backends, in one run: bulk TCP throughput, new connections per second
+//! (connect + one small request/response + close), latency of a small request
+//! on an established connection, UDP request/response packets per second. The
+//! mesh is measured on its kernel path (nftables DNAT, when root) and in user
+//! space (splice(2) and tokio's copy).
 //!
 //! `cargo bench --bench mesh`; with `-- --test` a small run (a few seconds).
 //! HAProxy rows are skipped, with the reason printed, when `haproxy` is not
-//! installed (Debian package `haproxy`).
+//! installed (Debian package `haproxy`); kernel rows and the "hosts" set-up
+//! when not root.
 //!
-//! Layout: the backends run on one tokio runtime, each mesh node on its own,
-//! the clients on plain threads with blocking sockets; everything shares the
-//! machine's cores. Node a (127.0.0.51) publishes a TCP and a UDP port over
-//! two local backends, and a TCP and a UDP port whose only task runs on node b
-//! (127.0.0.52), reached through b's peer listener.
+//! Two set-ups, each with its own table:
+//! - loopback (in a network namespace of its own when root): backends on
+//!   127.0.0.1; node a publishes twice, kernel path on 127.0.0.51 and user
+//!   space on 127.0.0.54, a TCP and a UDP port over two local backends, and a
+//!   TCP and a UDP port whose only task runs on node b (127.0.0.52), reached
+//!   through b's peer listener (user space on both paths: no local backend).
+//! - hosts: three namespaces joined by veth pairs, as three machines: the
+//!   client (10.202.1.2), the mesh node a (10.202.1.1 kernel path, .3 user
+//!   space, .4 HAProxy; it routes between its two links) and the backends'
+//!   host (10.202.2.2), which is also node b. "direct" goes through node a as
+//!   a plain router, so every row crosses the same two links. Every host sets
+//!   `net.ipv4.tcp_tw_reuse=1`, as load generators and proxy hosts do (see `hosts`).
+//!
+//! Each mesh node and the backends run on their own tokio runtime, the clients
+//! on plain threads with blocking sockets; everything shares the machine's cores.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use swarm_net::mesh::{Backend, IngressView, Mesh, MeshConfig, Protocol, PublishedPort, Target};
+use swarm_net::mesh::{
+    Backend, IngressView, KernelPath, Mesh, MeshConfig, Protocol, PublishedPort, Target,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Sizes {
@@ -197,7 +212,7 @@ fn udp_pps(to: SocketAddr, sz: &Sizes) -> (f64, usize) {
         .map(|_| {
             let lost = lost.clone();
             std::thread::spawn(move || {
-                let s = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+                let s = UdpSocket::bind("0.0.0.0:0").expect("udp bind");
                 s.connect(to).expect("udp connect");
                 s.set_read_timeout(Some(Duration::from_millis(200)))
                     .expect("timeout");
@@ -267,7 +282,7 @@ fn start_haproxy(
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     mib_s: f64,
     conns: f64,
     lat: (Duration, Duration),
@@ -276,11 +291,11 @@ struct Row {
 
 /// One path through which clients reach the backends.
 struct Path {
-    name: &'static str,
+    name: String,
     tcp: SocketAddr,
     udp: Option<SocketAddr>,
-    /// For the mesh: splice (true) or tokio copy (false), set before each use.
-    zero_copy: Option<bool>,
+    /// For a user-space mesh: splice (true) or tokio copy (false), set before each use.
+    zero_copy: Option<(Mesh, bool)>,
 }
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {
@@ -290,6 +305,562 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `f` on a thread inside the named network namespace (`None`: here).
+/// Threads and processes it starts stay there, and so do its sockets.
+fn in_ns<R: Send>(ns: Option<&str>, f: impl FnOnce() -> R + Send) -> R {
+    let Some(ns) = ns else {
+        return f();
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+            // SAFETY: setns on an open namespace file for this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+/// Moves the calling thread (and what it starts later) to a new network
+/// namespace with loopback up: the loopback rows and their nftables rules stay
+/// away from the rest of the machine.
+fn private_namespace() -> Result<(), String> {
+    // SAFETY: unshare of the network namespace affects this thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+    }
+    sh("ip", &["link", "set", "lo", "up"])
+}
+
+/// The named namespaces of the hosts set-up; deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = sh("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+/// A mesh node on its own runtime, in its namespace.
+struct Node {
+    ns: Option<String>,
+    rt: tokio::runtime::Runtime,
+    mesh: Mesh,
+}
+
+impl Node {
+    fn start(ns: Option<&str>, name: &str, config: MeshConfig) -> Result<Node, String> {
+        in_ns(ns, || {
+            let rt = runtime(name);
+            let mesh = rt
+                .block_on(Mesh::start(config))
+                .map_err(|e| e.to_string())?;
+            Ok(Node {
+                ns: ns.map(str::to_owned),
+                rt,
+                mesh,
+            })
+        })
+    }
+
+    fn apply(&self, view: IngressView) {
+        let errors = in_ns(self.ns.as_deref(), || self.mesh.apply(view));
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    fn stop(self) {
+        let ns = self.ns.clone();
+        in_ns(ns.as_deref(), move || {
+            self.rt.block_on(self.mesh.shutdown());
+            drop(self);
+        });
+    }
+}
+
+struct Backends {
+    _rt: tokio::runtime::Runtime,
+    tcp: [SocketAddr; 2],
+    udp: [SocketAddr; 2],
+}
+
+fn backends(ns: Option<&str>, ip: IpAddr) -> Backends {
+    in_ns(ns, || {
+        let rt = runtime("backends");
+        let (tcp, udp) = rt.block_on(async {
+            let mut tcp = Vec::new();
+            let mut udp = Vec::new();
+            for _ in 0..2 {
+                let l = tokio::net::TcpListener::bind((ip, 0))
+                    .await
+                    .expect("backend");
+                tcp.push(l.local_addr().expect("addr"));
+                tokio::spawn(tcp_backend(l));
+                let u = tokio::net::UdpSocket::bind((ip, 0))
+                    .await
+                    .expect("udp backend");
+                udp.push(u.local_addr().expect("addr"));
+                tokio::spawn(udp_backend(u));
+            }
+            (tcp, udp)
+        });
+        Backends {
+            _rt: rt,
+            tcp: [tcp[0], tcp[1]],
+            udp: [udp[0], udp[1]],
+        }
+    })
+}
+
+fn config(ingress: IpAddr, peer: IpAddr, kernel: KernelPath) -> MeshConfig {
+    let mut c = MeshConfig::new(ingress, SocketAddr::new(peer, 0));
+    c.kernel = kernel;
+    c
+}
+
+fn backend(id: &str, target: Target) -> Backend {
+    Backend {
+        task_id: id.into(),
+        target,
+        draining_until: None,
+    }
+}
+
+fn published(protocol: Protocol, port: u16, backends: Vec<Backend>) -> PublishedPort {
+    PublishedPort {
+        protocol,
+        published_port: port,
+        target_port: 80,
+        proxy_protocol: false,
+        backends,
+    }
+}
+
+/// Node a's view: a TCP and a UDP port on `local` over both backends, and a
+/// TCP and a UDP port on `remote` whose task runs on node b.
+fn view_a(local: u16, remote: u16, be: &Backends, b: SocketAddr) -> IngressView {
+    let to_b = Target::Remote { peer: b };
+    IngressView {
+        ports: vec![
+            published(
+                Protocol::Tcp,
+                local,
+                vec![
+                    backend("t1", Target::Local(be.tcp[0])),
+                    backend("t2", Target::Local(be.tcp[1])),
+                ],
+            ),
+            published(
+                Protocol::Udp,
+                local,
+                vec![
+                    backend("u1", Target::Local(be.udp[0])),
+                    backend("u2", Target::Local(be.udp[1])),
+                ],
+            ),
+            published(Protocol::Tcp, remote, vec![backend("t1", to_b)]),
+            published(Protocol::Udp, remote, vec![backend("u1", to_b)]),
+        ],
+    }
+}
+
+/// Node b's view: the remote port's task runs there.
+fn view_b(remote: u16, be: &Backends) -> IngressView {
+    IngressView {
+        ports: vec![
+            published(
+                Protocol::Tcp,
+                remote,
+                vec![backend("t1", Target::Local(be.tcp[0]))],
+            ),
+            published(
+                Protocol::Udp,
+                remote,
+                vec![backend("u1", Target::Local(be.udp[0]))],
+            ),
+        ],
+    }
+}
+
+/// One set-up: where the clients run, the paths they measure, what to stop.
+struct Scenario {
+    title: &'static str,
+    client_ns: Option<String>,
+    paths: Vec<Path>,
+    haproxy: Option<Child>,
+    nodes: Vec<Node>,
+    _backends: Vec<Backends>,
+    _namespaces: Option<Namespaces>,
+    _dir: tempfile::TempDir,
+}
+
+impl Scenario {
+    fn stop(mut self) {
+        if let Some(child) = self.haproxy.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for node in self.nodes.drain(..) {
+            node.stop();
+        }
+    }
+}
+
+/// Paths common to both set-ups, in table order, plus HAProxy when it runs.
+#[allow(clippy::too_many_arguments)]
+fn paths(
+    direct: (SocketAddr, SocketAddr),
+    kernel: Option<SocketAddr>,
+    user: &Node,
+    user_local: SocketAddr,
+    user_remote: SocketAddr,
+    haproxy: Option<SocketAddr>,
+) -> Vec<Path> {
+    let mut v = vec![Path {
+        name: "direct (one backend)".into(),
+        tcp: direct.0,
+        udp: Some(direct.1),
+        zero_copy: None,
+    }];
+    if let Some(k) = kernel {
+        v.push(Path {
+            name: "mesh kernel (nftables), 2 local backends".into(),
+            tcp: k,
+            udp: Some(k),
+            zero_copy: None,
+        });
+    }
+    v.push(Path {
+        name: "mesh user space, 2 local, splice (adaptive)".into(),
+        tcp: user_local,
+        udp: Some(user_local),
+        zero_copy: Some((user.mesh.clone(), true)),
+    });
+    v.push(Path {
+        name: "mesh user space, 2 local, tokio copy".into(),
+        tcp: user_local,
+        udp: None,
+        zero_copy: Some((user.mesh.clone(), false)),
+    });
+    v.push(Path {
+        name: "mesh remote hand-over (a→b), splice".into(),
+        tcp: user_remote,
+        udp: Some(user_remote),
+        zero_copy: Some((user.mesh.clone(), true)),
+    });
+    if let Some(h) = haproxy {
+        v.push(Path {
+            name: "haproxy mode tcp, roundrobin, 2 backends".into(),
+            tcp: h,
+            udp: None,
+            zero_copy: None,
+        });
+    }
+    v
+}
+
+fn haproxy_in(
+    ns: Option<&str>,
+    listen: SocketAddr,
+    be: &Backends,
+    dir: &std::path::Path,
+) -> Option<Child> {
+    match in_ns(ns, || start_haproxy(listen, &be.tcp, dir)) {
+        Ok(child) => Some(child),
+        Err(reason) => {
+            println!("haproxy rows skipped: {reason}");
+            None
+        }
+    }
+}
+
+fn loopback(root: bool) -> Scenario {
+    let be = backends(None, ip("127.0.0.1"));
+    let (k_ip, u_ip, b_ip) = (ip("127.0.0.51"), ip("127.0.0.54"), ip("127.0.0.52"));
+    let kernel = root.then(|| {
+        Node::start(
+            None,
+            "mesh-a-kernel",
+            config(k_ip, k_ip, KernelPath::Require),
+        )
+        .expect("mesh a (kernel path)")
+    });
+    let user =
+        Node::start(None, "mesh-a-user", config(u_ip, u_ip, KernelPath::Off)).expect("mesh a");
+    let b = Node::start(None, "mesh-b", config(b_ip, b_ip, KernelPath::Off)).expect("mesh b");
+    b.mesh.set_peers(HashSet::from([k_ip, u_ip]));
+    let (local, remote) = (free_port(u_ip), free_port(u_ip));
+    let mut nodes = Vec::new();
+    let kernel_addr = kernel.map(|k| {
+        let port = free_port(k_ip);
+        k.apply(view_a(port, free_port(k_ip), &be, b.mesh.peer_addr()));
+        nodes.push(k);
+        SocketAddr::new(k_ip, port)
+    });
+    user.apply(view_a(local, remote, &be, b.mesh.peer_addr()));
+    b.apply(view_b(remote, &be));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ha_addr = SocketAddr::new(ip("127.0.0.53"), free_port(ip("127.0.0.53")));
+    let haproxy = haproxy_in(None, ha_addr, &be, dir.path());
+    let paths = paths(
+        (be.tcp[0], be.udp[0]),
+        kernel_addr,
+        &user,
+        SocketAddr::new(u_ip, local),
+        SocketAddr::new(u_ip, remote),
+        haproxy.is_some().then_some(ha_addr),
+    );
+    nodes.push(user);
+    nodes.push(b);
+    Scenario {
+        title: "loopback",
+        client_ns: None,
+        paths,
+        haproxy,
+        nodes,
+        _backends: vec![be],
+        _namespaces: None,
+        _dir: dir,
+    }
+}
+
+fn hosts() -> Result<Scenario, String> {
+    let pid = std::process::id();
+    let names: Vec<String> = ["c", "m", "t"]
+        .iter()
+        .map(|n| format!("swm1-b{pid}-{n}"))
+        .collect();
+    let (c, m, t) = (names[0].clone(), names[1].clone(), names[2].clone());
+    for ns in &names {
+        sh("ip", &["netns", "add", ns])?;
+    }
+    let namespaces = Namespaces(names);
+    let ipn = |ns: &str, args: &[&str]| {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        sh("ip", &all)
+    };
+    ipn(
+        &m,
+        &[
+            "link", "add", "swm1c", "type", "veth", "peer", "name", "swm1m", "netns", &c,
+        ],
+    )?;
+    ipn(
+        &m,
+        &[
+            "link", "add", "swm1t", "type", "veth", "peer", "name", "swm1m", "netns", &t,
+        ],
+    )?;
+    for a in ["10.202.1.1/24", "10.202.1.3/24", "10.202.1.4/24"] {
+        ipn(&m, &["addr", "add", a, "dev", "swm1c"])?;
+    }
+    for a in ["10.202.2.1/24", "10.202.2.3/24"] {
+        ipn(&m, &["addr", "add", a, "dev", "swm1t"])?;
+    }
+    ipn(&c, &["addr", "add", "10.202.1.2/24", "dev", "swm1m"])?;
+    ipn(&t, &["addr", "add", "10.202.2.2/24", "dev", "swm1m"])?;
+    for (ns, dev) in [(&m, "swm1c"), (&m, "swm1t"), (&c, "swm1m"), (&t, "swm1m")] {
+        ipn(ns, &["link", "set", dev, "up"])?;
+    }
+    for ns in [&c, &m, &t] {
+        ipn(ns, &["link", "set", "lo", "up"])?;
+    }
+    ipn(&c, &["route", "add", "default", "via", "10.202.1.1"])?;
+    ipn(&t, &["route", "add", "default", "via", "10.202.2.1"])?;
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &m,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
+    // Tens of thousands of connections a minute to one address leave as many
+    // in TIME_WAIT on the side that closes first (the client; a proxy towards
+    // its backends); Linux reuses them only on loopback by default, and past
+    // ~20k the search for a free source port caps a host at ~2-3k conn/s.
+    // Load generators and proxy hosts turn reuse on: so does every host here.
+    for ns in [&c, &m, &t] {
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.tcp_tw_reuse=1",
+            ],
+        )?;
+    }
+
+    let be = backends(Some(&t), ip("10.202.2.2"));
+    let (k_ip, k_peer) = (ip("10.202.1.1"), ip("10.202.2.1"));
+    let (u_ip, u_peer) = (ip("10.202.1.3"), ip("10.202.2.3"));
+    let b_ip = ip("10.202.2.2");
+    let kernel = Node::start(
+        Some(&m),
+        "mesh-a-kernel",
+        config(k_ip, k_peer, KernelPath::Require),
+    )?;
+    let user = Node::start(
+        Some(&m),
+        "mesh-a-user",
+        config(u_ip, u_peer, KernelPath::Off),
+    )?;
+    let b = Node::start(Some(&t), "mesh-b", config(b_ip, b_ip, KernelPath::Off))?;
+    b.mesh.set_peers(HashSet::from([k_peer, u_peer]));
+    // Ports are free on fresh namespaces; one set for every node.
+    let (local, remote) = (18080, 18081);
+    kernel.apply(view_a(local, remote, &be, b.mesh.peer_addr()));
+    user.apply(view_a(local, remote, &be, b.mesh.peer_addr()));
+    b.apply(view_b(remote, &be));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ha_addr = SocketAddr::new(ip("10.202.1.4"), local);
+    let haproxy = haproxy_in(Some(&m), ha_addr, &be, dir.path());
+    let paths = paths(
+        (be.tcp[0], be.udp[0]),
+        Some(SocketAddr::new(k_ip, local)),
+        &user,
+        SocketAddr::new(u_ip, local),
+        SocketAddr::new(u_ip, remote),
+        haproxy.is_some().then_some(ha_addr),
+    );
+    Ok(Scenario {
+        title: "hosts (client, mesh node, backends in 3 namespaces joined by veth)",
+        client_ns: Some(c),
+        paths,
+        haproxy,
+        nodes: vec![kernel, user, b],
+        _backends: vec![be],
+        _namespaces: Some(namespaces),
+        _dir: dir,
+    })
+}
+
+/// Measures every path of a set-up, the paths taking turns in rounds.
+fn measure(scn: &Scenario, sz: &Sizes) -> Vec<Row> {
+    let use_path = |p: &Path| {
+        if let Some((mesh, z)) = &p.zero_copy {
+            mesh.set_zero_copy(*z);
+        }
+    };
+    in_ns(scn.client_ns.as_deref(), || {
+        // Like the latency, in rounds where the paths take turns.
+        let rounds = 4;
+        let per_conn = sz.bulk_per_conn / rounds as u64;
+        let conns_per_round = sz.new_conns / rounds;
+        let mut times = vec![(Duration::ZERO, Duration::ZERO); scn.paths.len()];
+        for round in 0..rounds {
+            for (p, t) in scn.paths.iter().zip(times.iter_mut()) {
+                use_path(p);
+                t.0 += bulk(p.tcp, sz, per_conn);
+                t.1 += new_conns(p.tcp, sz, conns_per_round);
+            }
+            eprintln!(
+                "{}: bulk and new connections: round {} of {rounds} done",
+                scn.title,
+                round + 1
+            );
+        }
+        let mib = (per_conn * rounds as u64 * sz.bulk_conns as u64) as f64 / (1 << 20) as f64;
+        let throughput = times.iter().map(|(b, c)| {
+            (
+                mib / b.as_secs_f64(),
+                (conns_per_round * rounds) as f64 / c.as_secs_f64(),
+            )
+        });
+        let mut conns: Vec<TcpStream> = scn
+            .paths
+            .iter()
+            .map(|p| {
+                use_path(p);
+                let mut s = connect(p.tcp);
+                s.write_all(b"E").expect("mode");
+                s
+            })
+            .collect();
+        let lat = latencies(&mut conns, sz);
+        drop(conns);
+        scn.paths
+            .iter()
+            .zip(throughput)
+            .zip(lat)
+            .map(|((p, (mib_s, conns)), lat)| {
+                use_path(p);
+                Row {
+                    name: p.name.clone(),
+                    mib_s,
+                    conns,
+                    lat,
+                    udp: p.udp.map(|u| udp_pps(u, sz)),
+                }
+            })
+            .collect()
+    })
+}
+
+fn print(title: &str, rows: &[Row]) {
+    let direct = &rows[0];
+    let (d_mib, (d50, d99)) = (direct.mib_s, direct.lat);
+    println!("\n{title}");
+    println!(
+        "{:<50} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "path", "MiB/s", "% direct", "conn/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "udp pps"
+    );
+    for r in rows {
+        let (p50, p99) = r.lat;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{:<50} {:>10.0} {:>7.0}% {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>10}",
+            r.name,
+            r.mib_s,
+            100.0 * r.mib_s / d_mib,
+            r.conns,
+            us(p50),
+            us(p99),
+            us(p50) - us(d50),
+            us(p99) - us(d99),
+            r.udp
+                .map(|(pps, lost)| if lost > 0 {
+                    format!("{pps:.0} ({lost} lost)")
+                } else {
+                    format!("{pps:.0}")
+                })
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
 }
 
 fn main() {
@@ -315,216 +886,27 @@ fn main() {
             udp_threads: 4,
         }
     };
-    let backends_rt = runtime("backends");
-    let (b1, b2, u1, u2) = backends_rt.block_on(async {
-        let mut tcp = Vec::new();
-        let mut udp = Vec::new();
-        for _ in 0..2 {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("backend");
-            tcp.push(l.local_addr().expect("addr"));
-            tokio::spawn(tcp_backend(l));
-            let u = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("udp backend");
-            udp.push(u.local_addr().expect("addr"));
-            tokio::spawn(udp_backend(u));
-        }
-        (tcp[0], tcp[1], udp[0], udp[1])
-    });
-
-    // Two nodes, each with its own runtime, as two swarm nodes would be.
-    let (a_ip, b_ip) = (ip("127.0.0.51"), ip("127.0.0.52"));
-    let (rt_a, rt_b) = (runtime("mesh-a"), runtime("mesh-b"));
-    let a = rt_a
-        .block_on(Mesh::start(MeshConfig::new(a_ip, SocketAddr::new(a_ip, 0))))
-        .expect("mesh a");
-    let b = rt_b
-        .block_on(Mesh::start(MeshConfig::new(b_ip, SocketAddr::new(b_ip, 0))))
-        .expect("mesh b");
-    b.set_peers(HashSet::from([a_ip]));
-    let (local_port, remote_port) = (free_port(a_ip), free_port(a_ip));
-    let backend = |id: &str, target| Backend {
-        task_id: id.into(),
-        target,
-        draining_until: None,
-    };
-    let published = |protocol, port, backends| PublishedPort {
-        protocol,
-        published_port: port,
-        target_port: 80,
-        proxy_protocol: false,
-        backends,
-    };
-    let to_b = Target::Remote {
-        peer: b.peer_addr(),
-    };
-    let view_a = IngressView {
-        ports: vec![
-            published(
-                Protocol::Tcp,
-                local_port,
-                vec![
-                    backend("t1", Target::Local(b1)),
-                    backend("t2", Target::Local(b2)),
-                ],
-            ),
-            published(
-                Protocol::Udp,
-                local_port,
-                vec![
-                    backend("u1", Target::Local(u1)),
-                    backend("u2", Target::Local(u2)),
-                ],
-            ),
-            published(Protocol::Tcp, remote_port, vec![backend("t1", to_b)]),
-            published(Protocol::Udp, remote_port, vec![backend("u1", to_b)]),
-        ],
-    };
-    let view_b = IngressView {
-        ports: vec![
-            published(
-                Protocol::Tcp,
-                remote_port,
-                vec![backend("t1", Target::Local(b1))],
-            ),
-            published(
-                Protocol::Udp,
-                remote_port,
-                vec![backend("u1", Target::Local(u1))],
-            ),
-        ],
-    };
-    assert!(a.apply(view_a).is_empty(), "mesh a ports");
-    assert!(b.apply(view_b).is_empty(), "mesh b ports");
-    let mesh_local = SocketAddr::new(a_ip, local_port);
-    let mesh_remote = SocketAddr::new(a_ip, remote_port);
-
-    let mut paths = vec![
-        Path {
-            name: "direct (one backend)",
-            tcp: b1,
-            udp: Some(u1),
-            zero_copy: None,
-        },
-        Path {
-            name: "mesh, 2 local backends, splice (adaptive)",
-            tcp: mesh_local,
-            udp: Some(mesh_local),
-            zero_copy: Some(true),
-        },
-        Path {
-            name: "mesh, 2 local backends, tokio copy",
-            tcp: mesh_local,
-            udp: None,
-            zero_copy: Some(false),
-        },
-        Path {
-            name: "mesh, remote hand-over (a→b), splice (adaptive)",
-            tcp: mesh_remote,
-            udp: Some(mesh_remote),
-            zero_copy: Some(true),
-        },
-    ];
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ha_addr = SocketAddr::new(ip("127.0.0.53"), free_port(ip("127.0.0.53")));
-    let mut haproxy = match start_haproxy(ha_addr, &[b1, b2], dir.path()) {
-        Ok(child) => {
-            paths.push(Path {
-                name: "haproxy mode tcp, roundrobin, 2 backends",
-                tcp: ha_addr,
-                udp: None,
-                zero_copy: None,
-            });
-            Some(child)
-        }
-        Err(reason) => {
-            println!("haproxy rows skipped: {reason}");
-            None
-        }
-    };
-    let use_path = |p: &Path| {
-        if let Some(z) = p.zero_copy {
-            a.set_zero_copy(z);
-        }
-    };
-    // Like the latency, in rounds where the paths take turns.
-    let rounds = 4;
-    let per_conn = sz.bulk_per_conn / rounds as u64;
-    let conns_per_round = sz.new_conns / rounds;
-    let mut times = vec![(Duration::ZERO, Duration::ZERO); paths.len()];
-    for round in 0..rounds {
-        for (p, t) in paths.iter().zip(times.iter_mut()) {
-            use_path(p);
-            t.0 += bulk(p.tcp, &sz, per_conn);
-            t.1 += new_conns(p.tcp, &sz, conns_per_round);
-        }
-        eprintln!(
-            "bulk and new connections: round {} of {rounds} done",
-            round + 1
-        );
+    let root = is_root();
+    if root {
+        private_namespace().expect("a network namespace for the loopback rows");
+    } else {
+        println!("not root: kernel-path rows and the hosts set-up skipped");
     }
-    let mib = (per_conn * rounds as u64 * sz.bulk_conns as u64) as f64 / (1 << 20) as f64;
-    let throughput = times.iter().map(|(b, c)| {
-        (
-            mib / b.as_secs_f64(),
-            (conns_per_round * rounds) as f64 / c.as_secs_f64(),
-        )
-    });
-    let mut conns: Vec<TcpStream> = paths
-        .iter()
-        .map(|p| {
-            use_path(p);
-            let mut s = connect(p.tcp);
-            s.write_all(b"E").expect("mode");
-            s
-        })
-        .collect();
-    let lat = latencies(&mut conns, &sz);
-    drop(conns);
-    let mut rows = Vec::new();
-    for ((p, (mib_s, conns)), lat) in paths.iter().zip(throughput).zip(lat) {
-        rows.push(Row {
-            name: p.name,
-            mib_s,
-            conns,
-            lat,
-            udp: p.udp.map(|u| udp_pps(u, &sz)),
-        });
+    let mut tables = Vec::new();
+    let scn = loopback(root);
+    tables.push((scn.title, measure(&scn, &sz)));
+    scn.stop();
+    if root {
+        match hosts() {
+            Ok(scn) => {
+                tables.push((scn.title, measure(&scn, &sz)));
+                scn.stop();
+            }
+            Err(reason) => println!("hosts set-up skipped: {reason}"),
+        }
     }
-    if let Some(child) = haproxy.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    let direct = &rows[0];
-    let (d_mib, (d50, d99)) = (direct.mib_s, direct.lat);
-    println!(
-        "\n{:<50} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
-        "path", "MiB/s", "% direct", "conn/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "udp pps"
-    );
-    for r in &rows {
-        let (p50, p99) = r.lat;
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!(
-            "{:<50} {:>10.0} {:>7.0}% {:>10.0} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>10}",
-            r.name,
-            r.mib_s,
-            100.0 * r.mib_s / d_mib,
-            r.conns,
-            us(p50),
-            us(p99),
-            us(p50) - us(d50),
-            us(p99) - us(d99),
-            r.udp
-                .map(|(pps, lost)| if lost > 0 {
-                    format!("{pps:.0} ({lost} lost)")
-                } else {
-                    format!("{pps:.0}")
-                })
-                .unwrap_or_else(|| "—".into()),
-        );
+    for (title, rows) in &tables {
+        print(title, rows);
     }
     println!(
         "\nsizes: bulk {} × {} MiB, {} new connections over {} threads, {} latency samples, {} udp requests over {} sockets",
@@ -536,6 +918,4 @@ fn main() {
         sz.udp_packets,
         sz.udp_threads
     );
-    rt_a.block_on(a.shutdown());
-    rt_b.block_on(b.shutdown());
 }

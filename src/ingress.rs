@@ -378,13 +378,9 @@ impl NodeMesh {
         runtime: Arc<dyn Runtime>,
         stop: watch::Receiver<bool>,
     ) -> crate::error::Result<NodeMesh> {
-        let started = mesh::Mesh::start(mesh::MeshConfig {
-            ingress_ip: cfg.ingress_ip,
-            peer_addr: cfg.peer_addr,
-            udp_idle_timeout: mesh::DEFAULT_UDP_IDLE_TIMEOUT,
-        })
-        .await
-        .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
+        let started = mesh::Mesh::start(mesh::MeshConfig::new(cfg.ingress_ip, cfg.peer_addr))
+            .await
+            .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
         let bound = started.peer_addr();
         let ip = cfg.advertise_ip.unwrap_or(bound.ip());
         if ip.is_unspecified() {

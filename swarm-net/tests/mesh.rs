@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use swarm_net::mesh::{
-    Backend, IngressView, Mesh, MeshConfig, PortError, Protocol, PublishedPort, Target, header,
+    Backend, IngressView, KernelPath, Mesh, MeshConfig, MeshError, NftError, PortError, Protocol,
+    PublishedPort, Target, header,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -133,6 +134,8 @@ fn port(protocol: Protocol, published: u16, proxy: bool, backends: Vec<Backend>)
 async fn node(addr: &str) -> Mesh {
     let mut config = MeshConfig::new(ip(addr), SocketAddr::new(ip(addr), 0));
     config.udp_idle_timeout = Duration::from_millis(300);
+    // The user-space path (tests/mesh_kernel.rs covers the kernel path).
+    config.kernel = KernelPath::Off;
     Mesh::start(config).await.unwrap()
 }
 
@@ -531,4 +534,35 @@ fn block_on_here<F: std::future::Future>(f: F) -> F::Output {
         }
         std::thread::yield_now();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_kernel_path_that_cannot_work_is_an_error_and_auto_falls_back_to_user_space() {
+    let addr = ip("127.0.0.26");
+    let mut config = MeshConfig::new(addr, SocketAddr::new(addr, 0));
+    config.nft_table = Some("no spaces; allowed".into());
+    config.kernel = KernelPath::Require;
+    let err = Mesh::start(config.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, MeshError::Kernel(NftError::BadTable(ref t)) if t == "no spaces; allowed"),
+        "{err}"
+    );
+
+    // Auto: the same config serves every port in user space.
+    config.kernel = KernelPath::Auto;
+    let mesh = Mesh::start(config).await.unwrap();
+    let t = tcp_task("t", false).await;
+    let published = free_port(addr);
+    assert!(
+        mesh.apply(IngressView {
+            ports: vec![port(Protocol::Tcp, published, false, vec![local("t", t)])],
+        })
+        .is_empty()
+    );
+    let mut c = open(SocketAddr::new(addr, published), None).await.unwrap();
+    let answer = ask_on(&mut c).await.unwrap();
+    // The task sees the mesh's own connection: user space.
+    assert!(answer.starts_with("t 127.0.0.1:"), "{answer}");
+    assert_eq!(mesh.open_count(Protocol::Tcp, published), 1);
+    mesh.shutdown().await;
 }

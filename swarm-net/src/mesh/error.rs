@@ -25,6 +25,42 @@ pub enum MeshError {
     /// `Mesh::start` was polled outside a tokio runtime (the mesh spawns tasks on it).
     #[error("the routing mesh must start inside a tokio runtime")]
     NoRuntime,
+    /// The config requires the kernel data path ([`KernelPath::Require`](super::KernelPath::Require))
+    /// and nftables cannot be programmed here.
+    #[error("the routing mesh's kernel data path is unavailable: {0}")]
+    Kernel(#[source] NftError),
+}
+
+/// Why nftables rules could not be programmed (the mesh then serves every
+/// port in user space, unless the kernel path is required).
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The process lacks CAP_NET_ADMIN (not root).
+    #[error("the process lacks CAP_NET_ADMIN")]
+    NotPermitted,
+    /// The ingress address is IPv6: the kernel path is IPv4 only.
+    #[error("the ingress address {0} is IPv6 (the kernel path is IPv4 only)")]
+    Ipv6Ingress(std::net::IpAddr),
+    /// The configured table name is not an nft identifier.
+    #[error(
+        "invalid nftables table name {0:?}: letters, digits and '_', starting with a letter, at most 64"
+    )]
+    BadTable(String),
+    /// The `nft` binary could not be run (Debian package `nftables`).
+    #[error("cannot run nft (package nftables): {source}")]
+    Spawn {
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `nft -f -` refused the rules (the kernel lacks nf_tables or NAT, or a bad rule).
+    #[error("nft failed ({status}): {stderr}")]
+    Refused {
+        /// The exit status.
+        status: String,
+        /// What nft printed.
+        stderr: String,
+    },
 }
 
 /// Why one published port of an [`IngressView`](super::IngressView) is not

@@ -11,7 +11,12 @@
 //!                                             connect, [PROXY v2], ack, splice
 //! ```
 //!
-//! All in user space on tokio: on Linux a TCP direction that carries bulk
+//! Two data paths. When the process may program nftables (root) and the
+//! config allows it ([`KernelPath`]), the kernel balances each port's new
+//! connections and flows over its local backends with NAT rules, and only the
+//! remote backends' share comes to user space (see the `kernel` module docs):
+//! that is Docker's IPVS data path. Otherwise, and for ports with the PROXY
+//! protocol option, everything runs in user space on tokio: on Linux a TCP direction that carries bulk
 //! data (a read fills 16 KiB) moves with splice(2) through a pipe, with no copy
 //! through user memory, while small requests and answers go through a small
 //! buffer (cheaper for a few bytes); UDP datagrams go through one socket per
@@ -32,9 +37,15 @@
 //!   connected to the task, so the first node can try another backend when the
 //!   peer does not (yet) know the task.
 //! - PROXY protocol v2 to backends is TCP only.
+//! - On the kernel path a backend that leaves the map (removed or draining)
+//!   gets no new connections at once, but its established ones flow through
+//!   conntrack until they end or the task exits: the mesh does not close them
+//!   at the drain deadline as the user-space path does ([`Mesh::open_count`]
+//!   counts only the connections that pass through user space).
 
 mod error;
 pub mod header;
+mod kernel;
 mod peer;
 mod relay;
 mod tcp;
@@ -52,7 +63,21 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use error::{MeshError, PortError};
+pub use error::{MeshError, NftError, PortError};
+pub use kernel::DEFAULT_TABLE;
+
+/// Whether published ports may use the kernel data path (nftables NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelPath {
+    /// Use it when the process has CAP_NET_ADMIN and `nft` works; otherwise
+    /// serve every port in user space (logged once at start).
+    #[default]
+    Auto,
+    /// Never: every port in user space.
+    Off,
+    /// Use it or fail to start ([`MeshError::Kernel`]).
+    Require,
+}
 
 /// Default idle timeout of a UDP flow: 30 s, Linux conntrack's timeout for a
 /// UDP flow (`nf_conntrack_udp_timeout`), which Docker's mesh runs under.
@@ -69,6 +94,13 @@ pub struct MeshConfig {
     pub peer_addr: SocketAddr,
     /// Idle timeout of a UDP flow ([`DEFAULT_UDP_IDLE_TIMEOUT`]: 30 s).
     pub udp_idle_timeout: Duration,
+    /// The kernel data path: [`KernelPath::Auto`] by default.
+    pub kernel: KernelPath,
+    /// The nftables table (family `ip`) of the kernel path. `None`: [`DEFAULT_TABLE`] when
+    /// the ingress address is unspecified, else `swarm_mesh_` and the address
+    /// (`swarm_mesh_127_0_0_21`), so meshes on distinct addresses share a namespace. A mesh
+    /// replaces the table at start (leftovers of a killed process) and removes it when it stops.
+    pub nft_table: Option<String>,
 }
 
 impl MeshConfig {
@@ -78,6 +110,20 @@ impl MeshConfig {
             ingress_ip,
             peer_addr,
             udp_idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
+            kernel: KernelPath::Auto,
+            nft_table: None,
+        }
+    }
+
+    /// The nftables table name this config uses (see [`MeshConfig::nft_table`]).
+    pub fn table_name(&self) -> String {
+        match (&self.nft_table, self.ingress_ip) {
+            (Some(t), _) => t.clone(),
+            (None, ip) if ip.is_unspecified() => DEFAULT_TABLE.to_owned(),
+            (None, ip) => format!(
+                "{DEFAULT_TABLE}_{}",
+                ip.to_string().replace(['.', ':'], "_")
+            ),
         }
     }
 }
@@ -179,16 +225,33 @@ pub(crate) struct PortSpec {
     pub backends: Vec<LiveBackend>,
     /// Indices of the backends that are not draining.
     pub active: Vec<usize>,
+    /// Indices of the remote backends that are not draining.
+    pub remote: Vec<usize>,
     /// Open connections or flows of this port on this node (ingress and peer side).
     pub open: Arc<AtomicUsize>,
 }
 
 impl PortSpec {
-    /// The backends that may take new connections, from `start` round robin.
-    pub fn pick(&self, start: usize) -> impl Iterator<Item = &LiveBackend> {
-        let n = self.active.len();
-        (0..n).map(move |i| &self.backends[self.active[(start + i) % n]])
+    /// The backends that may take new connections, from `start` round robin:
+    /// every active one, or for [`Share::Remote`] the remote ones (every
+    /// active one when no remote is left: the kernel map may lag a little).
+    pub fn pick(&self, share: Share, start: usize) -> impl Iterator<Item = &LiveBackend> {
+        let list = match share {
+            Share::Remote if !self.remote.is_empty() => &self.remote,
+            _ => &self.active,
+        };
+        let n = list.len();
+        (0..n).map(move |i| &self.backends[list[(start + i) % n]])
     }
+}
+
+/// Which backends a user-space socket of a port balances over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Share {
+    /// All of them: the published port's own socket.
+    All,
+    /// The remote ones: the internal socket the kernel map sends their share to.
+    Remote,
 }
 
 pub(crate) struct Inner {
@@ -209,6 +272,22 @@ struct State {
     counters: HashMap<PortKey, Arc<AtomicUsize>>,
     peer_tasks: Vec<JoinHandle<()>>,
     stopped: bool,
+    /// The kernel path, when on.
+    kernel: Option<KernelState>,
+    /// Internal sockets (kernel path, remote share) by port: task and port.
+    internal: HashMap<PortKey, (JoinHandle<()>, u16)>,
+    /// The data path each port uses, as last logged.
+    paths: HashMap<PortKey, &'static str>,
+}
+
+/// The nftables table of the kernel path.
+struct KernelState {
+    table: String,
+    ingress: std::net::Ipv4Addr,
+    /// The script last applied with success (empty: none, or it failed).
+    applied: String,
+    /// Whether a DOCKER-USER rule accepts the forwarded connections.
+    forward_accept: bool,
 }
 
 impl Inner {
@@ -239,7 +318,19 @@ impl Inner {
         let mut st = self.state.lock();
         st.stopped = true;
         let mut handles: Vec<_> = st.listeners.drain().map(|(_, h)| h).collect();
+        handles.extend(st.internal.drain().map(|(_, (h, _))| h));
         handles.append(&mut st.peer_tasks);
+        if let Some(k) = st.kernel.take() {
+            if k.forward_accept {
+                kernel::docker_user(&k.table, false);
+            }
+            match kernel::run(&kernel::removal(&k.table)) {
+                Ok(()) => tracing::info!(table = %k.table, "mesh: kernel rules removed"),
+                Err(e) => {
+                    tracing::warn!(table = %k.table, error = %e, "mesh: cannot remove the kernel rules")
+                }
+            }
+        }
         st.statuses.clear();
         for h in &handles {
             h.abort();
@@ -275,11 +366,43 @@ impl fmt::Debug for Mesh {
 }
 
 impl Mesh {
-    /// Binds the peer listener (TCP and UDP on one port) and starts serving it.
-    /// Published ports come with [`Mesh::apply`]. Outside a tokio runtime: [`MeshError::NoRuntime`].
+    /// Binds the peer listener (TCP and UDP on one port) and starts serving it,
+    /// and sets up the kernel path as [`MeshConfig::kernel`] says (its table
+    /// replaced, empty). Published ports come with [`Mesh::apply`]. Outside a
+    /// tokio runtime: [`MeshError::NoRuntime`]; kernel path required and not
+    /// available: [`MeshError::Kernel`].
+    ///
+    /// The nftables rules live in the network namespace of the thread that
+    /// starts the mesh and calls `apply`, `shutdown` or drops the last handle:
+    /// keep them in one namespace.
     pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| MeshError::NoRuntime)?;
-        let (tcp, udp) = peer::bind(config.peer_addr)?;
+        let kernel = match config.kernel {
+            KernelPath::Off => None,
+            KernelPath::Auto | KernelPath::Require => match kernel::setup(&config) {
+                Ok(k) => {
+                    tracing::info!(table = %k.table, "mesh: kernel data path on (nftables)");
+                    Some(k)
+                }
+                Err(e) if config.kernel == KernelPath::Require => return Err(MeshError::Kernel(e)),
+                Err(e) => {
+                    tracing::info!(reason = %e, "mesh: kernel data path unavailable: every port in user space");
+                    None
+                }
+            },
+        };
+        let (tcp, udp) = match peer::bind(config.peer_addr) {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(k) = &kernel {
+                    if k.forward_accept {
+                        kernel::docker_user(&k.table, false);
+                    }
+                    let _ = kernel::run(&kernel::removal(&k.table));
+                }
+                return Err(e);
+            }
+        };
         let peer_addr = tcp.local_addr().map_err(|source| MeshError::PeerListen {
             protocol: Protocol::Tcp,
             addr: config.peer_addr,
@@ -299,7 +422,11 @@ impl Mesh {
             tokio::spawn(peer::serve_tcp(inner.clone(), tcp)),
             tokio::spawn(peer::serve_udp(inner.clone(), Arc::new(udp))),
         ];
-        inner.state.lock().peer_tasks = tasks;
+        {
+            let mut st = inner.state.lock();
+            st.peer_tasks = tasks;
+            st.kernel = kernel;
+        }
         tracing::info!(%peer_addr, ingress = %inner.config.ingress_ip, "routing mesh started");
         Ok(Mesh {
             _owner: Arc::new(Owner(inner.clone())),
@@ -368,8 +495,13 @@ impl Mesh {
                 statuses.insert(id, tx);
             }
             let open = st.counters.entry(key).or_default().clone();
-            let active = (0..backends.len())
+            let active: Vec<usize> = (0..backends.len())
                 .filter(|&i| !backends[i].draining)
+                .collect();
+            let remote = active
+                .iter()
+                .copied()
+                .filter(|&i| matches!(backends[i].target, Target::Remote { .. }))
                 .collect();
             let spec = PortSpec {
                 key,
@@ -377,6 +509,7 @@ impl Mesh {
                 proxy_protocol: port.proxy_protocol,
                 backends,
                 active,
+                remote,
                 open,
             };
             specs.insert(key, Arc::new(spec));
@@ -403,11 +536,11 @@ impl Mesh {
             }
             let addr = SocketAddr::new(self.inner.config.ingress_ip, key.port);
             let started = match key.protocol {
-                Protocol::Tcp => {
-                    tcp::bind(addr).map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l)))
-                }
-                Protocol::Udp => udp::bind(addr)
-                    .map(|s| tokio::spawn(udp::serve(self.inner.clone(), key, Arc::new(s)))),
+                Protocol::Tcp => tcp::bind(addr)
+                    .map(|l| tokio::spawn(tcp::serve(self.inner.clone(), key, l, Share::All))),
+                Protocol::Udp => udp::bind(addr).map(|s| {
+                    tokio::spawn(udp::serve(self.inner.clone(), key, Arc::new(s), Share::All))
+                }),
             };
             match started {
                 Ok(task) => {
@@ -424,6 +557,7 @@ impl Mesh {
                 }
             }
         }
+        self.inner.apply_kernel(&mut st, &specs);
         errors
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::header;
 use super::relay::relay;
-use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Status, Target};
+use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Share, Status, Target};
 
 /// At most this many backends are tried for one client connection.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
@@ -34,8 +34,10 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(l)
 }
 
-/// Accepts the clients of one published port until aborted.
-pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener) {
+/// Accepts the clients of one published port until aborted: on the port's own
+/// listener (`Share::All`) or on its internal one, where the kernel path sends
+/// the remote backends' share (`Share::Remote`).
+pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener, share: Share) {
     let mut next = 0usize;
     loop {
         let (stream, client) = match listener.accept().await {
@@ -58,6 +60,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, listener: TcpListener
             stream,
             client,
             start,
+            share,
         ));
     }
 }
@@ -68,14 +71,19 @@ async fn client_connection(
     mut stream: TcpStream,
     client: SocketAddr,
     start: usize,
+    share: Share,
 ) {
     let _open = OpenGuard::new(&spec.open);
     let _ = stream.set_nodelay(true);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    // Redirected to the internal listener: the address the client asked for.
+    let local = match share {
+        Share::All => stream.local_addr(),
+        Share::Remote => original_destination(&stream).or_else(|_| stream.local_addr()),
     };
-    for backend in spec.pick(start).take(MAX_ATTEMPTS) {
+    let Ok(local) = local else {
+        return;
+    };
+    for backend in spec.pick(share, start).take(MAX_ATTEMPTS) {
         match connect(&spec, backend, client, local, inner.peer_addr.ip()).await {
             Ok(mut upstream) => {
                 tracing::debug!(%client, task = %backend.task_id, port = spec.key.port, "mesh: connection");
@@ -176,6 +184,36 @@ fn no_port_at_bind(socket: &TcpSocket) {
 
 #[cfg(not(target_os = "linux"))]
 fn no_port_at_bind(_socket: &TcpSocket) {}
+
+/// The destination a NATed (redirected) connection had before NAT:
+/// SO_ORIGINAL_DST, IPv4.
+#[cfg(target_os = "linux")]
+fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero sockaddr_in is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: getsockopt on an open socket writes at most `len` bytes into `addr`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&mut addr as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+    Ok(SocketAddr::new(ip.into(), u16::from_be(addr.sin_port)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    stream.local_addr()
+}
 
 /// Relays until both sides are done, the backend's drain deadline passes or
 /// the mesh stops.

@@ -15,7 +15,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Status, Target, header};
+use super::{
+    Inner, LiveBackend, OpenGuard, PortKey, PortSpec, Protocol, Share, Status, Target, header,
+};
 
 /// Largest datagram relayed.
 pub(crate) const MAX_DATAGRAM: usize = 65535;
@@ -227,8 +229,10 @@ async fn run(
     table.remove(&client, &flow);
 }
 
-/// Serves the clients of one published UDP port until aborted.
-pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket>) {
+/// Serves the clients of one published UDP port until aborted: on the port's
+/// own socket (`Share::All`) or on its internal one, where the kernel path
+/// sends the remote backends' share (`Share::Remote`).
+pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket>, share: Share) {
     let flows = FlowTable::new();
     let _kill = KillOnDrop(flows.clone());
     let destination = SocketAddr::new(inner.config.ingress_ip, key.port);
@@ -254,7 +258,7 @@ pub(crate) async fn serve(inner: Arc<Inner>, key: PortKey, socket: Arc<UdpSocket
         };
         let start = next;
         next = next.wrapping_add(1);
-        let Some(backend) = spec.pick(start).next() else {
+        let Some(backend) = spec.pick(share, start).next() else {
             tracing::debug!(%client, port = key.port, "mesh: udp datagram dropped: no active backend");
             continue;
         };
