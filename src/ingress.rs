@@ -67,6 +67,10 @@ pub struct RoutingMeshConfig {
     /// The address other nodes reach the peer listener on; the listener's own
     /// when unset (it must then not be `0.0.0.0`).
     pub advertise_ip: Option<IpAddr>,
+    /// Whether published ports may use the kernel data path (nftables NAT over
+    /// the local tasks, when the process may program it; default: when it
+    /// can). See [`swarm_net::mesh::KernelPath`].
+    pub kernel: mesh::KernelPath,
 }
 
 impl RoutingMeshConfig {
@@ -77,7 +81,14 @@ impl RoutingMeshConfig {
             ingress_ip,
             peer_addr: SocketAddr::new(peer_ip, 0),
             advertise_ip: None,
+            kernel: mesh::KernelPath::default(),
         }
+    }
+
+    /// Sets whether published ports may use the kernel data path.
+    pub fn kernel_path(mut self, kernel: mesh::KernelPath) -> RoutingMeshConfig {
+        self.kernel = kernel;
+        self
     }
 }
 
@@ -378,7 +389,11 @@ impl NodeMesh {
         runtime: Arc<dyn Runtime>,
         stop: watch::Receiver<bool>,
     ) -> crate::error::Result<NodeMesh> {
-        let started = mesh::Mesh::start(mesh::MeshConfig::new(cfg.ingress_ip, cfg.peer_addr))
+        let mesh_cfg = mesh::MeshConfig {
+            kernel: cfg.kernel,
+            ..mesh::MeshConfig::new(cfg.ingress_ip, cfg.peer_addr)
+        };
+        let started = mesh::Mesh::start(mesh_cfg)
             .await
             .map_err(|e| crate::error::Error::Unavailable(format!("routing mesh: {e}")))?;
         let bound = started.peer_addr();

@@ -21,6 +21,7 @@ use std::time::Duration;
 use swarm::core::Id;
 use swarm::core::types::*;
 use swarm::ingress::RoutingMeshConfig;
+use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, Runtime};
 use swarm::{ManagerConfig, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,19 +68,36 @@ fn free_port(ip: IpAddr) -> u16 {
         .port()
 }
 
-fn config(dir: &std::path::Path, name: &str, addr: IpAddr, rt: Arc<dyn Runtime>) -> ManagerConfig {
+fn config(
+    dir: &std::path::Path,
+    name: &str,
+    addr: IpAddr,
+    rt: Arc<dyn Runtime>,
+    kernel: KernelPath,
+) -> ManagerConfig {
     ManagerConfig::new(dir, format!("{addr}:0"))
         .hostname(name)
         .runtime(rt)
         .tick_interval(Duration::from_millis(20))
-        .routing_mesh(RoutingMeshConfig::new(addr, addr))
+        .routing_mesh(RoutingMeshConfig::new(addr, addr).kernel_path(kernel))
 }
 
 /// A manager and two workers on 127.0.0.{base, base+1, base+2}, each with
-/// its own runtime from `runtime`.
+/// its own runtime from `runtime`; their meshes use the kernel path when they
+/// can (root).
 async fn three_nodes(
     dirs: &[tempfile::TempDir; 3],
     base: u8,
+    runtime: impl Fn(&std::path::Path) -> Arc<dyn Runtime>,
+) -> Vec<Node> {
+    three_nodes_with(dirs, base, KernelPath::Auto, runtime).await
+}
+
+/// [`three_nodes`] with the meshes' data path chosen.
+async fn three_nodes_with(
+    dirs: &[tempfile::TempDir; 3],
+    base: u8,
+    kernel: KernelPath,
     runtime: impl Fn(&std::path::Path) -> Arc<dyn Runtime>,
 ) -> Vec<Node> {
     let m = Node::start(config(
@@ -87,6 +105,7 @@ async fn three_nodes(
         "node1",
         ip(base),
         runtime(dirs[0].path()),
+        kernel,
     ))
     .await
     .unwrap();
@@ -97,7 +116,7 @@ async fn three_nodes(
     for i in 1..3u8 {
         let dir = dirs[i as usize].path();
         let name = format!("node{}", i + 1);
-        let cfg = config(dir, &name, ip(base + i), runtime(dir));
+        let cfg = config(dir, &name, ip(base + i), runtime(dir), kernel);
         nodes.push(Node::join(cfg, &addr, &token).await.unwrap());
     }
     eventually_async("three ready nodes with a routing mesh", async || {
@@ -459,7 +478,10 @@ async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
     }
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
     let _cleanup = RemoveProcesses(dirs.iter().map(|d| d.path().to_path_buf()).collect());
-    let nodes = three_nodes(&dirs, 81, |d| {
+    // User space: the tasks of the "pair" service below only sleep, and a port
+    // is seen bound by the mesh accepting the connection; the kernel path
+    // would answer a connection to a task that does not listen with a reset.
+    let nodes = three_nodes_with(&dirs, 81, KernelPath::Off, |d| {
         Arc::new(ProcessRuntime::new(d.join("runtime")).unwrap()) as Arc<dyn Runtime>
     })
     .await;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use swarm::engine::{Engine, EngineConfig, MeshSettings};
+use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, PullPolicy, Runtime};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -56,6 +57,11 @@ struct Args {
     /// Answers no published port on this node.
     #[arg(long)]
     no_routing_mesh: bool,
+    /// Whether published ports may use the kernel data path (nftables NAT over
+    /// the node's own tasks; needs CAP_NET_ADMIN and `nft`): `auto` (when it
+    /// can, else user space), `off` (always user space) or `require`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off", "require"])]
+    mesh_kernel: String,
     /// The host name the node reports.
     #[arg(long)]
     hostname: Option<String>,
@@ -111,6 +117,11 @@ async fn main() -> anyhow::Result<()> {
         routing_mesh: (!args.no_routing_mesh).then_some(MeshSettings {
             ingress_ip: args.ingress_addr,
             peer_port: args.mesh_port,
+            kernel: match args.mesh_kernel.as_str() {
+                "off" => KernelPath::Off,
+                "require" => KernelPath::Require,
+                _ => KernelPath::Auto,
+            },
         }),
     };
     let engine = Engine::start(cfg).await.context("starting the node")?;

@@ -278,6 +278,7 @@ pub(super) fn manager_config(cfg: &EngineConfig, addrs: &SavedAddrs) -> ManagerC
             ingress_ip: mesh.ingress_ip,
             peer_addr: std::net::SocketAddr::new(peer_ip, mesh.peer_port),
             advertise_ip: None,
+            kernel: mesh.kernel,
         });
     }
     if let Some(a) = advertise {

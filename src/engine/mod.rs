@@ -148,6 +148,8 @@ pub struct MeshSettings {
     /// The port of the mesh's peer listener (TCP and UDP) on the node's
     /// advertised address; 0 picks one.
     pub peer_port: u16,
+    /// Whether published ports may use the kernel data path (nftables).
+    pub kernel: swarm_net::mesh::KernelPath,
 }
 
 impl Default for MeshSettings {
@@ -157,6 +159,7 @@ impl Default for MeshSettings {
         MeshSettings {
             ingress_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
             peer_port: 7946,
+            kernel: swarm_net::mesh::KernelPath::Auto,
         }
     }
 }
