@@ -34,6 +34,7 @@ pub mod ingress;
 pub mod leader;
 pub mod logs;
 mod manager;
+pub mod netplane;
 mod node;
 pub mod orchestrator;
 mod roles;

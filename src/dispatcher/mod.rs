@@ -47,6 +47,8 @@ struct Inner {
     statuses: mpsc::UnboundedSender<(Id, Vec<(Id, TaskStatus)>)>,
     /// The routing mesh's view, sent to every node.
     ingress: watch::Receiver<Arc<crate::ingress::IngressView>>,
+    /// The overlay networks' view, sent to every node.
+    networks: watch::Receiver<Arc<crate::netplane::NetworkView>>,
 }
 
 /// The dispatcher of one manager. Cheap to clone.
@@ -81,6 +83,7 @@ impl Dispatcher {
         let (statuses, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             ingress: crate::ingress::feed(store.clone()),
+            networks: crate::netplane::feed(store.clone()),
             store,
             leading,
             sessions: Mutex::new(HashMap::new()),
@@ -313,6 +316,11 @@ async fn stream_assignments(
     if !send(SessionMessage::Ingress(current)).await {
         return "node went away";
     }
+    let mut networks = d.inner.networks.clone();
+    let current = networks.borrow_and_update().clone();
+    if !send(SessionMessage::Networks(current)).await {
+        return "node went away";
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let event = tokio::select! {
@@ -323,6 +331,16 @@ async fn stream_assignments(
                 }
                 let current = ingress.borrow_and_update().clone();
                 if !send(SessionMessage::Ingress(current)).await {
+                    return "node went away";
+                }
+                continue;
+            }
+            r = networks.changed() => {
+                if r.is_err() {
+                    return "dispatcher stopped";
+                }
+                let current = networks.borrow_and_update().clone();
+                if !send(SessionMessage::Networks(current)).await {
                     return "node went away";
                 }
                 continue;
