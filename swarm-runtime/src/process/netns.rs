@@ -206,4 +206,68 @@ mod tests {
         assert!(!path.exists());
         remove(&path).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_task_on_an_overlay_runs_in_its_own_namespace_with_our_resolver() {
+        use crate::Runtime;
+        use swarm_core::types::{Driver, Network, NetworkAttachment, NetworkSpec, Task, TaskState};
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: a task's own network namespace needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let rt = crate::ProcessRuntime::new(dir.path().join("rt")).unwrap();
+        let out = dir.path().join("seen");
+        let mut task = Task {
+            id: "swm3-netns-task".into(),
+            desired_state: TaskState::Running,
+            ..Default::default()
+        };
+        task.networks.push(NetworkAttachment {
+            network: std::sync::Arc::new(Network {
+                id: "net1".into(),
+                spec: NetworkSpec {
+                    driver_config: Driver {
+                        name: "overlay".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            addresses: vec!["10.0.9.2/24".into()],
+            aliases: vec![],
+        });
+        task.spec.container.command = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "cat /etc/resolv.conf > {0}; readlink /proc/self/ns/net >> {0}",
+                out.display()
+            ),
+        ];
+        rt.create(&task).await.unwrap();
+        let created = rt.inspect("swm3-netns-task").await.unwrap();
+        let netns = created.netns.clone().expect("a namespace from create on");
+        assert!(is_netns(&netns));
+        rt.start("swm3-netns-task").await.unwrap();
+        assert_eq!(rt.wait("swm3-netns-task").await.unwrap(), 0);
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert!(seen.starts_with(RESOLV_CONF), "{seen}");
+        // The process ran in the task's namespace, not ours.
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let theirs = format!(
+            "net:[{}]",
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&netns).unwrap())
+        );
+        assert!(seen.ends_with(&format!("{theirs}\n")), "{seen} vs {theirs}");
+        assert_ne!(ours.to_string_lossy(), theirs);
+        // Our own resolv.conf is untouched.
+        assert_ne!(
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            RESOLV_CONF
+        );
+        rt.remove("swm3-netns-task").await.unwrap();
+        assert!(!netns.exists());
+    }
 }
