@@ -173,10 +173,11 @@ impl Daemon {
         for e in entries.flatten() {
             if let Ok(text) = std::fs::read_to_string(e.path().join("state.json"))
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 0)
+                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1)
                 && v["exit_code"].is_null()
             {
-                let _ = run("kill", &["-9", &format!("-{pid}")]);
+                // The task's own process only (never a group or -1).
+                let _ = run("kill", &["-s", "KILL", &pid.to_string()]);
             }
             let _ = run("umount", &["-l", e.path().join("netns").to_str().unwrap()]);
         }
