@@ -424,6 +424,9 @@ impl NetPlane {
         }
         let netns_dir = Path::new(swarm_net::overlay::DEFAULT_NETNS_DIR).join(node_id.as_str());
         let (views, rx) = watch::channel(Arc::new(NetworkView::default()));
+        if let Err(e) = claim(&netns_dir) {
+            tracing::warn!(dir = %netns_dir.display(), error = %e, "could not mark the node's sandbox directory");
+        }
         let inner = Arc::new(PlaneInner {
             node_id: node_id.clone(),
             netns_dir,
@@ -555,6 +558,86 @@ impl NetPlane {
         match &self.inner {
             Some(i) => i.tasks.lock().await.keys().cloned().collect(),
             None => Vec::new(),
+        }
+    }
+}
+
+/// The file naming the process that owns a node's sandbox directory.
+const OWNER_FILE: &str = "owner";
+
+/// `<pid> <start time>` of this process (the pair names one process for the
+/// life of the system).
+fn me() -> Option<String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let start = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?;
+    Some(format!("{} {start}", std::process::id()))
+}
+
+/// Whether the process named by an owner file's `<pid> <start time>` lives.
+fn owner_alive(owner: &str) -> bool {
+    let mut w = owner.split_whitespace();
+    let (Some(pid), Some(start)) = (w.next(), w.next()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(19).map(|s| s == start))
+            .unwrap_or(false)
+    })
+}
+
+/// Marks `dir` (this node's sandboxes) as owned by this process.
+fn claim(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(OWNER_FILE), me().unwrap_or_default())
+}
+
+/// Removes the sandboxes of nodes whose process is gone (a node killed while
+/// it had tasks on overlay networks, then never started again on this
+/// machine): their VXLAN devices would otherwise hold their VNIs on the
+/// underlay. A node restarted later recreates what it needs (its adopted
+/// tasks then lose their interfaces). Directories of live nodes, and this
+/// node's own, are left alone.
+async fn collect_dead_nodes(mine: &Path) {
+    let Some(root) = mine.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if dir == mine || !dir.is_dir() {
+            continue;
+        }
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        if owner_alive(&owner) {
+            continue;
+        }
+        let mut cfg = OverlayConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        cfg.netns_dir = dir.clone();
+        let Ok(overlay) = Overlay::new(cfg).await else {
+            return;
+        };
+        let sandboxes: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| {
+                f.file_name()
+                    .to_str()?
+                    .strip_prefix(swarm_net::overlay::SANDBOX_PREFIX)
+                    .map(str::to_string)
+            })
+            .collect();
+        for net in sandboxes {
+            if let Err(e) = overlay.remove_network(&net).await {
+                tracing::warn!(dir = %dir.display(), network = %net, error = %e, "could not remove a dead node's sandbox");
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+        if std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the sandboxes of a node that is gone");
         }
     }
 }
@@ -713,6 +796,9 @@ fn records_of(n: &ViewNetwork) -> (NetworkRecords, Vec<VipRule>) {
 /// Starts the overlay once the view names this node's address, and applies
 /// every view, until the plane is dropped.
 async fn follow(plane: std::sync::Weak<PlaneInner>, mut views: watch::Receiver<Arc<NetworkView>>) {
+    if let Some(inner) = plane.upgrade() {
+        collect_dead_nodes(&inner.netns_dir).await;
+    }
     let mut warned = false;
     loop {
         let view = views.borrow_and_update().clone();

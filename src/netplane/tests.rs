@@ -200,6 +200,9 @@ async fn a_plane_without_root_or_namespace_changes_nothing() {
         // As root the plane only acts on tasks that have a namespace.
         assert!(plane.attached().await.is_empty());
         plane.detach("no-such-task").await;
+        let dir = Path::new(swarm_net::overlay::DEFAULT_NETNS_DIR).join("swm3-node");
+        let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+        let _ = std::fs::remove_dir(dir);
         return;
     }
     let t = task("t1", &service("web", "web", "x", 1), 1);
@@ -208,4 +211,53 @@ async fn a_plane_without_root_or_namespace_changes_nothing() {
         .await
         .unwrap();
     assert!(plane.attached().await.is_empty());
+}
+
+#[tokio::test]
+async fn sandboxes_of_a_node_that_is_gone_are_removed() {
+    if !is_root() {
+        println!("skipped: sandboxes need root");
+        return;
+    }
+    let root = Path::new(swarm_net::overlay::DEFAULT_NETNS_DIR);
+    let suffix = Id::generate();
+    let dead = root.join(format!("swm3-dead-{}", &suffix[..8]));
+    let alive = root.join(format!("swm3-live-{}", &suffix[..8]));
+    let mine = root.join(format!("swm3-mine-{}", &suffix[..8]));
+    // A sandbox left by a node whose process is gone, and one of a live node.
+    for (dir, owner) in [(&dead, "999999999 1".to_string()), (&alive, me().unwrap())] {
+        let mut cfg = OverlayConfig::new("127.0.0.1".parse().unwrap());
+        cfg.netns_dir = dir.clone();
+        cfg.vxlan_port = 48_913;
+        let overlay = Overlay::new(cfg).await.unwrap();
+        let vni = if *dir == dead { 16_000_001 } else { 16_000_002 };
+        overlay
+            .ensure_network(&NetworkDef {
+                id: "swm3net".into(),
+                vni,
+                subnet: "10.213.0.0/24".into(),
+                gateway: "10.213.0.1".into(),
+                encrypted: false,
+            })
+            .await
+            .unwrap();
+        std::fs::write(dir.join(OWNER_FILE), owner).unwrap();
+    }
+    collect_dead_nodes(&mine).await;
+    assert!(!dead.exists(), "the dead node's sandboxes stay");
+    assert!(
+        alive.join("ov-swm3net").exists(),
+        "a live node's sandbox went"
+    );
+    // Clean up the live one as its node would.
+    let mut cfg = OverlayConfig::new("127.0.0.1".parse().unwrap());
+    cfg.netns_dir = alive.clone();
+    Overlay::new(cfg)
+        .await
+        .unwrap()
+        .remove_network("swm3net")
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(alive.join(OWNER_FILE));
+    let _ = std::fs::remove_dir(&alive);
 }
