@@ -486,7 +486,11 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
     });
     let sandboxes = |n: &Daemon| {
         std::fs::read_dir(Path::new("/run/swarm/netns").join(n.node_id.as_deref().unwrap()))
-            .map(|d| d.flatten().count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ov-"))
+                    .count()
+            })
             .unwrap_or(0)
     };
     wait_until("the sandboxes removed", || {
