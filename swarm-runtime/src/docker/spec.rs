@@ -384,6 +384,61 @@ mod tests {
     }
 
     #[test]
+    fn a_task_on_an_overlay_uses_the_embedded_dns_and_reports_its_namespace() {
+        use bollard::models::{ContainerConfig, ContainerState as DockerState};
+        use swarm_core::types::{Driver, Network, NetworkAttachment, NetworkSpec};
+        let plain = container_config(&task()).unwrap();
+        assert_eq!(plain.host_config.unwrap().dns, None);
+        assert!(!plain.labels.unwrap().contains_key(LABEL_OVERLAY));
+
+        let mut t = task();
+        t.networks.push(NetworkAttachment {
+            network: std::sync::Arc::new(Network {
+                id: Id::from("net1"),
+                spec: NetworkSpec {
+                    driver_config: Driver {
+                        name: "overlay".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            addresses: vec!["10.0.1.3/24".into()],
+            aliases: vec![],
+        });
+        let body = container_config(&t).unwrap();
+        assert_eq!(
+            body.host_config.unwrap().dns,
+            Some(vec!["127.0.0.11".to_string()])
+        );
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_OVERLAY], "true");
+
+        let inspected = |status, pid| {
+            inspection(ContainerInspectResponse {
+                config: Some(ContainerConfig {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                state: Some(DockerState {
+                    status: Some(status),
+                    pid: Some(pid),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            inspected(ContainerStateStatusEnum::RUNNING, 4242).netns,
+            Some(std::path::PathBuf::from("/proc/4242/ns/net"))
+        );
+        // Its namespace exists only while it runs.
+        assert_eq!(inspected(ContainerStateStatusEnum::CREATED, 0).netns, None);
+        assert_eq!(inspected(ContainerStateStatusEnum::EXITED, 0).netns, None);
+    }
+
+    #[test]
     fn parses_docker_times() {
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
         let t = parse_time("2023-11-14T22:13:20.5Z").unwrap();
