@@ -329,15 +329,35 @@ fn relevant(c: &swarm_core::Change, published: &HashSet<Id>) -> bool {
 /// receiver of it. Cheap when no service publishes a port: changes of other
 /// services' tasks are skipped with one lookup.
 pub fn feed(store: Store) -> watch::Receiver<Arc<IngressView>> {
-    let filter = Filter::kinds([Kind::Service, Kind::Task, Kind::Node]);
+    feed_view(
+        store,
+        Filter::kinds([Kind::Service, Kind::Task, Kind::Node]),
+        compute,
+        |v| v.services.iter().map(|s| s.service_id.clone()).collect(),
+        relevant,
+    )
+}
+
+/// The shared part of the views the leader sends every node (the routing mesh's,
+/// the overlay networks'): computes a view of type `V` from the store, then on
+/// each batch of changes that `relevant` (given `key` of the last view) says may
+/// change it, gathers what else lands in [`FEED_WINDOW`], computes it again and
+/// publishes it if it differs. Stops when every receiver is dropped.
+pub(crate) fn feed_view<V, K>(
+    store: Store,
+    filter: Filter,
+    compute: fn(&View) -> V,
+    key: fn(&V) -> K,
+    relevant: fn(&swarm_core::Change, &K) -> bool,
+) -> watch::Receiver<Arc<V>>
+where
+    V: PartialEq + Send + Sync + 'static,
+    K: Send + 'static,
+{
     let (view, mut changes) = store.view_and_watch(filter);
     let first = compute(&view);
     drop(view);
-    let mut published: HashSet<Id> = first
-        .services
-        .iter()
-        .map(|s| s.service_id.clone())
-        .collect();
+    let mut last_key = key(&first);
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(async move {
         loop {
@@ -348,7 +368,7 @@ pub fn feed(store: Store) -> watch::Receiver<Arc<IngressView>> {
                 },
                 _ = tx.closed() => return,
             };
-            if !event.changes.iter().any(|c| relevant(c, &published)) {
+            if !event.changes.iter().any(|c| relevant(c, &last_key)) {
                 continue;
             }
             // Gather what else lands in the window, then read the store once.
@@ -357,7 +377,7 @@ pub fn feed(store: Store) -> watch::Receiver<Arc<IngressView>> {
             })
             .await;
             let next = compute(&store.view());
-            published = next.services.iter().map(|s| s.service_id.clone()).collect();
+            last_key = key(&next);
             tx.send_if_modified(|cur| {
                 if **cur == next {
                     false

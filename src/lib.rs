@@ -35,6 +35,7 @@ pub mod keymanager;
 pub mod leader;
 pub mod logs;
 mod manager;
+pub mod netplane;
 mod node;
 pub mod orchestrator;
 mod roles;

@@ -1382,10 +1382,28 @@ fn host_mode_ports_show_in_service_ps_and_bind_on_the_tasks_node_only() {
         return;
     }
     let ips = ["127.0.0.90", "127.0.0.91", "127.0.0.92"];
+    // The meshes in user space: the tasks only sleep, and their node's port is
+    // seen bound by the mesh accepting a connection (the kernel path answers a
+    // connection to a task that does not listen with a reset).
     let nodes: Vec<Daemon> = ips
         .iter()
         .enumerate()
-        .map(|(i, ip)| start(ip, &format!("node{}", i + 1)))
+        .map(|(i, ip)| {
+            let cluster = format!("{ip}:{}", free_port(ip));
+            start_in(
+                tempfile::tempdir().unwrap(),
+                ip,
+                &format!("node{}", i + 1),
+                &[
+                    "--listen-addr",
+                    &cluster,
+                    "--advertise-addr",
+                    &cluster,
+                    "--mesh-kernel",
+                    "off",
+                ],
+            )
+        })
         .collect();
     init_and_join(&nodes[0], ips[0], &[&nodes[1], &nodes[2]]);
     let n1 = &nodes[0];

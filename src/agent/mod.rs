@@ -16,6 +16,8 @@ use swarm_runtime::{ContainerState, Inspection, Runtime, drive};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::netplane::{NetPlane, NetRuntime};
+
 pub mod session;
 
 /// A status change of one task, for the dispatcher.
@@ -45,6 +47,8 @@ pub struct Agent {
     /// What the runtime held when the agent started, not yet claimed.
     adoptable: HashMap<Id, Inspection>,
     updates: mpsc::UnboundedSender<StatusUpdate>,
+    /// The node's overlay networks (inert without root).
+    plane: NetPlane,
 }
 
 impl std::fmt::Debug for Agent {
@@ -62,6 +66,10 @@ impl Agent {
     /// for this node (for adoption); fails if the runtime cannot be listed.
     /// Tasks labelled with another node are not this agent's: several nodes may
     /// share one Docker Engine (swarmd processes on one machine).
+    ///
+    /// When the process runs as root, the agent runs the node's overlay
+    /// networks ([`NetPlane`]): tasks on them get their interfaces, DNS and
+    /// VIPs through a [`NetRuntime`] around `runtime`.
     pub async fn new(
         node_id: Id,
         runtime: Arc<dyn Runtime>,
@@ -75,10 +83,17 @@ impl Agent {
             .map(|i| (Id::from(i.labels.task_id.as_str()), i))
             .collect();
         let (updates, rx) = mpsc::unbounded_channel();
+        let plane = NetPlane::new(&node_id);
+        let runtime: Arc<dyn Runtime> = if plane.enabled() {
+            Arc::new(NetRuntime::new(runtime, plane.clone()))
+        } else {
+            runtime
+        };
         Ok((
             Agent {
                 node_id,
                 runtime,
+                plane,
                 clock,
                 controllers: HashMap::new(),
                 adoptable,
@@ -91,6 +106,11 @@ impl Agent {
     /// The node this agent runs for.
     pub fn node_id(&self) -> &Id {
         &self.node_id
+    }
+
+    /// Takes the leader's latest view of the overlay networks.
+    pub fn set_networks(&self, view: Arc<crate::netplane::NetworkView>) {
+        self.plane.set_view(view);
     }
 
     /// IDs of the tasks the agent controls.
@@ -120,6 +140,17 @@ impl Agent {
             if task.status.state.is_terminal() && adopted.is_none() {
                 // Ended before this agent saw it; nothing runs.
                 continue;
+            }
+            if let Some(netns) = adopted.as_ref().and_then(|i| i.netns.clone())
+                && self.plane.enabled()
+            {
+                // Its interfaces are in place: serve its DNS and VIPs again.
+                let (plane, t) = (self.plane.clone(), task.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = plane.attach(&t, &netns, false).await {
+                        tracing::warn!(task = %t.id, error = %e, "could not adopt the task's overlay networks");
+                    }
+                });
             }
             let task = resume_point(task.clone(), adopted.as_ref());
             self.spawn(task);

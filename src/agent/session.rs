@@ -213,6 +213,7 @@ async fn one_session(
                             tx.send_replace(view);
                         }
                     }
+                    SessionMessage::Networks(view) => agent.set_networks(view),
                     SessionMessage::Started { .. } => return Err("unexpected second Started".into()),
                 }
             }

@@ -50,6 +50,8 @@ struct Inner {
     /// of its term; the feed stops when leadership is lost and its last
     /// session ends.
     ingress: Mutex<Option<watch::Receiver<Arc<crate::ingress::IngressView>>>>,
+    /// The overlay networks' view, sent to every node: computed like `ingress`.
+    networks: Mutex<Option<watch::Receiver<Arc<crate::netplane::NetworkView>>>>,
 }
 
 impl Inner {
@@ -58,6 +60,14 @@ impl Inner {
         self.ingress
             .lock()
             .get_or_insert_with(|| crate::ingress::feed(self.store.clone()))
+            .clone()
+    }
+
+    /// The overlay networks' view, its feed started on first use.
+    fn networks(&self) -> watch::Receiver<Arc<crate::netplane::NetworkView>> {
+        self.networks
+            .lock()
+            .get_or_insert_with(|| crate::netplane::feed(self.store.clone()))
             .clone()
     }
 }
@@ -94,6 +104,7 @@ impl Dispatcher {
         let (statuses, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             ingress: Mutex::new(None),
+            networks: Mutex::new(None),
             store,
             leading,
             sessions: Mutex::new(HashMap::new()),
@@ -326,6 +337,11 @@ async fn stream_assignments(
     if !send(SessionMessage::Ingress(current)).await {
         return "node went away";
     }
+    let mut networks = d.inner.networks();
+    let current = networks.borrow_and_update().clone();
+    if !send(SessionMessage::Networks(current)).await {
+        return "node went away";
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let event = tokio::select! {
@@ -336,6 +352,16 @@ async fn stream_assignments(
                 }
                 let current = ingress.borrow_and_update().clone();
                 if !send(SessionMessage::Ingress(current)).await {
+                    return "node went away";
+                }
+                continue;
+            }
+            r = networks.changed() => {
+                if r.is_err() {
+                    return "dispatcher stopped";
+                }
+                let current = networks.borrow_and_update().clone();
+                if !send(SessionMessage::Networks(current)).await {
                     return "node went away";
                 }
                 continue;
@@ -514,6 +540,7 @@ async fn expire_sessions(inner: std::sync::Weak<Inner>) {
             inner.sessions.lock().clear();
             // The feed ends with the sessions that still hold it.
             inner.ingress.lock().take();
+            inner.networks.lock().take();
         } else {
             let since = *leader_since.get_or_insert_with(Instant::now);
             let mut sessions = inner.sessions.lock();

@@ -45,6 +45,9 @@ pub enum SessionMessage {
     Managers(Vec<String>),
     /// The routing mesh's backends changed (every node gets the whole view).
     Ingress(std::sync::Arc<crate::ingress::IngressView>),
+    /// The overlay networks' tasks and services changed (every node gets the
+    /// whole view).
+    Networks(std::sync::Arc<crate::netplane::NetworkView>),
 }
 
 /// A heartbeat, node to manager.

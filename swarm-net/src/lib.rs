@@ -48,3 +48,5 @@ pub mod dns;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;
+#[cfg(target_os = "linux")]
+pub mod vip;

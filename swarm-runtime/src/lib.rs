@@ -76,5 +76,5 @@ pub use process::ProcessRuntime;
 pub use runtime::{
     ContainerState, DEFAULT_STOP_GRACE, Inspection, LABEL_NODE_ID, LABEL_SERVICE_ID,
     LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME, LogChunk, LogChunks, LogOptions, LogStream,
-    Runtime, TaskLabels, container_name, host_ports, stop_grace, task_name,
+    Runtime, TaskLabels, container_name, has_overlay, host_ports, stop_grace, task_name,
 };

@@ -341,6 +341,7 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 addr: None,
+                netns: None,
             })
         }
         async fn list(&self) -> Result<Vec<crate::Inspection>> {

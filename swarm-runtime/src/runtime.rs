@@ -182,6 +182,23 @@ pub struct Inspection {
     /// for a task on the host network (the process runtime): the mesh then
     /// reaches it on the node's loopback address.
     pub addr: Option<std::net::IpAddr>,
+    /// The task's own network namespace, where the node attaches its overlay
+    /// networks: a named namespace the process runtime created for a task on
+    /// an overlay network (from `create` on, until `remove`), or
+    /// `/proc/<pid>/ns/net` of a running Docker container on one. `None`: the
+    /// task has no overlay attachment, or shares the host's network.
+    pub netns: Option<std::path::PathBuf>,
+}
+
+/// Whether the task is attached to an overlay network other than the routing
+/// mesh's ingress network: such a task gets a network namespace of its own
+/// where the runtime can give it one (see [`Inspection::netns`]).
+pub fn has_overlay(task: &Task) -> bool {
+    task.networks.iter().any(|a| {
+        !a.network.spec.ingress
+            && matches!(a.network.spec.driver_config.name.as_str(), "" | "overlay")
+            && !a.addresses.is_empty()
+    })
 }
 
 /// Which output a log chunk came from.

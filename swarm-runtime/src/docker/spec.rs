@@ -17,6 +17,13 @@ use swarm_core::types::{
 use crate::error::{Error, Result};
 use crate::runtime::{ContainerState, Inspection, TaskLabels, host_ports, stop_grace};
 
+/// Label marking a container whose task is attached to an overlay network: its
+/// namespace is reported ([`Inspection::netns`]) for the node to attach.
+pub(crate) const LABEL_OVERLAY: &str = "com.docker.swarm.overlay";
+
+/// The embedded DNS address of a task on an overlay network (Docker's).
+pub(crate) const OVERLAY_DNS: &str = "127.0.0.11";
+
 /// The container create body of a task.
 pub(crate) fn container_config(task: &Task) -> Result<ContainerCreateBody> {
     let c = &task.spec.container;
@@ -28,6 +35,10 @@ pub(crate) fn container_config(task: &Task) -> Result<ContainerCreateBody> {
     }
     let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
     labels.extend(TaskLabels::of(task).to_map());
+    let overlay = crate::runtime::has_overlay(task);
+    if overlay {
+        labels.insert(LABEL_OVERLAY.to_string(), "true".to_string());
+    }
 
     // As in swarm mode: `command` replaces the image's entrypoint, `args` its cmd.
     let (entrypoint, cmd) = if c.command.is_empty() {
@@ -66,6 +77,9 @@ pub(crate) fn container_config(task: &Task) -> Result<ContainerCreateBody> {
         cap_add: (!c.capability_add.is_empty()).then(|| c.capability_add.clone()),
         cap_drop: (!c.capability_drop.is_empty()).then(|| c.capability_drop.clone()),
         extra_hosts: (!c.hosts.is_empty()).then(|| c.hosts.clone()),
+        // The node serves the overlay networks' names there, inside the
+        // container's namespace, once it attached them (after start).
+        dns: overlay.then(|| vec![OVERLAY_DNS.to_string()]),
         ..Default::default()
     };
     let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
@@ -169,6 +183,15 @@ pub(crate) fn inspection(resp: ContainerInspectResponse) -> Inspection {
     let exit_code = (state == ContainerState::Exited).then(|| st.exit_code.unwrap_or(0) as i32);
     let mut ports = Vec::new();
     let mut addr = None;
+    let overlay = config
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(LABEL_OVERLAY).is_some_and(|v| v == "true"));
+    let netns = (state == ContainerState::Running && overlay)
+        .then_some(st.pid)
+        .flatten()
+        .filter(|pid| *pid > 0)
+        .map(|pid| std::path::PathBuf::from(format!("/proc/{pid}/ns/net")));
     if state == ContainerState::Running {
         let settings = resp.network_settings.unwrap_or_default();
         addr = container_ip(&settings);
@@ -223,6 +246,7 @@ pub(crate) fn inspection(resp: ContainerInspectResponse) -> Inspection {
         started_at: st.started_at.as_deref().and_then(parse_time),
         finished_at: st.finished_at.as_deref().and_then(parse_time),
         addr,
+        netns,
     }
 }
 
@@ -426,6 +450,61 @@ mod tests {
             ],
             "once per binding (not per address family), exposed-only ports left out"
         );
+    }
+
+    #[test]
+    fn a_task_on_an_overlay_uses_the_embedded_dns_and_reports_its_namespace() {
+        use bollard::models::{ContainerConfig, ContainerState as DockerState};
+        use swarm_core::types::{Driver, Network, NetworkAttachment, NetworkSpec};
+        let plain = container_config(&task()).unwrap();
+        assert_eq!(plain.host_config.unwrap().dns, None);
+        assert!(!plain.labels.unwrap().contains_key(LABEL_OVERLAY));
+
+        let mut t = task();
+        t.networks.push(NetworkAttachment {
+            network: std::sync::Arc::new(Network {
+                id: Id::from("net1"),
+                spec: NetworkSpec {
+                    driver_config: Driver {
+                        name: "overlay".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            addresses: vec!["10.0.1.3/24".into()],
+            aliases: vec![],
+        });
+        let body = container_config(&t).unwrap();
+        assert_eq!(
+            body.host_config.unwrap().dns,
+            Some(vec!["127.0.0.11".to_string()])
+        );
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_OVERLAY], "true");
+
+        let inspected = |status, pid| {
+            inspection(ContainerInspectResponse {
+                config: Some(ContainerConfig {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                state: Some(DockerState {
+                    status: Some(status),
+                    pid: Some(pid),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            inspected(ContainerStateStatusEnum::RUNNING, 4242).netns,
+            Some(std::path::PathBuf::from("/proc/4242/ns/net"))
+        );
+        // Its namespace exists only while it runs.
+        assert_eq!(inspected(ContainerStateStatusEnum::CREATED, 0).netns, None);
+        assert_eq!(inspected(ContainerStateStatusEnum::EXITED, 0).netns, None);
     }
 
     #[test]

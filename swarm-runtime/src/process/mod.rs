@@ -2,6 +2,7 @@
 //! is no Docker.
 
 mod logs;
+mod netns;
 mod ports;
 mod store;
 mod sys;
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::runtime::{
-    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, stop_grace,
+    ContainerState, Inspection, LogChunks, LogOptions, Runtime, TaskLabels, has_overlay, stop_grace,
 };
 use store::{ProcState, Record, TaskDir};
 
@@ -55,6 +56,18 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 ///   other (a dynamic one, `0`, is picked when the task is created) is reported
 ///   in [`Inspection::ports`] for the node to forward to the target port
 ///   ([`Runtime::binds_host_ports`] is `false`).
+/// - A task attached to an overlay network (other than ingress) gets, when the
+///   runtime runs as root, a network namespace of its own, created at `create`,
+///   bind-mounted at `<state dir>/<task id>/netns` (it survives the agent) and
+///   reported as [`Inspection::netns`] for the node to attach the overlay
+///   interfaces and serve DNS in; `remove` unmounts it. The process starts in
+///   it, in a private mount namespace where `/etc/resolv.conf` says
+///   `nameserver 127.0.0.11` and `options ndots:0` (Docker's). Such a task may
+///   bind any port (its namespace is its own) but is no longer on the host's
+///   network: it reaches the other tasks of its networks, and not the node's
+///   loopback; the routing mesh, which reaches local tasks on the node's
+///   loopback, does not reach it (publish no ingress port for it). Without
+///   root, or with no overlay attachment, the task shares the host's network.
 /// - The image is recorded (and reported by `inspect`) but not executed; `prepare`
 ///   never fails for a missing image.
 /// - State (pid, start time, exit code) lives in the state directory, so a new
@@ -300,6 +313,18 @@ impl ProcessRuntime {
         }
         std::fs::create_dir_all(&td.root)
             .map_err(|e| Error::io(format!("creating {}", td.root.display()), e))?;
+        if let Some(path) = &record.netns {
+            let made = netns::create(path).and_then(|()| {
+                std::fs::write(td.resolv_conf_path(), netns::RESOLV_CONF).map_err(|e| {
+                    Error::io(format!("writing {}", td.resolv_conf_path().display()), e)
+                })
+            });
+            if let Err(e) = made {
+                let _ = netns::remove(path);
+                let _ = std::fs::remove_dir_all(&td.root);
+                return Err(e);
+            }
+        }
         td.write_record(&record)?;
         self.known().insert(
             task_id.clone(),
@@ -378,8 +403,31 @@ impl ProcessRuntime {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
-        if !record.user.is_empty() && Uid::effective().is_root() {
-            let (uid, gid) = sys::resolve_user(&record.user)?;
+        let user = if !record.user.is_empty() && Uid::effective().is_root() {
+            Some(sys::resolve_user(&record.user)?)
+        } else {
+            None
+        };
+        if let Some(path) = &record.netns {
+            // Namespaces first, then the user: an unprivileged user could not
+            // join them. Everything is opened and encoded before the fork.
+            let entry = netns::Entry::open(path, &td.resolv_conf_path())?;
+            let ids = user.map(|(u, g)| (u.as_raw(), g.as_raw()));
+            // SAFETY: the hook only makes async-signal-safe system calls.
+            unsafe {
+                cmd.pre_exec(move || {
+                    entry.enter()?;
+                    if let Some((uid, gid)) = ids
+                        && (libc::setgroups(0, std::ptr::null()) != 0
+                            || libc::setgid(gid) != 0
+                            || libc::setuid(uid) != 0)
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        } else if let Some((uid, gid)) = user {
             // As root, std also drops the supplementary groups before setuid.
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
@@ -498,6 +546,7 @@ impl ProcessRuntime {
             started_at: state.as_ref().map(|s| s.started_at),
             finished_at: state.and_then(|s| s.finished_at),
             addr: None,
+            netns: record.netns.clone(),
         })
     }
 }
@@ -540,6 +589,7 @@ impl Runtime for ProcessRuntime {
             stop_signal: c.stop_signal.clone(),
             stop_grace: stop_grace(task),
             ports,
+            netns: (has_overlay(task) && Uid::effective().is_root()).then(|| td.netns_path()),
         };
         let me = self.clone();
         let task_id = task.id.to_string();
@@ -609,6 +659,7 @@ impl Runtime for ProcessRuntime {
         }
         self.known().remove(task_id);
         self.blocking(move || {
+            netns::remove(&td.netns_path())?;
             std::fs::remove_dir_all(&td.root)
                 .map_err(|e| Error::io(format!("removing {}", td.root.display()), e))
         })

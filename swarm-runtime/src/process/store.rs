@@ -26,6 +26,10 @@ pub(crate) struct Record {
     pub stop_signal: String,
     pub stop_grace: Duration,
     pub ports: Vec<PortConfig>,
+    /// The task's own network namespace (bind-mounted in its directory) for a
+    /// task on an overlay network; `None`: the host's network.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// Where a started task stands.
@@ -79,6 +83,16 @@ impl TaskDir {
 
     pub fn stderr_path(&self) -> PathBuf {
         self.root.join("stderr.log")
+    }
+
+    /// Where the task's own network namespace is bind-mounted.
+    pub fn netns_path(&self) -> PathBuf {
+        self.root.join("netns")
+    }
+
+    /// The resolv.conf the task sees in its own mount namespace.
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        self.root.join("resolv.conf")
     }
 
     /// The named pipes the task writes its stdout and stderr into.

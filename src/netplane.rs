@@ -1,0 +1,952 @@
+//! Tasks on overlay networks: the control side (which tasks are on which network,
+//! on which node) and each node's data plane (VXLAN sandboxes, the task's
+//! interfaces, its embedded DNS and its service VIPs).
+//!
+//! ```text
+//! leader's store ──► feed() ──► NetworkView ──(dispatcher session)──► every node
+//!                                                                      │
+//!     NetPlane: set_peers, DNS records, VIP rules ◄── set_view() ◄─────┘
+//!        ▲
+//!        └── NetRuntime (wraps the node's Runtime): attach after create / start,
+//!            detach before remove
+//! ```
+//!
+//! The leader's dispatcher computes one [`NetworkView`] from its store — every
+//! overlay network (ingress excepted) with tasks, each task with its address and
+//! the data-path address of its node, each service on it with its endpoint mode
+//! and VIP — and sends it to every node on its session whenever it changes, the
+//! way the routing mesh's view travels ([`crate::ingress`]).
+//!
+//! On each node a [`NetPlane`] (root only: without root it logs once and does
+//! nothing, and tasks stay on the host's network) runs a
+//! [`swarm_net::overlay::Overlay`] on the node's data-path address. The node's
+//! runtime is wrapped in a [`NetRuntime`]: when the runtime gives a task a
+//! network namespace ([`swarm_runtime::Inspection::netns`]: the process runtime
+//! at `create`, the Docker runtime once the container runs), the plane ensures
+//! the sandbox of each of the task's overlay networks, attaches one veth per
+//! network (`eth0`, `eth1`, ... in the order of the task's attachments, the
+//! default route through the first), starts a DNS server on `127.0.0.11:53`
+//! inside the namespace serving the records of the task's networks, and writes
+//! the VIP rules ([`swarm_net::vip`]). Every view then updates the remote peers
+//! of each sandbox in use (an FDB and a neighbour entry per task on another
+//! node), the DNS records and the VIP rules. `remove` detaches the task first;
+//! the last local task of a network takes its sandbox with it.
+//!
+//! Docker containers are attached after they start (their namespace exists only
+//! then), so their first moments run without the overlay interfaces. A task in
+//! its own namespace is not reached by the routing mesh (it reaches local tasks
+//! on the node's loopback): no host-reachable `docker_gwbridge` address yet.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use swarm_core::types::{ContainerStatus, Network, Node, ResolutionMode, Service, Task, TaskState};
+use swarm_core::{Filter, Id, Kind, Store, View};
+use swarm_net::dns::{DnsConfig, DnsServer, NetworkRecords, Resolution, ServiceRecord, TaskRecord};
+use swarm_net::overlay::{Cidr, NetworkDef, Overlay, OverlayConfig, Peer, mac_for_ip};
+use swarm_net::vip::{self, VipRule};
+use swarm_runtime::{Inspection, LogChunks, LogOptions, Runtime};
+use tokio::sync::{Mutex, watch};
+use tonic::async_trait;
+
+/// Option of a network's driver that asks for encryption between the nodes.
+pub const ENCRYPTED_OPTION: &str = "encrypted";
+
+/// Where the embedded DNS answers inside a task's namespace (Docker's).
+pub const DNS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)), 53);
+
+/// How long attaching a task waits for the node's overlay (the first view that
+/// tells this node its data-path address).
+const OVERLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// Every overlay network with tasks, as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// The VXLAN UDP port of the swarm (its data-path port).
+    pub vxlan_port: u16,
+    /// The data-path address of every node that has one.
+    pub nodes: Vec<(Id, IpAddr)>,
+    /// Overlay networks (not ingress) with tasks, by ID.
+    pub networks: Vec<ViewNetwork>,
+}
+
+/// One overlay network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewNetwork {
+    /// The network.
+    pub id: Id,
+    /// Its name.
+    pub name: String,
+    /// Its VXLAN ID.
+    pub vni: u32,
+    /// Its subnet, CIDR.
+    pub subnet: String,
+    /// Its gateway address.
+    pub gateway: String,
+    /// Whether it asks for encryption between the nodes.
+    pub encrypted: bool,
+    /// Its tasks (assigned up to running), by ID.
+    pub tasks: Vec<ViewTask>,
+    /// The services of those tasks, by ID.
+    pub services: Vec<ViewService>,
+}
+
+/// One task on a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewTask {
+    /// The task.
+    pub task_id: Id,
+    /// Its DNS name, `<service>.<slot>.<task id>`.
+    pub name: String,
+    /// Its service.
+    pub service_id: Id,
+    /// Its address on the network.
+    pub addr: IpAddr,
+    /// The node it runs on.
+    pub node_id: Id,
+    /// That node's data-path address, if known.
+    pub node_addr: Option<IpAddr>,
+    /// Whether it runs (only running tasks resolve and take VIP traffic).
+    pub running: bool,
+}
+
+/// One service on a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewService {
+    /// The service.
+    pub service_id: Id,
+    /// Its name.
+    pub name: String,
+    /// Its aliases on this network.
+    pub aliases: Vec<String>,
+    /// Endpoint mode dnsrr (else vip).
+    pub dnsrr: bool,
+    /// Its virtual IP on this network (vip mode, once allocated).
+    pub vip: Option<IpAddr>,
+}
+
+/// The address part of `a.b.c.d/len` (or a bare address).
+fn addr_of(cidr: &str) -> Option<IpAddr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
+/// The data-path address of a node: where its routing mesh takes hand-overs
+/// (`--data-path-addr`), else the address it advertised.
+fn underlay(n: &Node) -> Option<IpAddr> {
+    n.description
+        .as_ref()
+        .and_then(|d| crate::ingress::ip_of(&d.mesh_addr))
+        .or_else(|| crate::ingress::ip_of(&n.status.addr))
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Whether a network is an overlay network tasks get their own interface on.
+fn is_task_overlay(n: &Network) -> bool {
+    !n.spec.ingress && matches!(n.spec.driver_config.name.as_str(), "" | "overlay")
+}
+
+/// The VXLAN ID the allocator gave a network.
+fn vni_of(n: &Network) -> Option<u32> {
+    n.driver_state
+        .as_ref()?
+        .options
+        .get(crate::allocator::VXLAN_OPTION)?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether a task belongs in the view: placed, not past running, not leaving.
+fn in_view(t: &Task) -> bool {
+    !t.node_id.is_empty()
+        && t.status.state >= TaskState::Assigned
+        && t.status.state <= TaskState::Running
+        && t.desired_state <= TaskState::Running
+}
+
+/// Computes the whole view from a store snapshot.
+pub fn compute(view: &View) -> NetworkView {
+    let vxlan_port = view
+        .cluster()
+        .and_then(|c| u16::try_from(c.vxlan_udp_port).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(swarm_net::overlay::VXLAN_PORT);
+    let mut nodes: HashMap<Id, Option<IpAddr>> = HashMap::new();
+    let mut networks: BTreeMap<Id, ViewNetwork> = BTreeMap::new();
+    let mut services: BTreeMap<Id, HashSet<Id>> = BTreeMap::new();
+    for t in view.list::<Task>() {
+        if !in_view(&t) {
+            continue;
+        }
+        for a in &t.networks {
+            let net = view
+                .get::<Network>(&a.network.id)
+                .unwrap_or(a.network.clone());
+            if !is_task_overlay(&net) {
+                continue;
+            }
+            let Some(addr) = a.addresses.first().and_then(|c| addr_of(c)) else {
+                continue;
+            };
+            let Some(entry) = network_entry(&mut networks, &net) else {
+                continue;
+            };
+            let node_addr = *nodes
+                .entry(t.node_id.clone())
+                .or_insert_with(|| view.get::<Node>(&t.node_id).and_then(|n| underlay(&n)));
+            entry.tasks.push(ViewTask {
+                task_id: t.id.clone(),
+                name: swarm_runtime::container_name(&t),
+                service_id: t.service_id.clone(),
+                addr,
+                node_id: t.node_id.clone(),
+                node_addr,
+                running: t.status.state == TaskState::Running,
+            });
+            if !t.service_id.is_empty() {
+                services
+                    .entry(net.id.clone())
+                    .or_default()
+                    .insert(t.service_id.clone());
+            }
+        }
+    }
+    for (net_id, ids) in services {
+        let Some(entry) = networks.get_mut(&net_id) else {
+            continue;
+        };
+        for sid in ids {
+            let Some(s) = view.get::<Service>(&sid) else {
+                continue;
+            };
+            entry.services.push(view_service(&s, &net_id));
+        }
+    }
+    let mut out: Vec<ViewNetwork> = networks.into_values().collect();
+    for n in &mut out {
+        n.tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    }
+    let mut node_addrs: Vec<(Id, IpAddr)> = view
+        .list::<Node>()
+        .filter_map(|n| underlay(&n).map(|a| (n.id.clone(), a)))
+        .collect();
+    node_addrs.sort();
+    NetworkView {
+        vxlan_port,
+        nodes: node_addrs,
+        networks: out,
+    }
+}
+
+/// The entry of `net` in `networks`, created on first use; `None` for a network
+/// not allocated yet.
+fn network_entry<'a>(
+    networks: &'a mut BTreeMap<Id, ViewNetwork>,
+    net: &Network,
+) -> Option<&'a mut ViewNetwork> {
+    if !networks.contains_key(&net.id) {
+        let vni = vni_of(net)?;
+        let ipam = net.ipam.as_ref()?.configs.first()?;
+        networks.insert(
+            net.id.clone(),
+            ViewNetwork {
+                id: net.id.clone(),
+                name: net.spec.annotations.name.clone(),
+                vni,
+                subnet: ipam.subnet.clone(),
+                gateway: ipam.gateway.clone(),
+                encrypted: net
+                    .spec
+                    .driver_config
+                    .options
+                    .contains_key(ENCRYPTED_OPTION),
+                tasks: Vec::new(),
+                services: Vec::new(),
+            },
+        );
+    }
+    networks.get_mut(&net.id)
+}
+
+fn view_service(s: &Service, net_id: &Id) -> ViewService {
+    let dnsrr = s
+        .spec
+        .endpoint
+        .as_ref()
+        .is_some_and(|e| e.mode == ResolutionMode::Dnsrr);
+    let vip = s.endpoint.as_ref().and_then(|e| {
+        e.virtual_ips
+            .iter()
+            .find(|v| v.network_id == *net_id)
+            .and_then(|v| addr_of(&v.addr))
+    });
+    let aliases = s
+        .spec
+        .task
+        .networks
+        .iter()
+        .filter(|a| a.target == net_id.as_str())
+        .flat_map(|a| a.aliases.iter().cloned())
+        .collect();
+    ViewService {
+        service_id: s.id.clone(),
+        name: s.spec.annotations.name.clone(),
+        aliases,
+        dnsrr,
+        vip,
+    }
+}
+
+/// Whether a task has an attachment that can be in the view.
+fn on_overlay(t: &Task) -> bool {
+    t.networks.iter().any(|a| is_task_overlay(&a.network))
+}
+
+/// Whether a store change can change the view, given the services in the last
+/// one.
+fn relevant(c: &swarm_core::Change, services: &HashSet<Id>) -> bool {
+    if let Some(t) = c.object.downcast::<Task>() {
+        let old = c.old.as_ref().and_then(|o| o.downcast::<Task>());
+        if !on_overlay(t) && !old.is_some_and(|o| on_overlay(o)) {
+            return false;
+        }
+        let Some(old) = old else { return true };
+        return c.action == swarm_core::Action::Remove
+            || in_view(old) != in_view(t)
+            || (old.status.state == TaskState::Running) != (t.status.state == TaskState::Running)
+            || old.node_id != t.node_id
+            || old.networks != t.networks;
+    }
+    if let Some(n) = c.object.downcast::<Node>() {
+        let Some(old) = c.old.as_ref().and_then(|o| o.downcast::<Node>()) else {
+            return true;
+        };
+        return underlay(old) != underlay(n);
+    }
+    if let Some(s) = c.object.downcast::<Service>() {
+        return services.contains(&s.id);
+    }
+    // Networks and the cluster (its data-path port) change rarely.
+    true
+}
+
+/// Keeps the swarm's network view up to date from `store` while anyone holds a
+/// receiver of it (the same batching as the routing mesh's feed).
+pub fn feed(store: Store) -> watch::Receiver<Arc<NetworkView>> {
+    crate::ingress::feed_view(
+        store,
+        Filter::kinds([
+            Kind::Service,
+            Kind::Task,
+            Kind::Node,
+            Kind::Network,
+            Kind::Cluster,
+        ]),
+        compute,
+        |v| {
+            v.networks
+                .iter()
+                .flat_map(|n| n.services.iter().map(|s| s.service_id.clone()))
+                .collect()
+        },
+        relevant,
+    )
+}
+
+/// Why a task could not be put on its networks.
+#[derive(Debug, thiserror::Error)]
+pub enum NetPlaneError {
+    /// The overlay refused or failed.
+    #[error(transparent)]
+    Overlay(#[from] swarm_net::overlay::OverlayError),
+    /// The VIP rules or a socket in the task's namespace.
+    #[error(transparent)]
+    Vip(#[from] swarm_net::vip::VipError),
+    /// The embedded DNS.
+    #[error(transparent)]
+    Dns(#[from] swarm_net::dns::DnsError),
+    /// The node's overlay is not running (no data-path address known yet).
+    #[error("overlay networks are not running on this node: {0}")]
+    Unavailable(String),
+}
+
+/// A task attached on this node.
+struct Attached {
+    netns: PathBuf,
+    /// Networks by ID, with the interface in the task.
+    networks: Vec<(Id, String)>,
+    dns: DnsServer,
+    /// The VIP rules last written.
+    vips: Option<Vec<VipRule>>,
+}
+
+struct PlaneInner {
+    node_id: Id,
+    /// Where sandboxes are mounted: per node, so several nodes on one machine
+    /// never share one.
+    netns_dir: PathBuf,
+    views: watch::Sender<Arc<NetworkView>>,
+    overlay: watch::Sender<Option<Arc<Overlay>>>,
+    tasks: Mutex<HashMap<Id, Attached>>,
+}
+
+/// The overlay data plane of one node (see the [module docs](self)). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct NetPlane {
+    inner: Option<Arc<PlaneInner>>,
+}
+
+impl std::fmt::Debug for NetPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetPlane")
+            .field("enabled", &self.inner.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetPlane {
+    /// The plane of node `node_id`: active when the process runs as root (it then
+    /// starts following views), else inert (logged once). Sandboxes go under
+    /// `/run/swarm/netns/<node id>`.
+    pub fn new(node_id: &Id) -> NetPlane {
+        if !is_root() {
+            tracing::info!(
+                "not root: tasks on overlay networks stay on the host network (no VXLAN, DNS or VIPs)"
+            );
+            return NetPlane { inner: None };
+        }
+        let netns_dir = Path::new(swarm_net::overlay::DEFAULT_NETNS_DIR).join(node_id.as_str());
+        let (views, rx) = watch::channel(Arc::new(NetworkView::default()));
+        if let Err(e) = claim(&netns_dir) {
+            tracing::warn!(dir = %netns_dir.display(), error = %e, "could not mark the node's sandbox directory");
+        }
+        let inner = Arc::new(PlaneInner {
+            node_id: node_id.clone(),
+            netns_dir,
+            views,
+            overlay: watch::channel(None).0,
+            tasks: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(follow(Arc::downgrade(&inner), rx));
+        NetPlane { inner: Some(inner) }
+    }
+
+    /// Whether the plane does anything (root).
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Takes the leader's latest view.
+    pub fn set_view(&self, view: Arc<NetworkView>) {
+        if let Some(i) = &self.inner {
+            i.views.send_replace(view);
+        }
+    }
+
+    /// Puts `task`, whose namespace is at `netns`, on its overlay networks:
+    /// sandboxes, one veth each (`fresh`; an adopted task keeps the ones it has),
+    /// DNS on 127.0.0.11:53 inside, VIP rules. On failure what was attached is
+    /// detached again.
+    pub async fn attach(
+        &self,
+        task: &Task,
+        netns: &Path,
+        fresh: bool,
+    ) -> Result<(), NetPlaneError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let overlay = inner.wait_overlay().await?;
+        let mut done: Vec<(Id, String)> = Vec::new();
+        let result = async {
+            for a in task.networks.iter().filter(|a| is_task_overlay(&a.network)) {
+                let Some(cidr) = a.addresses.first() else {
+                    continue;
+                };
+                let net = &a.network;
+                let ipam = net.ipam.as_ref().and_then(|i| i.configs.first());
+                let def = NetworkDef {
+                    id: net.id.to_string(),
+                    vni: vni_of(net).unwrap_or(0),
+                    subnet: ipam.map(|c| c.subnet.clone()).unwrap_or_default(),
+                    gateway: ipam.map(|c| c.gateway.clone()).unwrap_or_default(),
+                    encrypted: net
+                        .spec
+                        .driver_config
+                        .options
+                        .contains_key(ENCRYPTED_OPTION),
+                };
+                overlay.ensure_network(&def).await?;
+                let ifname = format!("eth{}", done.len());
+                if fresh {
+                    let cidr: Cidr = cidr.parse()?;
+                    overlay
+                        .attach(&def.id, netns, &ifname, cidr, done.is_empty())
+                        .await?;
+                }
+                done.push((net.id.clone(), ifname));
+            }
+            let (udp, tcp) = vip::bind_in(netns, DNS_ADDR)?;
+            let dns = DnsServer::start_with_sockets(udp, tcp, DnsConfig::new(DNS_ADDR))?;
+            Ok::<DnsServer, NetPlaneError>(dns)
+        }
+        .await;
+        match result {
+            Ok(dns) => {
+                tracing::info!(task = %task.id, networks = done.len(), "task attached to its overlay networks");
+                let mut tasks = inner.tasks.lock().await;
+                tasks.insert(
+                    task.id.clone(),
+                    Attached {
+                        netns: netns.to_path_buf(),
+                        networks: done,
+                        dns,
+                        vips: None,
+                    },
+                );
+                let view = inner.views.borrow().clone();
+                inner.apply(&overlay, &view, &mut tasks).await;
+                Ok(())
+            }
+            Err(e) => {
+                for (net, ifname) in &done {
+                    if fresh {
+                        let _ = overlay.detach(net.as_str(), netns, ifname).await;
+                    }
+                }
+                let tasks = inner.tasks.lock().await;
+                inner
+                    .drop_unused(&overlay, &tasks, done.iter().map(|(n, _)| n))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes `task_id` off its networks: stops its DNS, deletes its veths, and
+    /// removes the sandboxes no local task uses any more. Unknown tasks are fine.
+    pub async fn detach(&self, task_id: &str) {
+        let Some(inner) = &self.inner else { return };
+        let mut tasks = inner.tasks.lock().await;
+        let Some(a) = tasks.remove(task_id) else {
+            return;
+        };
+        a.dns.shutdown().await;
+        let overlay = inner.overlay.borrow().clone();
+        if let Some(overlay) = overlay {
+            for (net, ifname) in &a.networks {
+                if let Err(e) = overlay.detach(net.as_str(), &a.netns, ifname).await {
+                    tracing::warn!(task = task_id, network = %net, error = %e, "could not detach");
+                }
+            }
+            inner
+                .drop_unused(&overlay, &tasks, a.networks.iter().map(|(n, _)| n))
+                .await;
+        }
+        tracing::info!(task = task_id, "task detached from its overlay networks");
+    }
+
+    /// The tasks attached on this node.
+    pub async fn attached(&self) -> Vec<Id> {
+        match &self.inner {
+            Some(i) => i.tasks.lock().await.keys().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The file naming the process that owns a node's sandbox directory.
+const OWNER_FILE: &str = "owner";
+
+/// `<pid> <start time>` of this process (the pair names one process for the
+/// life of the system).
+fn me() -> Option<String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let start = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?;
+    Some(format!("{} {start}", std::process::id()))
+}
+
+/// Whether the process named by an owner file's `<pid> <start time>` lives.
+fn owner_alive(owner: &str) -> bool {
+    let mut w = owner.split_whitespace();
+    let (Some(pid), Some(start)) = (w.next(), w.next()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(19).map(|s| s == start))
+            .unwrap_or(false)
+    })
+}
+
+/// Marks `dir` (this node's sandboxes) as owned by this process.
+fn claim(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(OWNER_FILE), me().unwrap_or_default())
+}
+
+/// Removes the sandboxes of nodes whose process is gone (a node killed while
+/// it had tasks on overlay networks, then never started again on this
+/// machine): their VXLAN devices would otherwise hold their VNIs on the
+/// underlay. A node restarted later recreates what it needs (its adopted
+/// tasks then lose their interfaces). Directories of live nodes, and this
+/// node's own, are left alone.
+async fn collect_dead_nodes(mine: &Path) {
+    let Some(root) = mine.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if dir == mine || !dir.is_dir() {
+            continue;
+        }
+        let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        if owner_alive(&owner) {
+            continue;
+        }
+        let mut cfg = OverlayConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        cfg.netns_dir = dir.clone();
+        let Ok(overlay) = Overlay::new(cfg).await else {
+            return;
+        };
+        let sandboxes: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| {
+                f.file_name()
+                    .to_str()?
+                    .strip_prefix(swarm_net::overlay::SANDBOX_PREFIX)
+                    .map(str::to_string)
+            })
+            .collect();
+        for net in sandboxes {
+            if let Err(e) = overlay.remove_network(&net).await {
+                tracing::warn!(dir = %dir.display(), network = %net, error = %e, "could not remove a dead node's sandbox");
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+        if std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the sandboxes of a node that is gone");
+        }
+    }
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the effective
+/// user.
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+impl PlaneInner {
+    /// The overlay, waiting for the view that gives this node's data-path
+    /// address.
+    async fn wait_overlay(&self) -> Result<Arc<Overlay>, NetPlaneError> {
+        let mut rx = self.overlay.subscribe();
+        let got = tokio::time::timeout(OVERLAY_WAIT, rx.wait_for(|o| o.is_some())).await;
+        match got {
+            Ok(Ok(o)) => Ok(o.clone().expect("waited for Some")),
+            _ => Err(NetPlaneError::Unavailable(format!(
+                "no data-path address of node {} in {OVERLAY_WAIT:?}",
+                self.node_id
+            ))),
+        }
+    }
+
+    /// Removes the sandboxes of `nets` that no attached task uses.
+    async fn drop_unused<'a>(
+        &self,
+        overlay: &Overlay,
+        tasks: &HashMap<Id, Attached>,
+        nets: impl Iterator<Item = &'a Id>,
+    ) {
+        for net in nets {
+            let used = tasks
+                .values()
+                .any(|t| t.networks.iter().any(|(n, _)| n == net));
+            if !used {
+                match overlay.remove_network(net.as_str()).await {
+                    Ok(()) => tracing::info!(network = %net, "overlay sandbox removed"),
+                    Err(e) => {
+                        tracing::warn!(network = %net, error = %e, "could not remove a sandbox")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `view` to the sandboxes and tasks attached here.
+    async fn apply(
+        &self,
+        overlay: &Overlay,
+        view: &NetworkView,
+        tasks: &mut HashMap<Id, Attached>,
+    ) {
+        let by_id: HashMap<&Id, &ViewNetwork> = view.networks.iter().map(|n| (&n.id, n)).collect();
+        let used: HashSet<&Id> = tasks
+            .values()
+            .flat_map(|t| t.networks.iter().map(|(n, _)| n))
+            .collect();
+        for net in &used {
+            let peers: Vec<Peer> = by_id
+                .get(net)
+                .map(|n| {
+                    n.tasks
+                        .iter()
+                        .filter(|t| t.node_id != self.node_id)
+                        .filter_map(|t| {
+                            let IpAddr::V4(v4) = t.addr else { return None };
+                            Some(Peer {
+                                addr: t.addr,
+                                mac: mac_for_ip(v4).0,
+                                node_underlay: t.node_addr?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Err(e) = overlay.set_peers(net.as_str(), &peers).await {
+                tracing::warn!(network = %net, error = %e, "could not program the network's peers");
+            }
+        }
+        for (task_id, t) in tasks.iter_mut() {
+            let mut rules = Vec::new();
+            for (net, _) in &t.networks {
+                let Some(n) = by_id.get(net) else {
+                    t.dns.remove_network(net.as_str());
+                    continue;
+                };
+                let (records, vips) = records_of(n);
+                rules.extend(vips);
+                if let Err(e) = t.dns.set_network(net.as_str(), records) {
+                    tracing::warn!(task = %task_id, network = %net, error = %e, "DNS records refused");
+                }
+            }
+            if t.vips.as_ref() != Some(&rules) {
+                let (netns, r) = (t.netns.clone(), rules.clone());
+                let done = tokio::task::spawn_blocking(move || vip::program(&netns, &r)).await;
+                match done {
+                    Ok(Ok(())) => t.vips = Some(rules),
+                    Ok(Err(e)) => {
+                        tracing::warn!(task = %task_id, error = %e, "could not program the VIPs")
+                    }
+                    Err(e) => tracing::warn!(task = %task_id, error = %e, "VIP worker failed"),
+                }
+            }
+        }
+    }
+}
+
+/// The DNS records and the VIP rules of one network.
+fn records_of(n: &ViewNetwork) -> (NetworkRecords, Vec<VipRule>) {
+    let mut services = Vec::new();
+    let mut vips = Vec::new();
+    for s in &n.services {
+        let tasks: Vec<&ViewTask> = n
+            .tasks
+            .iter()
+            .filter(|t| t.service_id == s.service_id && t.running)
+            .collect();
+        let mode = match (s.dnsrr, s.vip) {
+            (false, Some(vip)) => {
+                if let IpAddr::V4(v4) = vip {
+                    vips.push(VipRule {
+                        vip: v4,
+                        backends: tasks
+                            .iter()
+                            .filter_map(|t| match t.addr {
+                                IpAddr::V4(a) => Some(a),
+                                IpAddr::V6(_) => None,
+                            })
+                            .collect(),
+                    });
+                }
+                Resolution::Vip(vip)
+            }
+            _ => Resolution::Dnsrr,
+        };
+        services.push(ServiceRecord {
+            name: s.name.clone(),
+            aliases: s.aliases.clone(),
+            mode,
+            tasks: tasks
+                .iter()
+                .map(|t| TaskRecord {
+                    name: t.name.clone(),
+                    addr: t.addr,
+                })
+                .collect(),
+        });
+    }
+    (NetworkRecords { services }, vips)
+}
+
+/// Starts the overlay once the view names this node's address, and applies
+/// every view, until the plane is dropped.
+async fn follow(plane: std::sync::Weak<PlaneInner>, mut views: watch::Receiver<Arc<NetworkView>>) {
+    if let Some(inner) = plane.upgrade() {
+        collect_dead_nodes(&inner.netns_dir).await;
+    }
+    let mut warned = false;
+    loop {
+        let view = views.borrow_and_update().clone();
+        let Some(inner) = plane.upgrade() else { return };
+        let mut overlay = inner.overlay.borrow().clone();
+        if overlay.is_none()
+            && let Some((_, ip)) = view.nodes.iter().find(|(n, _)| *n == inner.node_id)
+        {
+            let mut cfg = OverlayConfig::new(*ip);
+            cfg.vxlan_port = view.vxlan_port;
+            cfg.netns_dir = inner.netns_dir.clone();
+            match Overlay::new(cfg).await {
+                Ok(o) => {
+                    let o = Arc::new(o);
+                    inner.overlay.send_replace(Some(o.clone()));
+                    overlay = Some(o);
+                }
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!(error = %e, "overlay networks unavailable on this node");
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(overlay) = overlay {
+            let mut tasks = inner.tasks.lock().await;
+            inner.apply(&overlay, &view, &mut tasks).await;
+        }
+        drop(inner);
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A node's runtime with its overlay networks: attaches a task that has a
+/// network namespace to its networks after `create` (process runtime) or after
+/// `start` (Docker), and detaches it before `remove`. Every other verb is the
+/// wrapped runtime's.
+pub struct NetRuntime {
+    inner: Arc<dyn Runtime>,
+    plane: NetPlane,
+    /// Tasks created through this wrapper and not attached yet (Docker: until
+    /// they start).
+    pending: parking_lot::Mutex<HashMap<String, Task>>,
+}
+
+impl std::fmt::Debug for NetRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetRuntime")
+            .field("runtime", &self.inner.name())
+            .field("plane", &self.plane)
+            .finish()
+    }
+}
+
+impl NetRuntime {
+    /// `inner` with the overlay networks of `plane`.
+    pub fn new(inner: Arc<dyn Runtime>, plane: NetPlane) -> NetRuntime {
+        NetRuntime {
+            inner,
+            plane,
+            pending: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Attaches `task` if the runtime gave it a namespace; `Ok(false)` when it has
+    /// none yet.
+    async fn attach_if_ready(&self, task: &Task) -> swarm_runtime::Result<bool> {
+        let i = self.inner.inspect(task.id.as_str()).await?;
+        let Some(netns) = i.netns else {
+            return Ok(false);
+        };
+        self.plane.attach(task, &netns, true).await.map_err(|e| {
+            swarm_runtime::Error::StartFailed {
+                message: format!("attaching the task's overlay networks: {e}"),
+                rejected: false,
+            }
+        })?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Runtime for NetRuntime {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn prepare(&self, task: &Task) -> swarm_runtime::Result<()> {
+        self.inner.prepare(task).await
+    }
+
+    async fn create(&self, task: &Task) -> swarm_runtime::Result<ContainerStatus> {
+        let status = self.inner.create(task).await?;
+        if !self.plane.enabled() || !swarm_runtime::has_overlay(task) {
+            return Ok(status);
+        }
+        match self.attach_if_ready(task).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.pending
+                    .lock()
+                    .insert(task.id.to_string(), task.clone());
+            }
+            Err(e) => {
+                let _ = self.inner.remove(task.id.as_str()).await;
+                return Err(e);
+            }
+        }
+        Ok(status)
+    }
+
+    async fn start(&self, task_id: &str) -> swarm_runtime::Result<()> {
+        self.inner.start(task_id).await?;
+        let pending = self.pending.lock().remove(task_id);
+        if let Some(task) = pending {
+            self.attach_if_ready(&task).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, task_id: &str) -> swarm_runtime::Result<i32> {
+        self.inner.wait(task_id).await
+    }
+
+    async fn stop(&self, task_id: &str, grace: Option<Duration>) -> swarm_runtime::Result<()> {
+        self.inner.stop(task_id, grace).await
+    }
+
+    async fn remove(&self, task_id: &str) -> swarm_runtime::Result<()> {
+        self.pending.lock().remove(task_id);
+        self.plane.detach(task_id).await;
+        self.inner.remove(task_id).await
+    }
+
+    async fn inspect(&self, task_id: &str) -> swarm_runtime::Result<Inspection> {
+        self.inner.inspect(task_id).await
+    }
+
+    async fn list(&self) -> swarm_runtime::Result<Vec<Inspection>> {
+        self.inner.list().await
+    }
+
+    async fn logs(&self, task_id: &str, options: LogOptions) -> swarm_runtime::Result<LogChunks> {
+        self.inner.logs(task_id, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! Tasks on an overlay network across three hosts: three `swarmd` processes
+//! (process runtime), each in a network namespace of its own (`swm3-h1..3`, a
+//! veth each to a bridge in `swm3-sw`, 192.168.213.1-3/24), driven by the docker
+//! CLI on unix sockets. From inside a task's own namespace: service names, VIPs,
+//! `tasks.<service>`, a dnsrr service, HTTP to the VIP and to every task across
+//! hosts over VXLAN, and scaling. Needs root, `ip`, `nsenter`, `nft`, `busybox`
+//! and the docker client; skips with a printed reason otherwise.
+//!
+//! Not checked: forwarding of names outside the swarm (the hosts here have no
+//! resolver to forward to).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SWITCH: &str = "swm3-sw";
+const SUBNET: &str = "192.168.213";
+
+/// Runs a command, returning its output (never panics on a failed command).
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let o = run(program, args);
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn missing_tool() -> Option<String> {
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        return Some("needs root (network namespaces, VXLAN)".into());
+    }
+    for (tool, arg) in [
+        ("ip", "-V"),
+        ("nsenter", "--version"),
+        ("nft", "--version"),
+        ("busybox", "true"),
+        ("docker", "--version"),
+    ] {
+        if !Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// The simulated hosts; removed (namespaces, leftovers) when dropped.
+struct Lab {
+    hosts: Vec<String>,
+}
+
+impl Lab {
+    fn new(n: usize) -> Lab {
+        let mut lab = Lab { hosts: Vec::new() };
+        lab.clean();
+        must("ip", &["netns", "add", SWITCH]);
+        must(
+            "ip",
+            &["-n", SWITCH, "link", "add", "br0", "type", "bridge"],
+        );
+        must("ip", &["-n", SWITCH, "link", "set", "br0", "up"]);
+        for i in 1..=n {
+            let host = format!("swm3-h{i}");
+            must("ip", &["netns", "add", &host]);
+            lab.hosts.push(host.clone());
+            let port = format!("swm3-h{i}p");
+            must(
+                "ip",
+                &[
+                    "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", SWITCH,
+                ],
+            );
+            must(
+                "ip",
+                &["-n", SWITCH, "link", "set", &port, "master", "br0", "up"],
+            );
+            must(
+                "ip",
+                &[
+                    "-n",
+                    &host,
+                    "addr",
+                    "add",
+                    &format!("{SUBNET}.{i}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            must("ip", &["-n", &host, "link", "set", "eth0", "up"]);
+            must("ip", &["-n", &host, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn clean(&mut self) {
+        for i in 1..=3 {
+            let _ = run("ip", &["netns", "del", &format!("swm3-h{i}")]);
+        }
+        let _ = run("ip", &["netns", "del", SWITCH]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    dir: tempfile::TempDir,
+    /// The node's ID once it is in the swarm: names its sandbox directory.
+    node_id: Option<String>,
+}
+
+impl Daemon {
+    fn start(host: &str, name: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        // nsenter joins the host's network namespace only (`ip netns exec`
+        // would also give swarmd a mount namespace of its own, hiding the
+        // namespaces it mounts from this test).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host}"))
+            .arg(env!("CARGO_BIN_EXE_swarmd"))
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--api-addr", &format!("unix://{}", sock.display())])
+            .args(["--runtime", "process", "--no-routing-mesh"])
+            .args(["--hostname", name, "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("swarmd starts");
+        let d = Daemon {
+            child,
+            sock,
+            dir,
+            node_id: None,
+        };
+        wait_until("the API answers", || {
+            docker(&d, &["version"]).status.success()
+        });
+        d
+    }
+
+    /// The namespace of this node's task `task_id`.
+    fn netns(&self, task_id: &str) -> PathBuf {
+        self.dir.path().join("runtime").join(task_id).join("netns")
+    }
+
+    /// Kills what the node's tasks left running (a test that failed midway)
+    /// and unmounts their namespaces.
+    fn reap_tasks(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("runtime")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(e.path().join("state.json"))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1)
+                && v["exit_code"].is_null()
+            {
+                // The task's own process only (never a group or -1).
+                let _ = run("kill", &["-s", "KILL", &pid.to_string()]);
+            }
+            let _ = run("umount", &["-l", e.path().join("netns").to_str().unwrap()]);
+        }
+        // Sandboxes a killed node left behind.
+        if let Some(id) = &self.node_id {
+            let dir = Path::new("/run/swarm/netns").join(id);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reap_tasks();
+    }
+}
+
+fn docker(d: &Daemon, args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CLI_HINTS", "false")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let o = docker(d, args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `(task id, node hostname)` of the running tasks of `service`.
+fn running(d: &Daemon, service: &str) -> Vec<(String, String)> {
+    ok(
+        d,
+        &[
+            "service",
+            "ps",
+            service,
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}} {{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        Some((w.next()?.to_string(), w.next()?.to_string()))
+    })
+    .collect()
+}
+
+/// Runs `busybox args...` inside the namespace at `netns`.
+fn in_task(netns: &Path, args: &[&str]) -> Output {
+    let net = format!("--net={}", netns.display());
+    let mut all = vec![net.as_str(), "busybox"];
+    all.extend_from_slice(args);
+    run("nsenter", &all)
+}
+
+/// The IPv4 addresses a lookup of `name` at 127.0.0.11 answers, sorted.
+fn lookup(netns: &Path, name: &str) -> Vec<String> {
+    let o = in_task(netns, &["nslookup", "-type=a", name, "127.0.0.11"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out: Vec<String> = text
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| {
+            answer
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The body of `GET /` at `ip:80`, from inside the namespace at `netns`
+/// (`busybox nc`: the static busybox's wget crashes in its NSS lookups).
+fn http_get(netns: &Path, ip: &str) -> Option<String> {
+    let net = format!("--net={}", netns.display());
+    let mut child = Command::new("nsenter")
+        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, "80"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()?
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1);
+    (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
+}
+
+#[test]
+fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new(3);
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
+        .collect();
+    let first = format!("{SUBNET}.1");
+    ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
+    let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        ok(
+            n,
+            &[
+                "swarm",
+                "join",
+                "--advertise-addr",
+                &format!("{SUBNET}.{}", i + 1),
+                "--token",
+                token.trim(),
+                &format!("{first}:2377"),
+            ],
+        );
+    }
+    for n in &mut nodes {
+        let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
+        n.node_id = Some(id.trim().to_string());
+    }
+    let m = &nodes[0];
+    wait_until("three ready nodes", || {
+        ok(m, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| l.trim() == "Ready")
+            .count()
+            == 3
+    });
+
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "swm3-overlay-ok\n").unwrap();
+    ok(m, &["network", "create", "-d", "overlay", "swm3net"]);
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--network",
+            "swm3net",
+            "--replicas",
+            "3",
+            "busybox",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            site.path().to_str().unwrap(),
+        ],
+    );
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "db",
+            "--network",
+            "swm3net",
+            "--endpoint-mode",
+            "dnsrr",
+            "--replicas",
+            "2",
+            "busybox",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("web and db running", || {
+        running(m, "web").len() == 3 && running(m, "db").len() == 2
+    });
+    let vip = ok(
+        m,
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}",
+        ],
+    );
+    let vip = vip.trim().split('/').next().unwrap().to_string();
+    assert!(!vip.is_empty(), "web has no VIP");
+
+    // Look from inside the db task on h1's side, or any db task.
+    let (db_task, db_node) = running(m, "db").into_iter().next().unwrap();
+    let host_of = |name: &str| -> &Daemon {
+        &nodes[name.trim_start_matches('h').parse::<usize>().unwrap() - 1]
+    };
+    let netns = host_of(&db_node).netns(&db_task);
+    assert!(
+        netns.exists(),
+        "no namespace for task {db_task} at {}",
+        netns.display()
+    );
+    // The task's resolver is the embedded DNS.
+    let state = std::fs::read_to_string(netns.with_file_name("state.json")).unwrap();
+    let pid = serde_json::from_str::<serde_json::Value>(&state).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let resolv = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf")).unwrap();
+    assert_eq!(resolv, "nameserver 127.0.0.11\noptions ndots:0\n");
+
+    wait_until("web resolves to its VIP", || {
+        lookup(&netns, "web") == [vip.clone()]
+    });
+    let mut tasks_web = Vec::new();
+    wait_until("tasks.web gives every task", || {
+        tasks_web = lookup(&netns, "tasks.web");
+        tasks_web.len() == 3
+    });
+    assert!(!tasks_web.contains(&vip));
+    wait_until("db (dnsrr) gives its task addresses", || {
+        let db = lookup(&netns, "db");
+        db.len() == 2 && db == lookup(&netns, "tasks.db")
+    });
+
+    // HTTP to every task, two of them on other hosts (VXLAN), and to the VIP.
+    for addr in &tasks_web {
+        let mut got = None;
+        wait_until(&format!("GET http://{addr}/"), || {
+            got = http_get(&netns, addr);
+            got.is_some()
+        });
+        assert_eq!(got.unwrap().trim(), "swm3-overlay-ok");
+    }
+    for _ in 0..6 {
+        assert_eq!(
+            http_get(&netns, &vip).as_deref().map(str::trim),
+            Some("swm3-overlay-ok"),
+            "GET the VIP {vip}"
+        );
+    }
+
+    // Scaling changes what tasks.web answers.
+    ok(m, &["service", "scale", "--detach", "web=1"]);
+    wait_until("tasks.web follows the scale", || {
+        let now = lookup(&netns, "tasks.web");
+        now.len() == 1 && tasks_web.contains(&now[0])
+    });
+    let left = lookup(&netns, "tasks.web");
+    assert_eq!(
+        http_get(&netns, &vip).as_deref().map(str::trim),
+        Some("swm3-overlay-ok")
+    );
+    assert_eq!(
+        http_get(&netns, &left[0]).as_deref().map(str::trim),
+        Some("swm3-overlay-ok")
+    );
+
+    // Removing the services takes the tasks' namespaces and the sandboxes away.
+    ok(m, &["service", "rm", "web", "db"]);
+    wait_until("the task namespaces removed", || {
+        nodes.iter().all(|n| {
+            std::fs::read_dir(n.dir.path().join("runtime"))
+                .map(|d| d.flatten().count() == 0)
+                .unwrap_or(true)
+        })
+    });
+    let sandboxes = |n: &Daemon| {
+        std::fs::read_dir(Path::new("/run/swarm/netns").join(n.node_id.as_deref().unwrap()))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ov-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("the sandboxes removed", || {
+        nodes.iter().all(|n| sandboxes(n) == 0)
+    });
+    drop(nodes);
+    drop(lab);
+}
