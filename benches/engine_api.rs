@@ -75,6 +75,7 @@ fn main() {
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).expect("runtime")),
             tick_interval: Duration::from_millis(100),
             routing_mesh: None,
+            network_key_rotation: swarm::keymanager::DEFAULT_KEY_ROTATION,
         })
         .await
         .expect("engine")

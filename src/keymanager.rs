@@ -38,8 +38,8 @@ pub const KEY_LEN: usize = 32;
 /// How often the leader rotates the keys by default (Docker: every 12 hours).
 pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(12 * 3600);
 
-/// The overlay keys as nodes use them.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// The overlay keys as nodes use them (sent to them with the network view).
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct OverlayKeys {
     /// Every key in force, oldest first, with its lamport time.
     pub keys: Vec<(u64, Vec<u8>)>,
@@ -77,6 +77,21 @@ impl OverlayKeys {
     /// The key to send with, when there is one.
     pub fn primary_key(&self) -> Option<&[u8]> {
         self.keys.get(self.primary).map(|(_, k)| k.as_slice())
+    }
+
+    /// The keys in the order a data plane's key ring takes them: the primary
+    /// first, then the others, newest first.
+    pub fn ring(&self) -> Vec<Vec<u8>> {
+        let mut ring: Vec<Vec<u8>> = self.primary_key().map(<[u8]>::to_vec).into_iter().collect();
+        ring.extend(
+            self.keys
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(i, _)| *i != self.primary)
+                .map(|(_, (_, k))| k.clone()),
+        );
+        ring
     }
 }
 
@@ -212,6 +227,12 @@ mod tests {
         );
         assert_eq!(second.keys[..2], first.keys[1..], "the oldest went");
         assert_eq!(second.primary_key(), Some(first.keys[2].1.as_slice()));
+        let ring = second.ring();
+        assert_eq!(ring.len(), 3);
+        assert_eq!(ring[0], second.keys[1].1, "primary first");
+        assert_eq!(ring[1], second.keys[2].1, "then the newest");
+        assert_eq!(ring[2], second.keys[0].1);
+        assert!(OverlayKeys::default().ring().is_empty());
         let cluster = store.view().cluster().unwrap();
         assert!(
             cluster

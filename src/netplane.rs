@@ -72,6 +72,11 @@ pub struct NetworkView {
     pub nodes: Vec<(Id, IpAddr)>,
     /// Overlay networks (not ingress) with tasks, by ID.
     pub networks: Vec<ViewNetwork>,
+    /// The keys of the encrypted networks (the cluster's, rotated by the
+    /// leader's [`keymanager`](crate::keymanager)); empty when no network in the
+    /// view is encrypted.
+    #[serde(default)]
+    pub keys: crate::keymanager::OverlayKeys,
 }
 
 /// One overlay network.
@@ -237,10 +242,18 @@ pub fn compute(view: &View) -> NetworkView {
         .filter_map(|n| underlay(&n).map(|a| (n.id.clone(), a)))
         .collect();
     node_addrs.sort();
+    let keys = match out.iter().any(|n| n.encrypted) {
+        true => view
+            .cluster()
+            .map(|c| crate::keymanager::OverlayKeys::of(&c))
+            .unwrap_or_default(),
+        false => Default::default(),
+    };
     NetworkView {
         vxlan_port,
         nodes: node_addrs,
         networks: out,
+        keys,
     }
 }
 
@@ -394,6 +407,9 @@ struct PlaneInner {
     views: watch::Sender<Arc<NetworkView>>,
     overlay: watch::Sender<Option<Arc<Overlay>>>,
     tasks: Mutex<HashMap<Id, Attached>>,
+    /// The keys given to each encrypted network's sandbox, so a view that
+    /// does not change them does not give them again.
+    keys: std::sync::Mutex<HashMap<Id, crate::keymanager::OverlayKeys>>,
 }
 
 /// The overlay data plane of one node (see the [module docs](self)). Cheap to
@@ -433,6 +449,7 @@ impl NetPlane {
             views,
             overlay: watch::channel(None).0,
             tasks: Mutex::new(HashMap::new()),
+            keys: std::sync::Mutex::new(HashMap::new()),
         });
         tokio::spawn(follow(Arc::downgrade(&inner), rx));
         NetPlane { inner: Some(inner) }
@@ -484,6 +501,10 @@ impl NetPlane {
                         .contains_key(ENCRYPTED_OPTION),
                 };
                 overlay.ensure_network(&def).await?;
+                if def.encrypted {
+                    let view = inner.views.borrow().clone();
+                    inner.set_keys(&overlay, &net.id, &view.keys).await;
+                }
                 let ifname = format!("eth{}", done.len());
                 if fresh {
                     let cidr: Cidr = cidr.parse()?;
@@ -665,6 +686,36 @@ impl PlaneInner {
         }
     }
 
+    /// Gives the encrypted network `net` the swarm's keys when they are not the
+    /// ones it has (a sandbox without keys drops every frame until it gets some).
+    async fn set_keys(&self, overlay: &Overlay, net: &Id, keys: &crate::keymanager::OverlayKeys) {
+        if keys.keys.is_empty() {
+            tracing::warn!(network = %net, "no overlay keys from the managers yet: the encrypted network carries nothing until they come");
+            return;
+        }
+        let current = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(net)
+            .cloned();
+        if current.as_ref() == Some(keys) {
+            return;
+        }
+        match overlay.set_keys(net.as_str(), &keys.ring()).await {
+            Ok(()) => {
+                tracing::info!(network = %net, ?keys, "encrypted network keys set");
+                self.keys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(net.clone(), keys.clone());
+            }
+            Err(e) => {
+                tracing::warn!(network = %net, error = %e, "could not set the network's keys")
+            }
+        }
+    }
+
     /// Removes the sandboxes of `nets` that no attached task uses.
     async fn drop_unused<'a>(
         &self,
@@ -677,6 +728,10 @@ impl PlaneInner {
                 .values()
                 .any(|t| t.networks.iter().any(|(n, _)| n == net));
             if !used {
+                self.keys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(net);
                 match overlay.remove_network(net.as_str()).await {
                     Ok(()) => tracing::info!(network = %net, "overlay sandbox removed"),
                     Err(e) => {
@@ -719,6 +774,9 @@ impl PlaneInner {
                 .unwrap_or_default();
             if let Err(e) = overlay.set_peers(net.as_str(), &peers).await {
                 tracing::warn!(network = %net, error = %e, "could not program the network's peers");
+            }
+            if by_id.get(net).is_some_and(|n| n.encrypted) {
+                self.set_keys(overlay, net, &view.keys).await;
             }
         }
         for (task_id, t) in tasks.iter_mut() {

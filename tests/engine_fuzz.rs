@@ -81,6 +81,7 @@ fn setup() -> Setup {
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).unwrap()),
             tick_interval: Duration::from_millis(20),
             routing_mesh: None,
+            network_key_rotation: swarm::keymanager::DEFAULT_KEY_ROTATION,
         })
         .await
         .unwrap()

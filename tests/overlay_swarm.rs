@@ -131,6 +131,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(host: &str, name: &str) -> Daemon {
+        Daemon::start_with(host, name, &[])
+    }
+
+    /// [`Daemon::start`] with more swarmd arguments.
+    fn start_with(host: &str, name: &str, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         // nsenter joins the host's network namespace only (`ip netns exec`
@@ -143,6 +148,7 @@ impl Daemon {
             .args(["--api-addr", &format!("unix://{}", sock.display())])
             .args(["--runtime", "process", "--no-routing-mesh"])
             .args(["--hostname", name, "--log-level", "warn"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -305,19 +311,12 @@ fn http_get(netns: &Path, ip: &str) -> Option<String> {
     (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
 }
 
-#[test]
-fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
-    if let Some(why) = missing_tool() {
-        println!("skipped: {why}");
-        return;
-    }
-    let lab = Lab::new(3);
-    let mut nodes: Vec<Daemon> = lab
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
-        .collect();
+/// The tests share the hosts' names and addresses: one at a time.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Makes `nodes[0]` a manager with the others as workers, and records each
+/// node's ID.
+fn form_swarm(nodes: &mut [Daemon]) {
     let first = format!("{SUBNET}.1");
     ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
     let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
@@ -335,18 +334,35 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
             ],
         );
     }
-    for n in &mut nodes {
+    for n in nodes.iter_mut() {
         let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
         n.node_id = Some(id.trim().to_string());
     }
-    let m = &nodes[0];
-    wait_until("three ready nodes", || {
-        ok(m, &["node", "ls", "--format", "{{.Status}}"])
+    wait_until("every node ready", || {
+        ok(&nodes[0], &["node", "ls", "--format", "{{.Status}}"])
             .lines()
             .filter(|l| l.trim() == "Ready")
             .count()
-            == 3
+            == nodes.len()
     });
+}
+
+#[test]
+fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(3);
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
+        .collect();
+    form_swarm(&mut nodes);
+    let m = &nodes[0];
 
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("index.html"), "swm3-overlay-ok\n").unwrap();
@@ -496,6 +512,136 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
     wait_until("the sandboxes removed", || {
         nodes.iter().all(|n| sandboxes(n) == 0)
     });
+    drop(nodes);
+    drop(lab);
+}
+
+#[test]
+fn an_encrypted_overlay_carries_traffic_across_hosts_while_its_keys_rotate() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new(2);
+    // The leader rotates the overlay keys every 2 s (Docker: 12 h).
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            Daemon::start_with(h, &format!("h{}", i + 1), &["--network-key-rotation", "2"])
+        })
+        .collect();
+    form_swarm(&mut nodes);
+    let m = &nodes[0];
+
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "swm3-sealed-ok\n").unwrap();
+    ok(
+        m,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--opt",
+            "encrypted",
+            "swm3sec",
+        ],
+    );
+    let net_id = ok(m, &["network", "inspect", "swm3sec", "--format", "{{.ID}}"]);
+    let net_id = net_id.trim().to_string();
+    let site_dir = site.path().to_str().unwrap();
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "sealed",
+            "--network",
+            "swm3sec",
+            "--replicas",
+            "2",
+            "busybox",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            site_dir,
+        ],
+    );
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "client",
+            "--network",
+            "swm3sec",
+            "busybox",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("sealed and client running", || {
+        let sealed = running(m, "sealed");
+        sealed.len() == 2 && sealed[0].1 != sealed[1].1 && running(m, "client").len() == 1
+    });
+
+    // Each node's sandbox of the network carries it over the user-space
+    // encrypted data path (tap0), not a kernel VXLAN device.
+    for n in &nodes {
+        let sandbox = Path::new("/run/swarm/netns")
+            .join(n.node_id.as_deref().unwrap())
+            .join(format!("ov-{net_id}"));
+        let net = format!("--net={}", sandbox.display());
+        let links = run("nsenter", &[net.as_str(), "ip", "-o", "link", "show"]);
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(links.contains("tap0"), "{}: {links}", sandbox.display());
+        assert!(!links.contains("vxlan0"), "{}: {links}", sandbox.display());
+    }
+
+    let (client, client_node) = running(m, "client").into_iter().next().unwrap();
+    let host = &nodes[client_node
+        .trim_start_matches('h')
+        .parse::<usize>()
+        .unwrap()
+        - 1];
+    let netns = host.netns(&client);
+    let mut sealed = Vec::new();
+    wait_until("tasks.sealed gives both tasks", || {
+        sealed = lookup(&netns, "tasks.sealed");
+        sealed.len() == 2
+    });
+    // One of the two runs on the other host: its answers cross the underlay
+    // sealed. Both keep answering over several key rotations.
+    for addr in &sealed {
+        wait_until(&format!("GET http://{addr}/"), || {
+            http_get(&netns, addr).is_some()
+        });
+    }
+    let until = Instant::now() + Duration::from_secs(9);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        for addr in &sealed {
+            assert_eq!(
+                http_get(&netns, addr).as_deref().map(str::trim),
+                Some("swm3-sealed-ok"),
+                "GET http://{addr}/ after {rounds} rounds"
+            );
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ok(m, &["service", "rm", "sealed", "client"]);
     drop(nodes);
     drop(lab);
 }

@@ -62,6 +62,10 @@ struct Args {
     /// can, else user space), `off` (always user space) or `require`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "off", "require"])]
     mesh_kernel: String,
+    /// How often this node, while it leads, rotates the keys of encrypted
+    /// overlay networks, in seconds (Docker: every 12 hours).
+    #[arg(long, default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    network_key_rotation: u64,
     /// The host name the node reports.
     #[arg(long)]
     hostname: Option<String>,
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         hostname: args.hostname.clone().unwrap_or_else(swarm::hostname),
         runtime: runtime(&args).await?,
         tick_interval: Duration::from_millis(100),
+        network_key_rotation: Duration::from_secs(args.network_key_rotation),
         routing_mesh: (!args.no_routing_mesh).then_some(MeshSettings {
             ingress_ip: args.ingress_addr,
             peer_port: args.mesh_port,

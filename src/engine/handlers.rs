@@ -264,7 +264,8 @@ pub(super) fn manager_config(cfg: &EngineConfig, addrs: &SavedAddrs) -> ManagerC
     let mut m = ManagerConfig::new(&cfg.data_dir, listen)
         .hostname(cfg.hostname.clone())
         .runtime(cfg.runtime.clone())
-        .tick_interval(cfg.tick_interval);
+        .tick_interval(cfg.tick_interval)
+        .network_key_rotation(cfg.network_key_rotation);
     let advertise = advertise.or_else(|| cfg.advertise_addr.clone());
     if let Some(mesh) = cfg.routing_mesh {
         let peer_ip = addrs

@@ -138,6 +138,10 @@ pub struct EngineConfig {
     /// nodes hand connections over on `peer_port` of the advertised address.
     /// `None`: published ports are not answered on this node.
     pub routing_mesh: Option<MeshSettings>,
+    /// How often the node, while it leads, rotates the keys of encrypted overlay
+    /// networks ([`DEFAULT_KEY_ROTATION`](crate::keymanager::DEFAULT_KEY_ROTATION)
+    /// as Docker).
+    pub network_key_rotation: Duration,
 }
 
 /// Where swarmd's routing mesh listens.
