@@ -946,6 +946,10 @@ impl Runtime for NetRuntime {
         self.inner.name()
     }
 
+    fn binds_host_ports(&self) -> bool {
+        self.inner.binds_host_ports()
+    }
+
     async fn prepare(&self, task: &Task) -> swarm_runtime::Result<()> {
         self.inner.prepare(task).await
     }

@@ -261,3 +261,16 @@ async fn sandboxes_of_a_node_that_is_gone_are_removed() {
     let _ = std::fs::remove_file(alive.join(OWNER_FILE));
     let _ = std::fs::remove_dir(&alive);
 }
+
+#[tokio::test]
+async fn the_wrapper_answers_for_its_runtime() {
+    // The node forwards host-mode ports itself when the runtime does not bind
+    // them: the wrapper must say what the runtime it wraps says.
+    let dir = tempfile::tempdir().unwrap();
+    let process = swarm_runtime::ProcessRuntime::new(dir.path().join("rt")).unwrap();
+    let plane = NetPlane { inner: None };
+    let wrapped = NetRuntime::new(Arc::new(process.clone()), plane);
+    assert_eq!(wrapped.binds_host_ports(), process.binds_host_ports());
+    assert!(!wrapped.binds_host_ports());
+    assert_eq!(wrapped.name(), "process");
+}
