@@ -407,9 +407,22 @@ fn kernel_path_balances_over_three_local_tasks_and_is_removed_at_shutdown() {
         mesh.shutdown().await;
         let after = tables(&m);
         assert!(!after.contains("swarm_mesh"), "{after}");
-        let refused = tokio::task::spawn_blocking(move || connect(&c, 8080).is_err())
-            .await
-            .unwrap();
+        // A connection set up before the rules went can still be in flight
+        // through conntrack for a moment: the port must be refused soon after.
+        let refused = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if connect(&c, 8080).is_err() {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .unwrap();
         assert!(refused, "the port still answers after shutdown");
     });
 }

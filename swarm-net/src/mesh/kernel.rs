@@ -243,6 +243,19 @@ pub(crate) fn ingress_v4(ingress: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
+/// Removes what a killed mesh with `config`'s table left (its nftables table
+/// and `DOCKER-USER` rule), when this process may: a mesh that starts on the
+/// user-space path must not have a dead one's NAT rules take its ports.
+/// Nothing to remove, no `nft` or no permission: nothing done.
+pub(super) fn clear_leftovers(config: &MeshConfig) {
+    let table = config.table_name();
+    if check_table(&table).is_err() || !permitted() {
+        return;
+    }
+    let _ = run(&removal(&table));
+    docker_user(&table, false);
+}
+
 /// Checks that the kernel path can work for `config` and replaces its table
 /// with an empty one.
 pub(super) fn setup(config: &MeshConfig) -> Result<KernelState, NftError> {

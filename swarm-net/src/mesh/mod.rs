@@ -378,7 +378,10 @@ impl Mesh {
     pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| MeshError::NoRuntime)?;
         let kernel = match config.kernel {
-            KernelPath::Off => None,
+            KernelPath::Off => {
+                kernel::clear_leftovers(&config);
+                None
+            }
             KernelPath::Auto | KernelPath::Require => match kernel::setup(&config) {
                 Ok(k) => {
                     tracing::info!(table = %k.table, "mesh: kernel data path on (nftables)");
