@@ -466,6 +466,7 @@ impl NetPlane {
         let overlay = inner.wait_overlay().await?;
         let mut done: Vec<(Id, String)> = Vec::new();
         let result = async {
+            let before = interfaces_before(task, netns).await?;
             for a in task.networks.iter().filter(|a| is_task_overlay(&a.network)) {
                 let Some(cidr) = a.addresses.first() else {
                     continue;
@@ -484,11 +485,12 @@ impl NetPlane {
                         .contains_key(ENCRYPTED_OPTION),
                 };
                 overlay.ensure_network(&def).await?;
-                let ifname = format!("eth{}", done.len());
+                let ifname = format!("eth{}", before.first_eth + done.len());
                 if fresh {
                     let cidr: Cidr = cidr.parse()?;
+                    let default_route = done.is_empty() && !before.default_route;
                     overlay
-                        .attach(&def.id, netns, &ifname, cidr, done.is_empty())
+                        .attach(&def.id, netns, &ifname, cidr, default_route)
                         .await?;
                 }
                 done.push((net.id.clone(), ifname));
@@ -559,6 +561,88 @@ impl NetPlane {
             Some(i) => i.tasks.lock().await.keys().cloned().collect(),
             None => Vec::new(),
         }
+    }
+}
+
+/// What a task's namespace holds besides the overlay's interfaces: a Docker
+/// container's `eth0` on Docker's bridge, with its default route. The overlay's
+/// interfaces are numbered after it (`eth1`, ...) and leave its default route
+/// alone (the overlays' subnets and VIPs are connected routes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Before {
+    /// The number of the first overlay interface, `eth<first_eth>`.
+    first_eth: usize,
+    /// Whether a default route through such an interface exists.
+    default_route: bool,
+}
+
+/// Reads [`Before`] of the namespace at `netns` (its `/proc/net/dev` and
+/// `/proc/net/route`): an interface is the overlay's when it has a route into
+/// one of `task`'s overlay subnets, so an adopted task finds its names again.
+async fn interfaces_before(task: &Task, netns: &Path) -> Result<Before, NetPlaneError> {
+    let ours: Vec<Cidr> = task
+        .networks
+        .iter()
+        .filter(|a| is_task_overlay(&a.network))
+        .filter_map(|a| a.addresses.first()?.parse().ok())
+        .collect();
+    let netns = netns.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        vip::run_in(&netns, || {
+            let read = |file: &str| {
+                let path = format!("/proc/thread-self/net/{file}");
+                std::fs::read_to_string(&path).map_err(|source| vip::VipError::Io {
+                    op: format!("reading {path} in the task's namespace"),
+                    source,
+                })
+            };
+            Ok((read("dev")?, read("route")?))
+        })
+    })
+    .await
+    .map_err(|e| NetPlaneError::Unavailable(format!("reading the task's interfaces: {e}")))??;
+    Ok(before_of(&read.0, &read.1, &ours))
+}
+
+/// [`Before`] from the texts of `/proc/net/dev` and `/proc/net/route`, the
+/// task's overlay addresses being `ours`.
+fn before_of(dev: &str, route: &str, ours: &[Cidr]) -> Before {
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: addresses in
+    // hex, in the byte order of the host.
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v.to_ne_bytes())))
+    };
+    let routes: Vec<(&str, IpAddr, IpAddr)> = route
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((*f.first()?, hex(f.get(1)?)?, hex(f.get(7)?)?))
+        })
+        .collect();
+    let is_ours = |ifname: &str| {
+        routes.iter().any(|(i, dest, mask)| {
+            *i == ifname && !mask.is_unspecified() && ours.iter().any(|c| c.contains(*dest))
+        })
+    };
+    let foreign: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim()))
+        .filter(|i| *i != "lo" && !is_ours(i))
+        .collect();
+    Before {
+        first_eth: foreign
+            .iter()
+            .filter_map(|i| i.strip_prefix("eth")?.parse::<usize>().ok())
+            .map(|n| n + 1)
+            .max()
+            .unwrap_or(0),
+        default_route: routes
+            .iter()
+            .any(|(i, dest, mask)| dest.is_unspecified() && mask.is_unspecified() && foreign.contains(i)),
     }
 }
 

@@ -261,3 +261,78 @@ async fn sandboxes_of_a_node_that_is_gone_are_removed() {
     let _ = std::fs::remove_file(alive.join(OWNER_FILE));
     let _ = std::fs::remove_dir(&alive);
 }
+
+/// `/proc/net/dev` of a namespace with `names`.
+fn dev_text(names: &[&str]) -> String {
+    let mut s = String::from(
+        "Inter-|   Receive                            |  Transmit\n face |bytes    packets errs\n",
+    );
+    for n in names {
+        s.push_str(&format!("{n:>6}: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"));
+    }
+    s
+}
+
+/// A `/proc/net/route` line (addresses as the kernel prints them: hex in the
+/// host's byte order).
+fn route_line(ifname: &str, dest: [u8; 4], gw: [u8; 4], mask: [u8; 4]) -> String {
+    let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+    format!(
+        "{ifname}\t{}\t{}\t0003\t0\t0\t0\t{}\t0\t0\t0\n",
+        hex(dest),
+        hex(gw),
+        hex(mask)
+    )
+}
+
+const ROUTE_HEAD: &str =
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+
+#[test]
+fn a_fresh_namespace_gets_eth0_and_the_default_route() {
+    let ours: Vec<Cidr> = vec!["10.0.1.3/24".parse().unwrap()];
+    assert_eq!(
+        before_of(&dev_text(&["lo"]), ROUTE_HEAD, &ours),
+        Before {
+            first_eth: 0,
+            default_route: false
+        }
+    );
+    // Adopted: eth0 routes into the task's subnet, so it is the overlay's.
+    let route = format!(
+        "{ROUTE_HEAD}{}{}",
+        route_line("eth0", [0; 4], [10, 0, 1, 1], [0; 4]),
+        route_line("eth0", [10, 0, 1, 0], [0; 4], [255, 255, 255, 0])
+    );
+    assert_eq!(
+        before_of(&dev_text(&["lo", "eth0"]), &route, &ours),
+        Before {
+            first_eth: 0,
+            default_route: false
+        }
+    );
+}
+
+#[test]
+fn a_docker_container_keeps_its_eth0_and_default_route() {
+    let ours: Vec<Cidr> = vec!["10.0.1.3/24".parse().unwrap()];
+    let docker = format!(
+        "{ROUTE_HEAD}{}{}",
+        route_line("eth0", [0; 4], [172, 17, 0, 1], [0; 4]),
+        route_line("eth0", [172, 17, 0, 0], [0; 4], [255, 255, 0, 0])
+    );
+    let want = Before {
+        first_eth: 1,
+        default_route: true,
+    };
+    assert_eq!(before_of(&dev_text(&["lo", "eth0"]), &docker, &ours), want);
+    // Adopted after a restart: eth1 is the overlay's, found again as eth1.
+    let adopted = format!(
+        "{docker}{}",
+        route_line("eth1", [10, 0, 1, 0], [0; 4], [255, 255, 255, 0])
+    );
+    assert_eq!(
+        before_of(&dev_text(&["lo", "eth0", "eth1"]), &adopted, &ours),
+        want
+    );
+}
