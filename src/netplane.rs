@@ -378,7 +378,10 @@ pub enum NetPlaneError {
 
 /// A task attached on this node.
 struct Attached {
+    /// `/proc/self/fd/<n>`, `n` being [`Attached::_handle`]'s.
     netns: PathBuf,
+    /// The task's namespace, held open while it is attached.
+    _handle: std::fs::File,
     /// Networks by ID, with the interface in the task.
     networks: Vec<(Id, String)>,
     dns: DnsServer,
@@ -464,6 +467,19 @@ impl NetPlane {
             return Ok(());
         };
         let overlay = inner.wait_overlay().await?;
+        // A Docker container's namespace is named by its process
+        // (`/proc/<pid>/ns/net`): a name that goes away when the container stops
+        // and may come to name another process's namespace. Hold the namespace
+        // open and name it by that handle from now on (its DNS sockets keep it
+        // alive until the task is detached anyway).
+        let handle = std::fs::File::open(netns).map_err(|source| vip::VipError::Io {
+            op: format!("opening {}", netns.display()),
+            source,
+        })?;
+        let netns = &PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&handle)
+        ));
         let mut done: Vec<(Id, String)> = Vec::new();
         let result = async {
             let before = interfaces_before(task, netns).await?;
@@ -508,6 +524,7 @@ impl NetPlane {
                     task.id.clone(),
                     Attached {
                         netns: netns.to_path_buf(),
+                        _handle: handle,
                         networks: done,
                         dns,
                         vips: None,

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -156,7 +156,7 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         // Sandboxes the killed node left behind.
         if let Some(id) = &self.node_id {
-            let dir = std::path::Path::new("/run/swarm/netns").join(id);
+            let dir = Path::new("/run/swarm/netns").join(id);
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
                 let _ = std::fs::remove_file(e.path());
@@ -450,6 +450,20 @@ fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_host
     ok(m, &["service", "rm", "swm6web", "swm6cli"]);
     wait_until("the containers removed", || {
         common::containers(PREFIX).is_empty()
+    });
+    // Each node detached its containers (their /proc/<pid> gone by then) and
+    // took the network's sandbox away with the last one.
+    let sandboxes = |n: &Daemon| {
+        std::fs::read_dir(Path::new("/run/swarm/netns").join(n.node_id.as_deref().unwrap()))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ov-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("the sandboxes removed", || {
+        nodes.iter().all(|n| sandboxes(n) == 0)
     });
     drop(nodes);
     drop(lab);
