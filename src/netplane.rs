@@ -657,9 +657,9 @@ fn before_of(dev: &str, route: &str, ours: &[Cidr]) -> Before {
             .map(|n| n + 1)
             .max()
             .unwrap_or(0),
-        default_route: routes
-            .iter()
-            .any(|(i, dest, mask)| dest.is_unspecified() && mask.is_unspecified() && foreign.contains(i)),
+        default_route: routes.iter().any(|(i, dest, mask)| {
+            dest.is_unspecified() && mask.is_unspecified() && foreign.contains(i)
+        }),
     }
 }
 

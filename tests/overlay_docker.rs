@@ -114,7 +114,9 @@ impl Drop for Lab {
 struct Daemon {
     child: Child,
     sock: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    host: String,
+    name: String,
     node_id: Option<String>,
 }
 
@@ -122,12 +124,26 @@ impl Daemon {
     fn start(host: &str, name: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
+        let child = Daemon::spawn(host, name, dir.path(), &sock);
+        let d = Daemon {
+            child,
+            sock,
+            dir,
+            host: host.to_string(),
+            name: name.to_string(),
+            node_id: None,
+        };
+        d.wait_api();
+        d
+    }
+
+    fn spawn(host: &str, name: &str, dir: &Path, sock: &Path) -> Child {
         // The host's network namespace only: the Engine's socket and the
         // containers' /proc/<pid>/ns/net stay visible.
-        let child = Command::new("nsenter")
+        Command::new("nsenter")
             .arg(format!("--net=/run/netns/{host}"))
             .arg(env!("CARGO_BIN_EXE_swarmd"))
-            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .args(["--data-dir", dir.to_str().unwrap()])
             .args(["--api-addr", &format!("unix://{}", sock.display())])
             .args(["--runtime", "docker", "--no-routing-mesh"])
             .args(["--hostname", name, "--log-level", "warn"])
@@ -135,17 +151,23 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("swarmd starts");
-        let d = Daemon {
-            child,
-            sock,
-            _dir: dir,
-            node_id: None,
-        };
+            .expect("swarmd starts")
+    }
+
+    fn wait_api(&self) {
         wait_until("the API answers", || {
-            docker(&d, &["version"]).status.success()
+            docker(self, &["version"]).status.success()
         });
-        d
+    }
+
+    /// Kills this node's swarmd (its containers keep running in the Engine)
+    /// and starts it again on the same data.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+        self.child = Daemon::spawn(&self.host, &self.name, self.dir.path(), &self.sock);
+        self.wait_api();
     }
 }
 
@@ -417,7 +439,23 @@ fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_host
     // Docker's eth0 stays; the overlay's interface comes next to it.
     let links = String::from_utf8_lossy(&exec(&cli, &["ip", "-o", "addr"]).stdout).into_owned();
     assert!(links.contains(" eth0 "), "Docker's eth0 is gone: {links}");
-    assert!(links.contains(" eth1 "), "no overlay interface eth1: {links}");
+    assert!(
+        links.contains(" eth1 "),
+        "no overlay interface eth1: {links}"
+    );
+    // The overlay's MTU (the default 1450: VXLAN's 50 bytes under 1500), not
+    // Docker's 1500.
+    let eth1 = String::from_utf8_lossy(&exec(&cli, &["ip", "-o", "link", "show", "eth1"]).stdout)
+        .into_owned();
+    assert!(eth1.contains(" mtu 1450 "), "eth1: {eth1}");
+    // Docker's default route stays: the overlay's subnet is a connected route.
+    let routes = String::from_utf8_lossy(&exec(&cli, &["ip", "route"]).stdout).into_owned();
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("dev eth0")),
+        "routes: {routes}"
+    );
 
     wait_until("swm6web resolves to its VIP inside the container", || {
         lookup(&cli, "swm6web") == [vip.clone()]
@@ -445,6 +483,41 @@ fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_host
             "GET the VIP {vip}"
         );
     }
+
+    // A restarted swarmd adopts its running containers: their overlay
+    // interface (eth1, found again) keeps working, and their DNS and VIP rules
+    // are served again.
+    let (h2_task, _) = running(m, "swm6web")
+        .into_iter()
+        .find(|(_, n)| n == "h2")
+        .expect("a web task on h2");
+    let h2_web = container_of(&h2_task);
+    nodes[1].restart();
+    let m = &nodes[0];
+    wait_until("h2 ready again", || {
+        ok(m, &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+            .lines()
+            .any(|l| l.trim() == "h2 Ready")
+    });
+    wait_until("tasks.swm6web from the adopted container", || {
+        lookup(&h2_web, "tasks.swm6web") == tasks_web
+    });
+    assert_eq!(container_of(&h2_task), h2_web, "the container was replaced");
+    wait_until("GET the VIP from the adopted container", || {
+        http_get(&h2_web, &vip).as_deref().map(str::trim) == Some("swm6-docker-ok")
+    });
+    for addr in &tasks_web {
+        assert_eq!(
+            http_get(&cli, addr).as_deref().map(str::trim),
+            Some("swm6-docker-ok"),
+            "GET http://{addr}/ after h2's restart"
+        );
+    }
+    let links = String::from_utf8_lossy(&exec(&h2_web, &["ip", "-o", "link"]).stdout).into_owned();
+    assert!(
+        !links.contains(" eth2"),
+        "adoption attached the container again: {links}"
+    );
 
     // Removing the services removes the containers.
     ok(m, &["service", "rm", "swm6web", "swm6cli"]);
