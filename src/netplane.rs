@@ -967,13 +967,45 @@ impl NetRuntime {
     }
 
     /// Attaches `task` if the runtime gave it a namespace; `Ok(false)` when it has
-    /// none yet.
+    /// none (yet, or any more: a Docker container that already exited).
+    ///
+    /// A Docker container's namespace is named by its process
+    /// (`/proc/<pid>/ns/net`): the namespace is opened first, then the runtime
+    /// asked again that the task still runs with it, so what is attached is the
+    /// task's (not the namespace of a process that took a reused pid), and a
+    /// task that ended meanwhile is not failed for it.
     async fn attach_if_ready(&self, task: &Task) -> swarm_runtime::Result<bool> {
-        let i = self.inner.inspect(task.id.as_str()).await?;
-        let Some(netns) = i.netns else {
+        let id = task.id.as_str();
+        let Some(netns) = self.inner.inspect(id).await?.netns else {
             return Ok(false);
         };
-        self.plane.attach(task, &netns, true).await.map_err(|e| {
+        let pinned = std::fs::File::open(&netns);
+        let still = self.inner.inspect(id).await?.netns;
+        let pinned = match pinned {
+            Ok(f) if still.as_deref() == Some(netns.as_path()) => f,
+            // The task left its namespace (it exited) in between.
+            _ if still.is_none() => return Ok(false),
+            Ok(_) => {
+                return Err(swarm_runtime::Error::StartFailed {
+                    message: format!(
+                        "the task's namespace moved from {} while attaching it",
+                        netns.display()
+                    ),
+                    rejected: false,
+                });
+            }
+            Err(e) => {
+                return Err(swarm_runtime::Error::StartFailed {
+                    message: format!("opening the task's namespace {}: {e}", netns.display()),
+                    rejected: false,
+                });
+            }
+        };
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pinned)
+        ));
+        self.plane.attach(task, &path, true).await.map_err(|e| {
             swarm_runtime::Error::StartFailed {
                 message: format!("attaching the task's overlay networks: {e}"),
                 rejected: false,
