@@ -33,7 +33,15 @@
 //! the last local task of a network takes its sandbox with it.
 //!
 //! Docker containers are attached after they start (their namespace exists only
-//! then), so their first moments run without the overlay interfaces. A task in
+//! then), so their first moments run without the overlay interfaces: a command
+//! that resolves a service name at once may get no answer (nothing listens on
+//! 127.0.0.11 yet) and should retry, as it would while the service has no task.
+//! A container keeps Docker's `eth0` and its default route (Docker's bridge):
+//! the overlay's interfaces come after it (`eth1`, ...) and add only their
+//! connected routes, which hold the networks' tasks and VIPs. The namespace
+//! (`/proc/<pid>/ns/net`) is held open while the task is attached, so detaching
+//! a container that exited, or writing its VIP rules, never follows a reused
+//! pid into another process's namespace. A task in
 //! its own namespace is not reached by the routing mesh (it reaches local tasks
 //! on the node's loopback): no host-reachable `docker_gwbridge` address yet.
 
