@@ -33,7 +33,15 @@
 //! the last local task of a network takes its sandbox with it.
 //!
 //! Docker containers are attached after they start (their namespace exists only
-//! then), so their first moments run without the overlay interfaces. A task in
+//! then), so their first moments run without the overlay interfaces: a command
+//! that resolves a service name at once may get no answer (nothing listens on
+//! 127.0.0.11 yet) and should retry, as it would while the service has no task.
+//! A container keeps Docker's `eth0` and its default route (Docker's bridge):
+//! the overlay's interfaces come after it (`eth1`, ...) and add only their
+//! connected routes, which hold the networks' tasks and VIPs. The namespace
+//! (`/proc/<pid>/ns/net`) is held open while the task is attached, so detaching
+//! a container that exited, or writing its VIP rules, never follows a reused
+//! pid into another process's namespace. A task in
 //! its own namespace is not reached by the routing mesh (it reaches local tasks
 //! on the node's loopback): no host-reachable `docker_gwbridge` address yet.
 
@@ -391,7 +399,10 @@ pub enum NetPlaneError {
 
 /// A task attached on this node.
 struct Attached {
+    /// `/proc/self/fd/<n>`, `n` being [`Attached::_handle`]'s.
     netns: PathBuf,
+    /// The task's namespace, held open while it is attached.
+    _handle: std::fs::File,
     /// Networks by ID, with the interface in the task.
     networks: Vec<(Id, String)>,
     dns: DnsServer,
@@ -481,8 +492,22 @@ impl NetPlane {
             return Ok(());
         };
         let overlay = inner.wait_overlay().await?;
+        // A Docker container's namespace is named by its process
+        // (`/proc/<pid>/ns/net`): a name that goes away when the container stops
+        // and may come to name another process's namespace. Hold the namespace
+        // open and name it by that handle from now on (its DNS sockets keep it
+        // alive until the task is detached anyway).
+        let handle = std::fs::File::open(netns).map_err(|source| vip::VipError::Io {
+            op: format!("opening {}", netns.display()),
+            source,
+        })?;
+        let netns = &PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&handle)
+        ));
         let mut done: Vec<(Id, String)> = Vec::new();
         let result = async {
+            let before = interfaces_before(task, netns).await?;
             for a in task.networks.iter().filter(|a| is_task_overlay(&a.network)) {
                 let Some(cidr) = a.addresses.first() else {
                     continue;
@@ -505,11 +530,12 @@ impl NetPlane {
                     let view = inner.views.borrow().clone();
                     inner.set_keys(&overlay, &net.id, &view.keys).await;
                 }
-                let ifname = format!("eth{}", done.len());
+                let ifname = format!("eth{}", before.first_eth + done.len());
                 if fresh {
                     let cidr: Cidr = cidr.parse()?;
+                    let default_route = done.is_empty() && !before.default_route;
                     overlay
-                        .attach(&def.id, netns, &ifname, cidr, done.is_empty())
+                        .attach(&def.id, netns, &ifname, cidr, default_route)
                         .await?;
                 }
                 done.push((net.id.clone(), ifname));
@@ -527,6 +553,7 @@ impl NetPlane {
                     task.id.clone(),
                     Attached {
                         netns: netns.to_path_buf(),
+                        _handle: handle,
                         networks: done,
                         dns,
                         vips: None,
@@ -580,6 +607,88 @@ impl NetPlane {
             Some(i) => i.tasks.lock().await.keys().cloned().collect(),
             None => Vec::new(),
         }
+    }
+}
+
+/// What a task's namespace holds besides the overlay's interfaces: a Docker
+/// container's `eth0` on Docker's bridge, with its default route. The overlay's
+/// interfaces are numbered after it (`eth1`, ...) and leave its default route
+/// alone (the overlays' subnets and VIPs are connected routes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Before {
+    /// The number of the first overlay interface, `eth<first_eth>`.
+    first_eth: usize,
+    /// Whether a default route through such an interface exists.
+    default_route: bool,
+}
+
+/// Reads [`Before`] of the namespace at `netns` (its `/proc/net/dev` and
+/// `/proc/net/route`): an interface is the overlay's when it has a route into
+/// one of `task`'s overlay subnets, so an adopted task finds its names again.
+async fn interfaces_before(task: &Task, netns: &Path) -> Result<Before, NetPlaneError> {
+    let ours: Vec<Cidr> = task
+        .networks
+        .iter()
+        .filter(|a| is_task_overlay(&a.network))
+        .filter_map(|a| a.addresses.first()?.parse().ok())
+        .collect();
+    let netns = netns.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        vip::run_in(&netns, || {
+            let read = |file: &str| {
+                let path = format!("/proc/thread-self/net/{file}");
+                std::fs::read_to_string(&path).map_err(|source| vip::VipError::Io {
+                    op: format!("reading {path} in the task's namespace"),
+                    source,
+                })
+            };
+            Ok((read("dev")?, read("route")?))
+        })
+    })
+    .await
+    .map_err(|e| NetPlaneError::Unavailable(format!("reading the task's interfaces: {e}")))??;
+    Ok(before_of(&read.0, &read.1, &ours))
+}
+
+/// [`Before`] from the texts of `/proc/net/dev` and `/proc/net/route`, the
+/// task's overlay addresses being `ours`.
+fn before_of(dev: &str, route: &str, ours: &[Cidr]) -> Before {
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: addresses in
+    // hex, in the byte order of the host.
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v.to_ne_bytes())))
+    };
+    let routes: Vec<(&str, IpAddr, IpAddr)> = route
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((*f.first()?, hex(f.get(1)?)?, hex(f.get(7)?)?))
+        })
+        .collect();
+    let is_ours = |ifname: &str| {
+        routes.iter().any(|(i, dest, mask)| {
+            *i == ifname && !mask.is_unspecified() && ours.iter().any(|c| c.contains(*dest))
+        })
+    };
+    let foreign: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim()))
+        .filter(|i| *i != "lo" && !is_ours(i))
+        .collect();
+    Before {
+        first_eth: foreign
+            .iter()
+            .filter_map(|i| i.strip_prefix("eth")?.parse::<usize>().ok())
+            .map(|n| n + 1)
+            .max()
+            .unwrap_or(0),
+        default_route: routes.iter().any(|(i, dest, mask)| {
+            dest.is_unspecified() && mask.is_unspecified() && foreign.contains(i)
+        }),
     }
 }
 
@@ -924,13 +1033,45 @@ impl NetRuntime {
     }
 
     /// Attaches `task` if the runtime gave it a namespace; `Ok(false)` when it has
-    /// none yet.
+    /// none (yet, or any more: a Docker container that already exited).
+    ///
+    /// A Docker container's namespace is named by its process
+    /// (`/proc/<pid>/ns/net`): the namespace is opened first, then the runtime
+    /// asked again that the task still runs with it, so what is attached is the
+    /// task's (not the namespace of a process that took a reused pid), and a
+    /// task that ended meanwhile is not failed for it.
     async fn attach_if_ready(&self, task: &Task) -> swarm_runtime::Result<bool> {
-        let i = self.inner.inspect(task.id.as_str()).await?;
-        let Some(netns) = i.netns else {
+        let id = task.id.as_str();
+        let Some(netns) = self.inner.inspect(id).await?.netns else {
             return Ok(false);
         };
-        self.plane.attach(task, &netns, true).await.map_err(|e| {
+        let pinned = std::fs::File::open(&netns);
+        let still = self.inner.inspect(id).await?.netns;
+        let pinned = match pinned {
+            Ok(f) if still.as_deref() == Some(netns.as_path()) => f,
+            // The task left its namespace (it exited) in between.
+            _ if still.is_none() => return Ok(false),
+            Ok(_) => {
+                return Err(swarm_runtime::Error::StartFailed {
+                    message: format!(
+                        "the task's namespace moved from {} while attaching it",
+                        netns.display()
+                    ),
+                    rejected: false,
+                });
+            }
+            Err(e) => {
+                return Err(swarm_runtime::Error::StartFailed {
+                    message: format!("opening the task's namespace {}: {e}", netns.display()),
+                    rejected: false,
+                });
+            }
+        };
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pinned)
+        ));
+        self.plane.attach(task, &path, true).await.map_err(|e| {
             swarm_runtime::Error::StartFailed {
                 message: format!("attaching the task's overlay networks: {e}"),
                 rejected: false,

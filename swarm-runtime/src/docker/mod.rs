@@ -1,4 +1,11 @@
 //! The reference runtime: containers on a Docker Engine, through its HTTP API.
+//!
+//! A task on an overlay network runs on Docker's default bridge (its `eth0`)
+//! with 127.0.0.11 as its DNS server and a label that makes
+//! [`Inspection::netns`] report `/proc/<pid>/ns/net` while it runs: the node
+//! attaches the overlay's interfaces and serves the DNS there once the container
+//! started (Docker gives no hook before its process runs), so its first moments
+//! run without them.
 
 mod spec;
 

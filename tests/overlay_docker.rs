@@ -1,0 +1,543 @@
+//! Docker containers on an overlay network across hosts: three `swarmd` with
+//! `--runtime docker`, each in a network namespace of its own (`swm6-h1..3`, a
+//! veth each to a bridge in `swm6-sw`, 192.168.216.1-3/24). The machine's one
+//! Docker Engine runs the containers of all three (each node adopts only its
+//! own). From inside a client container (`docker exec` on the machine's engine):
+//! the embedded DNS at 127.0.0.11 (what the container's resolv.conf names)
+//! answers the service name with its VIP and `tasks.<service>` with every task,
+//! and HTTP reaches the VIP and every task, two of them on other hosts over
+//! VXLAN, while the container keeps Docker's own `eth0`. Needs root, `ip`,
+//! `nsenter`, the docker client, a Docker Engine and the test image; skips with
+//! a printed reason otherwise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{RemoveContainers, TEST_IMAGE, have_engine_and_image};
+
+const SWITCH: &str = "swm6-sw";
+const SUBNET: &str = "192.168.216";
+/// Service names (and so container names) start with it: the clean-up's filter.
+const PREFIX: &str = "swm6";
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let o = run(program, args);
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn missing_tool() -> Option<String> {
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        return Some("needs root (network namespaces, VXLAN)".into());
+    }
+    for (tool, arg) in [("ip", "-V"), ("nsenter", "--version"), ("nft", "--version")] {
+        if !Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// The simulated hosts; their namespaces are removed when dropped.
+struct Lab {
+    hosts: Vec<String>,
+}
+
+impl Lab {
+    fn new(n: usize) -> Lab {
+        let mut lab = Lab { hosts: Vec::new() };
+        lab.clean();
+        must("ip", &["netns", "add", SWITCH]);
+        must(
+            "ip",
+            &["-n", SWITCH, "link", "add", "br0", "type", "bridge"],
+        );
+        must("ip", &["-n", SWITCH, "link", "set", "br0", "up"]);
+        for i in 1..=n {
+            let host = format!("swm6-h{i}");
+            must("ip", &["netns", "add", &host]);
+            lab.hosts.push(host.clone());
+            let port = format!("swm6-h{i}p");
+            must(
+                "ip",
+                &[
+                    "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", SWITCH,
+                ],
+            );
+            must(
+                "ip",
+                &["-n", SWITCH, "link", "set", &port, "master", "br0", "up"],
+            );
+            let addr = format!("{SUBNET}.{i}/24");
+            must("ip", &["-n", &host, "addr", "add", &addr, "dev", "eth0"]);
+            must("ip", &["-n", &host, "link", "set", "eth0", "up"]);
+            must("ip", &["-n", &host, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn clean(&mut self) {
+        for i in 1..=3 {
+            let _ = run("ip", &["netns", "del", &format!("swm6-h{i}")]);
+        }
+        let _ = run("ip", &["netns", "del", SWITCH]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    dir: tempfile::TempDir,
+    host: String,
+    name: String,
+    node_id: Option<String>,
+}
+
+impl Daemon {
+    fn start(host: &str, name: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let child = Daemon::spawn(host, name, dir.path(), &sock);
+        let d = Daemon {
+            child,
+            sock,
+            dir,
+            host: host.to_string(),
+            name: name.to_string(),
+            node_id: None,
+        };
+        d.wait_api();
+        d
+    }
+
+    fn spawn(host: &str, name: &str, dir: &Path, sock: &Path) -> Child {
+        // The host's network namespace only: the Engine's socket and the
+        // containers' /proc/<pid>/ns/net stay visible.
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host}"))
+            .arg(env!("CARGO_BIN_EXE_swarmd"))
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .args(["--api-addr", &format!("unix://{}", sock.display())])
+            .args(["--runtime", "docker", "--no-routing-mesh"])
+            .args(["--hostname", name, "--log-level", "warn"])
+            .env_remove("DOCKER_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("swarmd starts")
+    }
+
+    fn wait_api(&self) {
+        wait_until("the API answers", || {
+            docker(self, &["version"]).status.success()
+        });
+    }
+
+    /// Kills this node's swarmd (its containers keep running in the Engine)
+    /// and starts it again on the same data.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+        self.child = Daemon::spawn(&self.host, &self.name, self.dir.path(), &self.sock);
+        self.wait_api();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // This node's own process only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Sandboxes the killed node left behind.
+        if let Some(id) = &self.node_id {
+            let dir = Path::new("/run/swarm/netns").join(id);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// The docker CLI on node `d`'s API.
+fn docker(d: &Daemon, args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CLI_HINTS", "false")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let o = docker(d, args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The docker CLI on the machine's Engine (where the containers are).
+fn engine(args: &[&str]) -> Output {
+    Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `(task id, node hostname)` of the running tasks of `service`.
+fn running(d: &Daemon, service: &str) -> Vec<(String, String)> {
+    ok(
+        d,
+        &[
+            "service",
+            "ps",
+            service,
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}} {{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        Some((w.next()?.to_string(), w.next()?.to_string()))
+    })
+    .collect()
+}
+
+/// The Engine's container of task `task_id`.
+fn container_of(task_id: &str) -> String {
+    let o = engine(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.task.id={task_id}"),
+    ]);
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!id.is_empty(), "no running container for task {task_id}");
+    id
+}
+
+/// `busybox args...` inside container `cid`.
+fn exec(cid: &str, args: &[&str]) -> Output {
+    let mut all = vec!["exec", cid, "busybox"];
+    all.extend_from_slice(args);
+    engine(&all)
+}
+
+/// The IPv4 addresses the container's resolver answers for `name`, sorted
+/// (`nslookup` without a server: the one of the container's resolv.conf).
+fn lookup(cid: &str, name: &str) -> Vec<String> {
+    let o = exec(cid, &["nslookup", "-type=a", name]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out: Vec<String> = text
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| {
+            answer
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The body of `GET /` at `ip:80`, from inside container `cid`.
+fn http_get(cid: &str, ip: &str) -> Option<String> {
+    let mut child = Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .args(["exec", "-i", cid, "busybox", "nc", "-w", "5", ip, "80"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()?
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1);
+    (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
+}
+
+#[test]
+fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    if !have_engine_and_image() {
+        println!("skipped: no Docker Engine or no {TEST_IMAGE}");
+        return;
+    }
+    let _containers = RemoveContainers(PREFIX);
+    common::remove_containers(PREFIX);
+    let lab = Lab::new(3);
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
+        .collect();
+    let first = format!("{SUBNET}.1");
+    ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
+    let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        ok(
+            n,
+            &[
+                "swarm",
+                "join",
+                "--advertise-addr",
+                &format!("{SUBNET}.{}", i + 1),
+                "--token",
+                token.trim(),
+                &format!("{first}:2377"),
+            ],
+        );
+    }
+    for n in &mut nodes {
+        let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
+        n.node_id = Some(id.trim().to_string());
+    }
+    let m = &nodes[0];
+    wait_until("three ready nodes", || {
+        ok(m, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| l.trim() == "Ready")
+            .count()
+            == 3
+    });
+
+    ok(m, &["network", "create", "-d", "overlay", "swm6net"]);
+    // The image has no mkdir: httpd serves /tmp, where the page is written.
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "swm6web",
+            "--network",
+            "swm6net",
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "1s",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "echo swm6-docker-ok > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+        ],
+    );
+    ok(
+        m,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "swm6cli",
+            "--network",
+            "swm6net",
+            "--stop-grace-period",
+            "1s",
+            TEST_IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running(m, "swm6web").len() != 3 || running(m, "swm6cli").len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "web and the client not running: {}",
+            ok(m, &["service", "ps", "swm6web", "swm6cli", "--no-trunc"])
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Spread over the three nodes (the scheduler spreads replicas).
+    let web_nodes: std::collections::BTreeSet<String> =
+        running(m, "swm6web").into_iter().map(|(_, n)| n).collect();
+    assert_eq!(web_nodes.len(), 3, "web's tasks are not on three nodes");
+    let vip = ok(
+        m,
+        &[
+            "service",
+            "inspect",
+            "swm6web",
+            "--format",
+            "{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}",
+        ],
+    );
+    let vip = vip.trim().split('/').next().unwrap().to_string();
+    assert!(!vip.is_empty(), "web has no VIP");
+
+    let (cli_task, _) = running(m, "swm6cli").into_iter().next().unwrap();
+    let cli = container_of(&cli_task);
+    let resolv = engine(&["exec", &cli, "cat", "/etc/resolv.conf"]);
+    assert!(
+        String::from_utf8_lossy(&resolv.stdout).contains("nameserver 127.0.0.11"),
+        "resolv.conf: {}",
+        String::from_utf8_lossy(&resolv.stdout)
+    );
+    // Docker's eth0 stays; the overlay's interface comes next to it.
+    let links = String::from_utf8_lossy(&exec(&cli, &["ip", "-o", "addr"]).stdout).into_owned();
+    assert!(links.contains(" eth0 "), "Docker's eth0 is gone: {links}");
+    assert!(
+        links.contains(" eth1 "),
+        "no overlay interface eth1: {links}"
+    );
+    // The overlay's MTU (the default 1450: VXLAN's 50 bytes under 1500), not
+    // Docker's 1500.
+    let eth1 = String::from_utf8_lossy(&exec(&cli, &["ip", "-o", "link", "show", "eth1"]).stdout)
+        .into_owned();
+    assert!(eth1.contains(" mtu 1450 "), "eth1: {eth1}");
+    // Docker's default route stays: the overlay's subnet is a connected route.
+    let routes = String::from_utf8_lossy(&exec(&cli, &["ip", "route"]).stdout).into_owned();
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("dev eth0")),
+        "routes: {routes}"
+    );
+
+    wait_until("swm6web resolves to its VIP inside the container", || {
+        lookup(&cli, "swm6web") == [vip.clone()]
+    });
+    let mut tasks_web = Vec::new();
+    wait_until("tasks.swm6web gives every task", || {
+        tasks_web = lookup(&cli, "tasks.swm6web");
+        tasks_web.len() == 3
+    });
+    assert!(!tasks_web.contains(&vip));
+
+    // HTTP to every task (two on other hosts: VXLAN) and to the VIP.
+    for addr in &tasks_web {
+        let mut got = None;
+        wait_until(&format!("GET http://{addr}/"), || {
+            got = http_get(&cli, addr);
+            got.is_some()
+        });
+        assert_eq!(got.unwrap().trim(), "swm6-docker-ok");
+    }
+    for _ in 0..6 {
+        assert_eq!(
+            http_get(&cli, &vip).as_deref().map(str::trim),
+            Some("swm6-docker-ok"),
+            "GET the VIP {vip}"
+        );
+    }
+
+    // A restarted swarmd adopts its running containers: their overlay
+    // interface (eth1, found again) keeps working, and their DNS and VIP rules
+    // are served again.
+    let (h2_task, _) = running(m, "swm6web")
+        .into_iter()
+        .find(|(_, n)| n == "h2")
+        .expect("a web task on h2");
+    let h2_web = container_of(&h2_task);
+    nodes[1].restart();
+    let m = &nodes[0];
+    wait_until("h2 ready again", || {
+        ok(m, &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+            .lines()
+            .any(|l| l.trim() == "h2 Ready")
+    });
+    wait_until("tasks.swm6web from the adopted container", || {
+        lookup(&h2_web, "tasks.swm6web") == tasks_web
+    });
+    assert_eq!(container_of(&h2_task), h2_web, "the container was replaced");
+    wait_until("GET the VIP from the adopted container", || {
+        http_get(&h2_web, &vip).as_deref().map(str::trim) == Some("swm6-docker-ok")
+    });
+    for addr in &tasks_web {
+        assert_eq!(
+            http_get(&cli, addr).as_deref().map(str::trim),
+            Some("swm6-docker-ok"),
+            "GET http://{addr}/ after h2's restart"
+        );
+    }
+    let links = String::from_utf8_lossy(&exec(&h2_web, &["ip", "-o", "link"]).stdout).into_owned();
+    assert!(
+        !links.contains(" eth2"),
+        "adoption attached the container again: {links}"
+    );
+
+    // Removing the services removes the containers.
+    ok(m, &["service", "rm", "swm6web", "swm6cli"]);
+    wait_until("the containers removed", || {
+        common::containers(PREFIX).is_empty()
+    });
+    // Each node detached its containers (their /proc/<pid> gone by then) and
+    // took the network's sandbox away with the last one.
+    let sandboxes = |n: &Daemon| {
+        std::fs::read_dir(Path::new("/run/swarm/netns").join(n.node_id.as_deref().unwrap()))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("ov-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("the sandboxes removed", || {
+        nodes.iter().all(|n| sandboxes(n) == 0)
+    });
+    drop(nodes);
+    drop(lab);
+}
