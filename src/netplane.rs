@@ -32,10 +32,19 @@
 //! node), the DNS records and the VIP rules. `remove` detaches the task first;
 //! the last local task of a network takes its sandbox with it.
 //!
+//! Each such task also gets a veth on the node's gateway bridge
+//! ([`swarm_net::gateway`], Docker's `docker_gwbridge`: `swarm_gwbridge`,
+//! 172.18.0.0/16), named after its overlay interfaces (`eth<N>`), with an address
+//! of the bridge and the task's default route (the overlays keep their connected
+//! routes): its outbound traffic leaves through the node, masqueraded. The
+//! [`NetRuntime`] reports that address as the task's
+//! [`swarm_runtime::Inspection::addr`], where the node's routing mesh reaches it
+//! (ingress ports, and host-mode ports the runtime does not bind). Without a
+//! gateway (it could not be set up: logged once) the first overlay takes the
+//! default route and the task is reached by nothing outside its overlays.
+//!
 //! Docker containers are attached after they start (their namespace exists only
-//! then), so their first moments run without the overlay interfaces. A task in
-//! its own namespace is not reached by the routing mesh (it reaches local tasks
-//! on the node's loopback): no host-reachable `docker_gwbridge` address yet.
+//! then), so their first moments run without the overlay interfaces.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -47,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use swarm_core::types::{ContainerStatus, Network, Node, ResolutionMode, Service, Task, TaskState};
 use swarm_core::{Filter, Id, Kind, Store, View};
 use swarm_net::dns::{DnsConfig, DnsServer, NetworkRecords, Resolution, ServiceRecord, TaskRecord};
+use swarm_net::gateway::{Gateway, GatewayConfig};
 use swarm_net::overlay::{Cidr, NetworkDef, Overlay, OverlayConfig, Peer, mac_for_ip};
 use swarm_net::vip::{self, VipRule};
 use swarm_runtime::{Inspection, LogChunks, LogOptions, Runtime};
@@ -371,6 +381,9 @@ pub enum NetPlaneError {
     /// The embedded DNS.
     #[error(transparent)]
     Dns(#[from] swarm_net::dns::DnsError),
+    /// The gateway bridge refused or failed.
+    #[error(transparent)]
+    Gateway(#[from] swarm_net::gateway::GatewayError),
     /// The node's overlay is not running (no data-path address known yet).
     #[error("overlay networks are not running on this node: {0}")]
     Unavailable(String),
@@ -384,6 +397,8 @@ struct Attached {
     dns: DnsServer,
     /// The VIP rules last written.
     vips: Option<Vec<VipRule>>,
+    /// Its interface on the gateway bridge and its address there.
+    gateway: Option<(String, Ipv4Addr)>,
 }
 
 struct PlaneInner {
@@ -394,6 +409,8 @@ struct PlaneInner {
     views: watch::Sender<Arc<NetworkView>>,
     overlay: watch::Sender<Option<Arc<Overlay>>>,
     tasks: Mutex<HashMap<Id, Attached>>,
+    /// The gateway bridge, set up at the first attach (`None`: it failed).
+    gateway: tokio::sync::OnceCell<Option<Arc<Gateway>>>,
 }
 
 /// The overlay data plane of one node (see the [module docs](self)). Cheap to
@@ -433,6 +450,7 @@ impl NetPlane {
             views,
             overlay: watch::channel(None).0,
             tasks: Mutex::new(HashMap::new()),
+            gateway: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(follow(Arc::downgrade(&inner), rx));
         NetPlane { inner: Some(inner) }
@@ -464,7 +482,9 @@ impl NetPlane {
             return Ok(());
         };
         let overlay = inner.wait_overlay().await?;
+        let gateway = inner.gateway().await;
         let mut done: Vec<(Id, String)> = Vec::new();
+        let mut on_gateway: Option<(String, Ipv4Addr)> = None;
         let result = async {
             for a in task.networks.iter().filter(|a| is_task_overlay(&a.network)) {
                 let Some(cidr) = a.addresses.first() else {
@@ -488,10 +508,19 @@ impl NetPlane {
                 if fresh {
                     let cidr: Cidr = cidr.parse()?;
                     overlay
-                        .attach(&def.id, netns, &ifname, cidr, done.is_empty())
+                        .attach(
+                            &def.id,
+                            netns,
+                            &ifname,
+                            cidr,
+                            done.is_empty() && gateway.is_none(),
+                        )
                         .await?;
                 }
                 done.push((net.id.clone(), ifname));
+            }
+            if let Some(gw) = &gateway {
+                on_gateway = attach_gateway(gw, netns, format!("eth{}", done.len()), fresh).await?;
             }
             let (udp, tcp) = vip::bind_in(netns, DNS_ADDR)?;
             let dns = DnsServer::start_with_sockets(udp, tcp, DnsConfig::new(DNS_ADDR))?;
@@ -509,6 +538,7 @@ impl NetPlane {
                         networks: done,
                         dns,
                         vips: None,
+                        gateway: on_gateway,
                     },
                 );
                 let view = inner.views.borrow().clone();
@@ -516,6 +546,9 @@ impl NetPlane {
                 Ok(())
             }
             Err(e) => {
+                if let (Some(gw), Some(at)) = (&gateway, &on_gateway) {
+                    detach_gateway(gw, netns, at, fresh).await;
+                }
                 for (net, ifname) in &done {
                     if fresh {
                         let _ = overlay.detach(net.as_str(), netns, ifname).await;
@@ -539,6 +572,9 @@ impl NetPlane {
             return;
         };
         a.dns.shutdown().await;
+        if let (Some(Some(gw)), Some(at)) = (inner.gateway.get(), &a.gateway) {
+            detach_gateway(gw, &a.netns, at, true).await;
+        }
         let overlay = inner.overlay.borrow().clone();
         if let Some(overlay) = overlay {
             for (net, ifname) in &a.networks {
@@ -551,6 +587,17 @@ impl NetPlane {
                 .await;
         }
         tracing::info!(task = task_id, "task detached from its overlay networks");
+    }
+
+    /// The address of local task `task_id` on the gateway bridge, where the node
+    /// reaches it; `None` for a task not attached or without one.
+    pub async fn gateway_addr(&self, task_id: &str) -> Option<IpAddr> {
+        let inner = self.inner.as_ref()?;
+        let tasks = inner.tasks.lock().await;
+        tasks
+            .get(task_id)
+            .and_then(|a| a.gateway.as_ref())
+            .map(|(_, ip)| IpAddr::V4(*ip))
     }
 
     /// The tasks attached on this node.
@@ -650,7 +697,57 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Puts a task on the gateway bridge as `ifname` (`fresh`), or takes back the
+/// address an adopted task has there; `None` for an adopted task without one.
+async fn attach_gateway(
+    gw: &Gateway,
+    netns: &Path,
+    ifname: String,
+    fresh: bool,
+) -> Result<Option<(String, Ipv4Addr)>, NetPlaneError> {
+    let ip = if fresh {
+        Some(gw.attach(netns, &ifname).await?)
+    } else {
+        gw.adopt(netns, &ifname).await?
+    };
+    Ok(ip.map(|ip| (ifname, ip)))
+}
+
+/// Takes a task off the gateway bridge (its veth only when `fresh`: an adopted
+/// task's stays) and frees its address.
+async fn detach_gateway(
+    gw: &Gateway,
+    netns: &Path,
+    (ifname, ip): &(String, Ipv4Addr),
+    fresh: bool,
+) {
+    if !fresh {
+        gw.release(*ip);
+        return;
+    }
+    if let Err(e) = gw.detach(netns, ifname, *ip).await {
+        tracing::warn!(netns = %netns.display(), error = %e, "could not detach from the gateway bridge");
+    }
+}
+
 impl PlaneInner {
+    /// The node's gateway bridge, set up on first use in this thread's namespace
+    /// (the node's); `None` when it could not be (logged once).
+    async fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.gateway
+            .get_or_init(|| async {
+                match Gateway::new(GatewayConfig::default()).await {
+                    Ok(gw) => Some(Arc::new(gw)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no gateway bridge: tasks on overlay networks get no outbound route and are not reached by the routing mesh");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
     /// The overlay, waiting for the view that gives this node's data-path
     /// address.
     async fn wait_overlay(&self) -> Result<Arc<Overlay>, NetPlaneError> {
@@ -865,6 +962,14 @@ impl NetRuntime {
         }
     }
 
+    /// Gives an inspected task with no address of its own its address on the
+    /// gateway bridge, where the node (its routing mesh) reaches it.
+    async fn fill_addr(&self, task_id: &str, i: &mut Inspection) {
+        if i.addr.is_none() && i.netns.is_some() {
+            i.addr = self.plane.gateway_addr(task_id).await;
+        }
+    }
+
     /// Attaches `task` if the runtime gave it a namespace; `Ok(false)` when it has
     /// none yet.
     async fn attach_if_ready(&self, task: &Task) -> swarm_runtime::Result<bool> {
@@ -935,12 +1040,23 @@ impl Runtime for NetRuntime {
         self.inner.remove(task_id).await
     }
 
+    fn binds_host_ports(&self) -> bool {
+        self.inner.binds_host_ports()
+    }
+
     async fn inspect(&self, task_id: &str) -> swarm_runtime::Result<Inspection> {
-        self.inner.inspect(task_id).await
+        let mut i = self.inner.inspect(task_id).await?;
+        self.fill_addr(task_id, &mut i).await;
+        Ok(i)
     }
 
     async fn list(&self) -> swarm_runtime::Result<Vec<Inspection>> {
-        self.inner.list().await
+        let mut all = self.inner.list().await?;
+        for i in &mut all {
+            let task_id = i.labels.task_id.clone();
+            self.fill_addr(&task_id, i).await;
+        }
+        Ok(all)
     }
 
     async fn logs(&self, task_id: &str, options: LogOptions) -> swarm_runtime::Result<LogChunks> {

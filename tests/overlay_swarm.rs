@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SWITCH: &str = "swm3-sw";
+/// The first test's lab: `swm3-*` namespaces on 192.168.213.0/24.
 const SUBNET: &str = "192.168.213";
+/// The gateway test's lab: `swm5-*` namespaces on 192.168.215.0/24.
+const GW_SUBNET: &str = "192.168.215";
 
 /// Runs a command, returning its output (never panics on a failed command).
 fn run(program: &str, args: &[&str]) -> Output {
@@ -60,34 +62,45 @@ fn missing_tool() -> Option<String> {
 
 /// The simulated hosts; removed (namespaces, leftovers) when dropped.
 struct Lab {
+    /// Prefix of its namespaces' and links' names.
+    prefix: &'static str,
+    /// The switch namespace (`<prefix>-sw`).
+    switch: String,
     hosts: Vec<String>,
 }
 
 impl Lab {
-    fn new(n: usize) -> Lab {
-        let mut lab = Lab { hosts: Vec::new() };
+    /// `n` hosts `<prefix>-h<i>` at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`.
+    fn new(prefix: &'static str, subnet: &str, n: usize) -> Lab {
+        let switch = format!("{prefix}-sw");
+        let mut lab = Lab {
+            prefix,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+        };
         lab.clean();
-        must("ip", &["netns", "add", SWITCH]);
+        let switch = switch.as_str();
+        must("ip", &["netns", "add", switch]);
         must(
             "ip",
-            &["-n", SWITCH, "link", "add", "br0", "type", "bridge"],
+            &["-n", switch, "link", "add", "br0", "type", "bridge"],
         );
-        must("ip", &["-n", SWITCH, "link", "set", "br0", "up"]);
+        must("ip", &["-n", switch, "link", "set", "br0", "up"]);
         for i in 1..=n {
-            let host = format!("swm3-h{i}");
+            let host = format!("{prefix}-h{i}");
             must("ip", &["netns", "add", &host]);
             lab.hosts.push(host.clone());
-            let port = format!("swm3-h{i}p");
+            let port = format!("{prefix}-h{i}p");
             must(
                 "ip",
                 &[
                     "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", SWITCH,
+                    "netns", switch,
                 ],
             );
             must(
                 "ip",
-                &["-n", SWITCH, "link", "set", &port, "master", "br0", "up"],
+                &["-n", switch, "link", "set", &port, "master", "br0", "up"],
             );
             must(
                 "ip",
@@ -96,7 +109,7 @@ impl Lab {
                     &host,
                     "addr",
                     "add",
-                    &format!("{SUBNET}.{i}/24"),
+                    &format!("{subnet}.{i}/24"),
                     "dev",
                     "eth0",
                 ],
@@ -109,9 +122,9 @@ impl Lab {
 
     fn clean(&mut self) {
         for i in 1..=3 {
-            let _ = run("ip", &["netns", "del", &format!("swm3-h{i}")]);
+            let _ = run("ip", &["netns", "del", &format!("{}-h{i}", self.prefix)]);
         }
-        let _ = run("ip", &["netns", "del", SWITCH]);
+        let _ = run("ip", &["netns", "del", &self.switch]);
     }
 }
 
@@ -130,7 +143,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(host: &str, name: &str) -> Daemon {
+    /// swarmd in namespace `host`, process runtime, with `extra` arguments.
+    fn start(host: &str, name: &str, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         // nsenter joins the host's network namespace only (`ip netns exec`
@@ -141,7 +155,8 @@ impl Daemon {
             .arg(env!("CARGO_BIN_EXE_swarmd"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--api-addr", &format!("unix://{}", sock.display())])
-            .args(["--runtime", "process", "--no-routing-mesh"])
+            .args(["--runtime", "process"])
+            .args(extra)
             .args(["--hostname", name, "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -284,9 +299,15 @@ fn lookup(netns: &Path, name: &str) -> Vec<String> {
 /// The body of `GET /` at `ip:80`, from inside the namespace at `netns`
 /// (`busybox nc`: the static busybox's wget crashes in its NSS lookups).
 fn http_get(netns: &Path, ip: &str) -> Option<String> {
+    http_get_port(netns, ip, 80)
+}
+
+/// The body of `GET /` at `ip:port`, from inside the namespace at `netns`.
+fn http_get_port(netns: &Path, ip: &str, port: u16) -> Option<String> {
     let net = format!("--net={}", netns.display());
+    let port = port.to_string();
     let mut child = Command::new("nsenter")
-        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, "80"])
+        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, &port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -305,20 +326,16 @@ fn http_get(netns: &Path, ip: &str) -> Option<String> {
     (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
 }
 
-#[test]
-fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
-    if let Some(why) = missing_tool() {
-        println!("skipped: {why}");
-        return;
-    }
-    let lab = Lab::new(3);
+/// One swarmd per host of `lab` (`extra` arguments), the first the manager, the
+/// others joined as workers; returns once the three are ready.
+fn swarm_of(lab: &Lab, subnet: &str, extra: &[&str]) -> Vec<Daemon> {
     let mut nodes: Vec<Daemon> = lab
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1), extra))
         .collect();
-    let first = format!("{SUBNET}.1");
+    let first = format!("{subnet}.1");
     ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
     let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
     for (i, n) in nodes.iter().enumerate().skip(1) {
@@ -328,7 +345,7 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
                 "swarm",
                 "join",
                 "--advertise-addr",
-                &format!("{SUBNET}.{}", i + 1),
+                &format!("{subnet}.{}", i + 1),
                 "--token",
                 token.trim(),
                 &format!("{first}:2377"),
@@ -347,6 +364,19 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
             .count()
             == 3
     });
+
+    nodes
+}
+
+#[test]
+fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new("swm3", SUBNET, 3);
+    let nodes = swarm_of(&lab, SUBNET, &["--no-routing-mesh"]);
+    let m = &nodes[0];
 
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("index.html"), "swm3-overlay-ok\n").unwrap();
@@ -495,6 +525,172 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
     };
     wait_until("the sandboxes removed", || {
         nodes.iter().all(|n| sandboxes(n) == 0)
+    });
+    drop(nodes);
+    drop(lab);
+}
+
+/// The interface of a task's namespace holding an address of the gateway bridge
+/// (172.18.0.0/16), with that address: `(ifname, ip)`.
+fn gateway_iface(netns: &Path) -> Option<(String, String)> {
+    let o = in_task(netns, &["ip", "-4", "-o", "addr"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let ip = w.get(3)?.split('/').next()?;
+        let ifname = w.get(1)?;
+        ip.starts_with("172.18.")
+            .then(|| (ifname.to_string(), ip.to_string()))
+    })
+}
+
+#[test]
+fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge() {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new("swm5", GW_SUBNET, 3);
+    // A client outside the swarm, on the hosts' network: the switch.
+    let client = PathBuf::from(format!("/run/netns/{}", lab.switch));
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.switch,
+            "addr",
+            "add",
+            &format!("{GW_SUBNET}.100/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    let nodes = swarm_of(&lab, GW_SUBNET, &["--mesh-kernel", "off"]);
+    let m = &nodes[0];
+    let host_of = |name: &str| -> &Daemon {
+        &nodes[name.trim_start_matches('h').parse::<usize>().unwrap() - 1]
+    };
+
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "swm5-gateway-ok\n").unwrap();
+    ok(m, &["network", "create", "-d", "overlay", "swm5net"]);
+    let httpd = [
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        site.path().to_str().unwrap(),
+    ];
+    let mut web = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--network",
+        "swm5net",
+        "--publish",
+        "8080:80",
+        "--replicas",
+        "3",
+        "busybox",
+    ];
+    web.extend_from_slice(&httpd);
+    ok(m, &web);
+    // Host mode: each host answers 8081 with its own task, reached on its
+    // gateway address (the process runtime does not bind host ports itself).
+    let mut local = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "local",
+        "--network",
+        "swm5net",
+        "--publish",
+        "mode=host,published=8081,target=80",
+        "--mode",
+        "global",
+        "busybox",
+    ];
+    local.extend_from_slice(&httpd);
+    ok(m, &local);
+    wait_until("web and local running", || {
+        running(m, "web").len() == 3 && running(m, "local").len() == 3
+    });
+
+    // Every task lives in its own namespace with an address on its node's
+    // gateway bridge and its default route through it.
+    let tasks: Vec<(String, String)> = running(m, "web")
+        .into_iter()
+        .chain(running(m, "local"))
+        .collect();
+    for (task, node) in &tasks {
+        let netns = host_of(node).netns(task);
+        let (ifname, addr) = gateway_iface(&netns)
+            .unwrap_or_else(|| panic!("task {task} on {node} has no gateway address"));
+        assert_ne!(
+            ifname, "eth0",
+            "the overlay is eth0, the gateway comes after it"
+        );
+        let routes = in_task(&netns, &["ip", "-4", "route"]);
+        let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        assert!(
+            routes.contains(&format!("default via 172.18.0.1 dev {ifname}")),
+            "task {task} ({addr}) routes: {routes}"
+        );
+    }
+
+    // The routing mesh: every host answers 8080, served by tasks in their own
+    // namespaces (locally or handed over to another host's mesh).
+    for i in 1..=3 {
+        let host = format!("{GW_SUBNET}.{i}");
+        for _ in 0..3 {
+            let mut got = None;
+            wait_until(&format!("GET http://{host}:8080/"), || {
+                got = http_get_port(&client, &host, 8080);
+                got.is_some()
+            });
+            assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+        }
+    }
+    // Host mode: each host's own task answers 8081.
+    for i in 1..=3 {
+        let host = format!("{GW_SUBNET}.{i}");
+        let mut got = None;
+        wait_until(&format!("GET http://{host}:8081/"), || {
+            got = http_get_port(&client, &host, 8081);
+            got.is_some()
+        });
+        assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+    }
+
+    // Outbound: a task reaches another host's address (outside its overlay)
+    // through its gateway, masqueraded as its node.
+    let (task, node) = running(m, "local")
+        .into_iter()
+        .find(|(_, n)| n == "h1")
+        .expect("a local task on h1");
+    let netns = host_of(&node).netns(&task);
+    let other = format!("{GW_SUBNET}.2");
+    let mut got = None;
+    wait_until(
+        &format!("GET http://{other}:8081/ from task {task}"),
+        || {
+            got = http_get_port(&netns, &other, 8081);
+            got.is_some()
+        },
+    );
+    assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+
+    ok(m, &["service", "rm", "web", "local"]);
+    wait_until("the task namespaces removed", || {
+        nodes.iter().all(|n| {
+            std::fs::read_dir(n.dir.path().join("runtime"))
+                .map(|d| d.flatten().count() == 0)
+                .unwrap_or(true)
+        })
     });
     drop(nodes);
     drop(lab);

@@ -146,7 +146,12 @@ impl Gateway {
         if cfg.bridge.is_empty() || cfg.bridge.len() > 15 || cfg.bridge.contains(['/', ' ']) {
             return Err(invalid(format!("bad bridge name {:?}", cfg.bridge)));
         }
-        if cfg.table.is_empty() || !cfg.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if cfg.table.is_empty()
+            || !cfg
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(invalid(format!("bad nftables table name {:?}", cfg.table)));
         }
         let mask = u32::MAX << (32 - cfg.subnet.prefix_len);
@@ -154,8 +159,8 @@ impl Gateway {
         let gateway = Ipv4Addr::from(network + 1);
         let here = PathBuf::from("/proc/thread-self/ns/net");
         let at = cfg.netns.as_deref().unwrap_or(&here);
-        let ns = File::open(at)
-            .map_err(|e| OverlayError::io(format!("opening {}", at.display()), e))?;
+        let ns =
+            File::open(at).map_err(|e| OverlayError::io(format!("opening {}", at.display()), e))?;
         let gw = Gateway {
             handle: connect_in(&fd_path(&ns))?,
             ns,
@@ -297,7 +302,12 @@ impl Gateway {
                 .controller(self.bridge)
                 .up()
                 .build();
-            set_link(&self.handle, format!("adding {outer} to {}", self.cfg.bridge), port).await?;
+            set_link(
+                &self.handle,
+                format!("adding {outer} to {}", self.cfg.bridge),
+                port,
+            )
+            .await?;
             let moved = LinkUnspec::new_with_index(inner_index)
                 .setns_by_fd(task_ns.as_raw_fd())
                 .build();
@@ -354,11 +364,7 @@ impl Gateway {
         let Some(index) = link_index(&task, ifname).await? else {
             return Ok(None);
         };
-        let mut addrs = task
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
+        let mut addrs = task.address().get().set_link_index_filter(index).execute();
         while let Some(msg) = addrs
             .try_next()
             .await
@@ -404,6 +410,12 @@ impl Gateway {
         .await;
         self.free(addr);
         Ok(result?)
+    }
+
+    /// Frees `addr` without touching any interface (a task whose veth stays, or
+    /// is gone with its namespace).
+    pub fn release(&self, addr: Ipv4Addr) {
+        self.free(addr);
     }
 
     /// The addresses given to tasks now.

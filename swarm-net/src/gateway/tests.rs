@@ -124,18 +124,47 @@ fn tasks_get_addresses_a_default_route_and_masqueraded_outbound() {
     // "out" is a machine beyond the node: 10.252.0.2, reached through the node's
     // veth 10.252.0.1 (the tasks have no route to it but their default one).
     ip(&[
-        "-n", "swm5g-node", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns",
+        "-n",
+        "swm5g-node",
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up1",
+        "netns",
         "swm5g-out",
     ]);
-    ip(&["-n", "swm5g-node", "addr", "add", "10.252.0.1/24", "dev", "up0"]);
+    ip(&[
+        "-n",
+        "swm5g-node",
+        "addr",
+        "add",
+        "10.252.0.1/24",
+        "dev",
+        "up0",
+    ]);
     ip(&["-n", "swm5g-node", "link", "set", "up0", "up"]);
-    ip(&["-n", "swm5g-out", "addr", "add", "10.252.0.2/24", "dev", "up1"]);
+    ip(&[
+        "-n",
+        "swm5g-out",
+        "addr",
+        "add",
+        "10.252.0.2/24",
+        "dev",
+        "up1",
+    ]);
     ip(&["-n", "swm5g-out", "link", "set", "up1", "up"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let gw = rt.block_on(Gateway::new(config(&lab))).unwrap();
     assert_eq!(gw.gateway(), "10.251.0.1".parse::<Ipv4Addr>().unwrap());
-    assert!(gw.render().contains("ip saddr 10.251.0.0/24 oifname != \"swm5gbr\" masquerade"));
+    assert!(
+        gw.render()
+            .contains("ip saddr 10.251.0.0/24 oifname != \"swm5gbr\" masquerade")
+    );
     let (t1, t2) = (lab.path("t1"), lab.path("t2"));
     let a1 = rt.block_on(gw.attach(&t1, "eth1")).unwrap();
     let a2 = rt.block_on(gw.attach(&t2, "eth1")).unwrap();
@@ -147,10 +176,19 @@ fn tasks_get_addresses_a_default_route_and_masqueraded_outbound() {
 
     // The node reaches the task at its address; the task reaches the gateway.
     let server = serve_once(&t1, SocketAddr::new(a1.into(), 8080));
-    assert_eq!(ask(&lab.path("node"), SocketAddr::new(a1.into(), 8080)), "10.251.0.1");
+    assert_eq!(
+        ask(&lab.path("node"), SocketAddr::new(a1.into(), 8080)),
+        "10.251.0.1"
+    );
     server.join().unwrap();
-    let server = serve_once(&lab.path("node"), SocketAddr::new(gw.gateway().into(), 8081));
-    assert_eq!(ask(&t2, SocketAddr::new(gw.gateway().into(), 8081)), a2.to_string());
+    let server = serve_once(
+        &lab.path("node"),
+        SocketAddr::new(gw.gateway().into(), 8081),
+    );
+    assert_eq!(
+        ask(&t2, SocketAddr::new(gw.gateway().into(), 8081)),
+        a2.to_string()
+    );
     server.join().unwrap();
     // Outbound through the default route, masqueraded as the node.
     let server = serve_once(&lab.path("out"), "10.252.0.2:8082".parse().unwrap());
@@ -170,7 +208,9 @@ fn tasks_get_addresses_a_default_route_and_masqueraded_outbound() {
     assert_eq!(rt.block_on(gw.adopt(&t2, "eth1")).unwrap(), Some(a2));
     assert_eq!(rt.block_on(gw.adopt(&t2, "eth9")).unwrap(), None);
     assert_eq!(
-        rt.block_on(gw.attach(&lab.path("out"), "gw0")).unwrap().to_string(),
+        rt.block_on(gw.attach(&lab.path("out"), "gw0"))
+            .unwrap()
+            .to_string(),
         "10.251.0.2"
     );
     rt.block_on(gw.remove()).unwrap();

@@ -160,7 +160,11 @@ pub(crate) async fn must_index(handle: &Handle, name: &str) -> Result<u32, Overl
         })
 }
 
-pub(crate) async fn set_link(handle: &Handle, op: String, msg: LinkUnspecMsg) -> Result<(), OverlayError> {
+pub(crate) async fn set_link(
+    handle: &Handle,
+    op: String,
+    msg: LinkUnspecMsg,
+) -> Result<(), OverlayError> {
     handle.link().set(msg).execute().await.map_err(nl(op))
 }
 
