@@ -409,8 +409,11 @@ struct PlaneInner {
     views: watch::Sender<Arc<NetworkView>>,
     overlay: watch::Sender<Option<Arc<Overlay>>>,
     tasks: Mutex<HashMap<Id, Attached>>,
-    /// The gateway bridge, set up at the first attach (`None`: it failed).
-    gateway: tokio::sync::OnceCell<Option<Arc<Gateway>>>,
+    /// The gateway bridge, set up by the first attach, removed with the last
+    /// local task. Each attach in flight holds a clone of it.
+    gateway: Mutex<Option<Arc<Gateway>>>,
+    /// Whether setting up the gateway failed once (logged once).
+    gateway_failed: std::sync::atomic::AtomicBool,
 }
 
 /// The overlay data plane of one node (see the [module docs](self)). Cheap to
@@ -450,7 +453,8 @@ impl NetPlane {
             views,
             overlay: watch::channel(None).0,
             tasks: Mutex::new(HashMap::new()),
-            gateway: tokio::sync::OnceCell::new(),
+            gateway: Mutex::new(None),
+            gateway_failed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(follow(Arc::downgrade(&inner), rx));
         NetPlane { inner: Some(inner) }
@@ -572,9 +576,7 @@ impl NetPlane {
             return;
         };
         a.dns.shutdown().await;
-        if let (Some(Some(gw)), Some(at)) = (inner.gateway.get(), &a.gateway) {
-            detach_gateway(gw, &a.netns, at, true).await;
-        }
+        inner.leave_gateway(&a, &tasks).await;
         let overlay = inner.overlay.borrow().clone();
         if let Some(overlay) = overlay {
             for (net, ifname) in &a.networks {
@@ -734,18 +736,43 @@ impl PlaneInner {
     /// The node's gateway bridge, set up on first use in this thread's namespace
     /// (the node's); `None` when it could not be (logged once).
     async fn gateway(&self) -> Option<Arc<Gateway>> {
-        self.gateway
-            .get_or_init(|| async {
-                match Gateway::new(GatewayConfig::default()).await {
-                    Ok(gw) => Some(Arc::new(gw)),
-                    Err(e) => {
+        let mut slot = self.gateway.lock().await;
+        if slot.is_none() {
+            match Gateway::new(GatewayConfig::default()).await {
+                Ok(gw) => *slot = Some(Arc::new(gw)),
+                Err(e) => {
+                    if !self
+                        .gateway_failed
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
                         tracing::warn!(error = %e, "no gateway bridge: tasks on overlay networks get no outbound route and are not reached by the routing mesh");
-                        None
                     }
                 }
-            })
-            .await
-            .clone()
+            }
+        }
+        slot.clone()
+    }
+
+    /// Takes the detached task `a` off the gateway bridge; with no local task
+    /// left (`tasks`, locked by the caller) and no attach in flight, removes the
+    /// bridge, as the last task of a network removes its sandbox.
+    async fn leave_gateway(&self, a: &Attached, tasks: &HashMap<Id, Attached>) {
+        let mut slot = self.gateway.lock().await;
+        let Some(gw) = slot.clone() else { return };
+        if let Some(at) = &a.gateway {
+            detach_gateway(&gw, &a.netns, at, true).await;
+        }
+        drop(gw);
+        let idle = slot.as_ref().is_some_and(|gw| Arc::strong_count(gw) == 1);
+        if tasks.is_empty()
+            && idle
+            && let Some(gw) = slot.take().and_then(|gw| Arc::into_inner(gw))
+        {
+            match gw.remove().await {
+                Ok(()) => tracing::info!("gateway bridge removed"),
+                Err(e) => tracing::warn!(error = %e, "could not remove the gateway bridge"),
+            }
+        }
     }
 
     /// The overlay, waiting for the view that gives this node's data-path

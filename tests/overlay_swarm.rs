@@ -636,6 +636,7 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
         );
         let routes = in_task(&netns, &["ip", "-4", "route"]);
         let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        println!("task {task} on {node}: {ifname} {addr}");
         assert!(
             routes.contains(&format!("default via 172.18.0.1 dev {ifname}")),
             "task {task} ({addr}) routes: {routes}"
@@ -690,6 +691,14 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
             std::fs::read_dir(n.dir.path().join("runtime"))
                 .map(|d| d.flatten().count() == 0)
                 .unwrap_or(true)
+        })
+    });
+    // The last task of a node takes the node's gateway bridge with it.
+    wait_until("the gateway bridges removed", || {
+        lab.hosts.iter().all(|h| {
+            !run("ip", &["-n", h, "link", "show", "swarm_gwbridge"])
+                .status
+                .success()
         })
     });
     drop(nodes);
