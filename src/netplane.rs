@@ -766,7 +766,7 @@ impl PlaneInner {
         let idle = slot.as_ref().is_some_and(|gw| Arc::strong_count(gw) == 1);
         if tasks.is_empty()
             && idle
-            && let Some(gw) = slot.take().and_then(|gw| Arc::into_inner(gw))
+            && let Some(gw) = slot.take().and_then(Arc::into_inner)
         {
             match gw.remove().await {
                 Ok(()) => tracing::info!("gateway bridge removed"),
