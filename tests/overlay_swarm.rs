@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const SUBNET: &str = "192.168.213";
 /// The gateway test's lab: `swm5-*` namespaces on 192.168.215.0/24.
 const GW_SUBNET: &str = "192.168.215";
+/// The kernel-mesh gateway test's lab: `swm5k-*` namespaces on 192.168.216.0/24.
+const GW_KERNEL_SUBNET: &str = "192.168.216";
 
 /// Runs a command, returning its output (never panics on a failed command).
 fn run(program: &str, args: &[&str]) -> Output {
@@ -545,11 +547,23 @@ fn gateway_iface(netns: &Path) -> Option<(String, String)> {
 
 #[test]
 fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge() {
+    gateway_bridge_case("swm5", GW_SUBNET, "off");
+}
+
+#[test]
+fn the_kernel_mesh_reaches_tasks_in_their_own_namespace_through_the_gateway_bridge() {
+    gateway_bridge_case("swm5k", GW_KERNEL_SUBNET, "require");
+}
+
+/// Published ports (ingress and host mode) and outbound traffic of tasks in
+/// their own namespaces, with the routing mesh's data path `mesh_kernel`
+/// (`off`: user space, `require`: the kernel's), on a lab `prefix` at `subnet`.
+fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
     if let Some(why) = missing_tool() {
         println!("skipped: {why}");
         return;
     }
-    let lab = Lab::new("swm5", GW_SUBNET, 3);
+    let lab = Lab::new(prefix, subnet, 3);
     // A client outside the swarm, on the hosts' network: the switch.
     let client = PathBuf::from(format!("/run/netns/{}", lab.switch));
     must(
@@ -559,12 +573,12 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
             &lab.switch,
             "addr",
             "add",
-            &format!("{GW_SUBNET}.100/24"),
+            &format!("{subnet}.100/24"),
             "dev",
             "br0",
         ],
     );
-    let nodes = swarm_of(&lab, GW_SUBNET, &["--mesh-kernel", "off"]);
+    let nodes = swarm_of(&lab, subnet, &["--mesh-kernel", mesh_kernel]);
     let m = &nodes[0];
     let host_of = |name: &str| -> &Daemon {
         &nodes[name.trim_start_matches('h').parse::<usize>().unwrap() - 1]
@@ -646,7 +660,7 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
     // The routing mesh: every host answers 8080, served by tasks in their own
     // namespaces (locally or handed over to another host's mesh).
     for i in 1..=3 {
-        let host = format!("{GW_SUBNET}.{i}");
+        let host = format!("{subnet}.{i}");
         for _ in 0..3 {
             let mut got = None;
             wait_until(&format!("GET http://{host}:8080/"), || {
@@ -658,7 +672,7 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
     }
     // Host mode: each host's own task answers 8081.
     for i in 1..=3 {
-        let host = format!("{GW_SUBNET}.{i}");
+        let host = format!("{subnet}.{i}");
         let mut got = None;
         wait_until(&format!("GET http://{host}:8081/"), || {
             got = http_get_port(&client, &host, 8081);
@@ -674,7 +688,7 @@ fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge
         .find(|(_, n)| n == "h1")
         .expect("a local task on h1");
     let netns = host_of(&node).netns(&task);
-    let other = format!("{GW_SUBNET}.2");
+    let other = format!("{subnet}.2");
     let mut got = None;
     wait_until(
         &format!("GET http://{other}:8081/ from task {task}"),
