@@ -3,7 +3,11 @@
 //! veth each to a bridge in `swm3-sw`, 192.168.213.1-3/24), driven by the docker
 //! CLI on unix sockets. From inside a task's own namespace: service names, VIPs,
 //! `tasks.<service>`, a dnsrr service, HTTP to the VIP and to every task across
-//! hosts over VXLAN, and scaling. Needs root, `ip`, `nsenter`, `nft`, `busybox`
+//! hosts over VXLAN, and scaling. Then (`swm5-*`, `swm5k-*`: with the routing
+//! mesh in user space and in the kernel) the gateway bridge: a published port
+//! answers on every host and a host-mode port on each host, served by tasks in
+//! their own namespaces, and a task reaches another host's address through
+//! its gateway. Needs root, `ip`, `nsenter`, `nft`, `busybox`
 //! and the docker client; skips with a printed reason otherwise.
 //!
 //! Not checked: forwarding of names outside the swarm (the hosts here have no
