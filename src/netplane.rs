@@ -769,7 +769,8 @@ impl PlaneInner {
             && let Some(gw) = slot.take().and_then(Arc::into_inner)
         {
             match gw.remove().await {
-                Ok(()) => tracing::info!("gateway bridge removed"),
+                Ok(true) => tracing::info!("gateway bridge removed"),
+                Ok(false) => tracing::debug!("gateway bridge kept: another node on it has tasks"),
                 Err(e) => tracing::warn!(error = %e, "could not remove the gateway bridge"),
             }
         }

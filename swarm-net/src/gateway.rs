@@ -27,10 +27,14 @@
 //!   an address freed and given to another task never meets a stale neighbour entry.
 //!
 //! Addresses are allocated by this module, lowest free first, and freed by
-//! [`Gateway::detach`]. The allocation lives in memory; a node that restarts and
-//! adopts running tasks gives their addresses back to a new `Gateway` with
-//! [`Gateway::adopt`], which reads them from the task's interface, so a task keeps
-//! its address across a node restart.
+//! [`Gateway::detach`]. Each one given is a claim file
+//! `<state_dir>/<bridge>-<namespace inode>/<address>` holding the task's namespace
+//! path: several nodes in one namespace (tests run three on one machine) share the
+//! bridge and never give one address twice, and the last one leaves removes it
+//! ([`Gateway::remove`]). A claim whose namespace is gone (a node killed with its
+//! tasks) is taken over. A node that restarts and adopts running tasks keeps their
+//! addresses: their claims are still there, and [`Gateway::adopt`] reads the address
+//! from the task's interface.
 //!
 //! Not done (Docker does): isolating the tasks on the bridge from each other
 //! (Docker's `enable_icc=false`) needs `br_netfilter`; here tasks on one node may
@@ -38,7 +42,6 @@
 //!
 //! Needs Linux, root and `nft`.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -60,6 +63,8 @@ pub const DEFAULT_BRIDGE: &str = "swarm_gwbridge";
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
 /// The nftables table (family `ip`) holding the masquerade rule by default.
 pub const DEFAULT_TABLE: &str = "swarm_gw";
+/// Where the address claims live by default.
+pub const DEFAULT_STATE_DIR: &str = "/run/swarm/gateway";
 /// MTU of the bridge and its veths.
 const MTU: u32 = 1500;
 
@@ -88,6 +93,8 @@ pub struct GatewayConfig {
     pub netns: Option<PathBuf>,
     /// The nftables table of the masquerade rule.
     pub table: String,
+    /// Where the address claims of the bridges live (see the [module docs](self)).
+    pub state_dir: PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -97,6 +104,7 @@ impl Default for GatewayConfig {
             subnet: DEFAULT_SUBNET.parse().expect("valid default subnet"),
             netns: None,
             table: DEFAULT_TABLE.to_string(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 }
@@ -112,8 +120,8 @@ pub struct Gateway {
     network: u32,
     prefix_len: u8,
     gateway: Ipv4Addr,
-    /// Host offsets in the subnet given to tasks.
-    used: parking_lot::Mutex<BTreeSet<u32>>,
+    /// The claims of this bridge: one file per address given.
+    claims: PathBuf,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -161,14 +169,21 @@ impl Gateway {
         let at = cfg.netns.as_deref().unwrap_or(&here);
         let ns =
             File::open(at).map_err(|e| OverlayError::io(format!("opening {}", at.display()), e))?;
+        let ino = std::os::unix::fs::MetadataExt::ino(
+            &ns.metadata()
+                .map_err(|e| OverlayError::io("reading the namespace's inode", e))?,
+        );
+        let claims = cfg.state_dir.join(format!("{}-{ino}", cfg.bridge));
+        std::fs::create_dir_all(&claims)
+            .map_err(|e| OverlayError::io(format!("creating {}", claims.display()), e))?;
         let gw = Gateway {
             handle: connect_in(&fd_path(&ns))?,
+            claims,
             ns,
             bridge: 0,
             network,
             prefix_len: cfg.subnet.prefix_len,
             gateway,
-            used: parking_lot::Mutex::new(BTreeSet::new()),
             cfg,
         };
         let bridge = match link_index(&gw.handle, &gw.cfg.bridge).await? {
@@ -254,18 +269,55 @@ impl Gateway {
         (2..=self.last_offset()).contains(&off).then_some(off)
     }
 
-    fn allocate(&self) -> Result<Ipv4Addr, GatewayError> {
-        let mut used = self.used.lock();
-        let off = (2..=self.last_offset())
-            .find(|o| !used.contains(o))
-            .ok_or_else(|| GatewayError::Exhausted(self.subnet()))?;
-        used.insert(off);
-        Ok(Ipv4Addr::from(self.network + off))
+    fn claim_path(&self, ip: Ipv4Addr) -> PathBuf {
+        self.claims.join(ip.to_string())
+    }
+
+    /// Claims `ip` for the task namespace `netns`: `true` if it was free (or its
+    /// claim stale: the namespace named there is gone).
+    fn claim(&self, ip: Ipv4Addr, netns: &Path) -> Result<bool, GatewayError> {
+        use std::io::Write as _;
+        let path = self.claim_path(ip);
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(netns.as_os_str().as_encoded_bytes())
+                        .map_err(|e| OverlayError::io(format!("writing {}", path.display()), e))?;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    if holder.is_empty() || Path::new(&holder).exists() {
+                        return Ok(false);
+                    }
+                    tracing::debug!(%ip, %holder, "taking over a stale gateway address");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    return Err(OverlayError::io(format!("creating {}", path.display()), e).into());
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn allocate(&self, netns: &Path) -> Result<Ipv4Addr, GatewayError> {
+        for off in 2..=self.last_offset() {
+            let ip = Ipv4Addr::from(self.network + off);
+            if self.claim(ip, netns)? {
+                return Ok(ip);
+            }
+        }
+        Err(GatewayError::Exhausted(self.subnet()))
     }
 
     fn free(&self, ip: Ipv4Addr) {
-        if let Some(off) = self.offset_of(ip) {
-            self.used.lock().remove(&off);
+        if self.offset_of(ip).is_some() {
+            let _ = std::fs::remove_file(self.claim_path(ip));
         }
     }
 
@@ -285,7 +337,7 @@ impl Gateway {
                 task_netns.display()
             )));
         }
-        let ip = self.allocate()?;
+        let ip = self.allocate(task_netns)?;
         let tag: u32 = rand::random();
         let (outer, inner) = (format!("vg{tag:08x}"), format!("vh{tag:08x}"));
         let wired = async {
@@ -372,9 +424,11 @@ impl Gateway {
         {
             for attr in &msg.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr
-                    && let Some(off) = self.offset_of(*ip)
+                    && self.offset_of(*ip).is_some()
                 {
-                    self.used.lock().insert(off);
+                    let path = self.claim_path(*ip);
+                    std::fs::write(&path, task_netns.as_os_str().as_encoded_bytes())
+                        .map_err(|e| OverlayError::io(format!("writing {}", path.display()), e))?;
                     return Ok(Some(*ip));
                 }
             }
@@ -418,18 +472,26 @@ impl Gateway {
         self.free(addr);
     }
 
-    /// The addresses given to tasks now.
+    /// The addresses given to tasks now (by every node sharing the bridge), sorted.
     pub fn allocated(&self) -> Vec<Ipv4Addr> {
-        self.used
-            .lock()
-            .iter()
-            .map(|o| Ipv4Addr::from(self.network + o))
-            .collect()
+        let mut out: Vec<Ipv4Addr> = std::fs::read_dir(&self.claims)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        out.sort();
+        out
     }
 
-    /// Deletes the bridge and the masquerade table (the tasks' veths go with the
-    /// bridge's ports). IPv4 forwarding is left on.
-    pub async fn remove(self) -> Result<(), GatewayError> {
+    /// Deletes the bridge and the masquerade table (IPv4 forwarding is left on)
+    /// unless an address is still given (another node sharing the bridge has
+    /// tasks on it): `Ok(false)` then, and nothing changes.
+    pub async fn remove(self) -> Result<bool, GatewayError> {
+        if !self.allocated().is_empty() {
+            return Ok(false);
+        }
+        let _ = std::fs::remove_dir(&self.claims);
         if let Some(index) = link_index(&self.handle, &self.cfg.bridge).await? {
             match self.handle.link().del(index).execute().await {
                 Err(e) if errno(&e) != Some(libc::ENODEV) => {
@@ -444,7 +506,7 @@ impl Gateway {
         tokio::task::spawn_blocking(move || vip::run_in(&path, move || vip::nft(&script)))
             .await
             .map_err(|e| OverlayError::io("gateway worker", std::io::Error::other(e)))??;
-        Ok(())
+        Ok(true)
     }
 }
 

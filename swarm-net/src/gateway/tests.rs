@@ -91,12 +91,13 @@ fn ask(ns: &Path, to: SocketAddr) -> String {
     .unwrap()
 }
 
-fn config(lab: &Lab) -> GatewayConfig {
+fn config(lab: &Lab, state: &Path) -> GatewayConfig {
     GatewayConfig {
         bridge: "swm5gbr".into(),
         subnet: "10.251.0.0/24".parse().unwrap(),
         netns: Some(lab.path("node")),
         table: "swm5_gw".into(),
+        state_dir: state.to_path_buf(),
     }
 }
 
@@ -159,7 +160,10 @@ fn tasks_get_addresses_a_default_route_and_masqueraded_outbound() {
     ip(&["-n", "swm5g-out", "link", "set", "up1", "up"]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let gw = rt.block_on(Gateway::new(config(&lab))).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = rt
+        .block_on(Gateway::new(config(&lab, state.path())))
+        .unwrap();
     assert_eq!(gw.gateway(), "10.251.0.1".parse::<Ipv4Addr>().unwrap());
     assert!(
         gw.render()
@@ -201,19 +205,38 @@ fn tasks_get_addresses_a_default_route_and_masqueraded_outbound() {
     assert_eq!(gw.allocated(), vec![a2]);
     assert_eq!(rt.block_on(gw.attach(&t1, "gw0")).unwrap(), a1);
 
-    // A node restarted: a new gateway adopts the bridge and takes the tasks'
-    // addresses back from their interfaces.
+    // A node restarted: a new gateway adopts the bridge and its claims, and
+    // takes the tasks' addresses back from their interfaces.
     drop(gw);
-    let gw = rt.block_on(Gateway::new(config(&lab))).unwrap();
+    let gw = rt
+        .block_on(Gateway::new(config(&lab, state.path())))
+        .unwrap();
     assert_eq!(rt.block_on(gw.adopt(&t2, "eth1")).unwrap(), Some(a2));
     assert_eq!(rt.block_on(gw.adopt(&t2, "eth9")).unwrap(), None);
+    assert_eq!(gw.allocated(), vec![a1, a2]);
+    // A second node in the same namespace shares the bridge and its addresses.
+    let other = rt
+        .block_on(Gateway::new(config(&lab, state.path())))
+        .unwrap();
+    let a3 = rt.block_on(other.attach(&lab.path("out"), "gw0")).unwrap();
+    assert_eq!(a3.to_string(), "10.251.0.4");
+    // The first node's tasks leave; its bridge stays for the other node's task.
+    rt.block_on(gw.detach(&t1, "gw0", a1)).unwrap();
+    rt.block_on(gw.detach(&t2, "eth1", a2)).unwrap();
+    assert!(!rt.block_on(gw.remove()).unwrap(), "removed under a task");
+    let server = serve_once(&lab.path("out"), SocketAddr::new(a3.into(), 8083));
     assert_eq!(
-        rt.block_on(gw.attach(&lab.path("out"), "gw0"))
-            .unwrap()
-            .to_string(),
-        "10.251.0.2"
+        ask(&lab.path("node"), SocketAddr::new(a3.into(), 8083)),
+        "10.251.0.1"
     );
-    rt.block_on(gw.remove()).unwrap();
+    server.join().unwrap();
+    // A claim whose namespace is gone is taken over.
+    std::fs::write(other.claims.join("10.251.0.2"), "/run/netns/swm5g-gone").unwrap();
+    assert_eq!(rt.block_on(other.attach(&t1, "eth1")).unwrap(), a1);
+    rt.block_on(other.detach(&t1, "eth1", a1)).unwrap();
+    rt.block_on(other.detach(&lab.path("out"), "gw0", a3))
+        .unwrap();
+    assert!(rt.block_on(other.remove()).unwrap());
     let links = Command::new("ip")
         .args(["-n", "swm5g-node", "link", "show", "swm5gbr"])
         .output()
