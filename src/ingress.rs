@@ -11,7 +11,9 @@
 //! the mesh address of the node each runs on — and sends it to every node
 //! on its session, managers included, whenever it changes. Each node turns it
 //! into its mesh's backends: a task on this node is reached at its own address
-//! (a container's IP; the loopback address for a task on the host network),
+//! (a container's IP; the address on the node's gateway bridge of a task in a
+//! namespace of its own, see [`crate::netplane`]; the loopback address for a
+//! task on the host network),
 //! a task on another node through that node's mesh (its peer listener), so a
 //! published port answers on every node whether or not it runs a task.
 //!

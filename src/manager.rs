@@ -558,7 +558,7 @@ impl Manager {
                 cfg.routing_mesh.as_ref(),
                 crate::ingress::ip_of(&addr),
                 &node.node_id,
-                &runtime,
+                &agent.runtime(),
                 &stop_rx,
             )
             .await?;

@@ -32,6 +32,17 @@
 //! node), the DNS records and the VIP rules. `remove` detaches the task first;
 //! the last local task of a network takes its sandbox with it.
 //!
+//! Each such task also gets a veth on the node's gateway bridge
+//! ([`swarm_net::gateway`], Docker's `docker_gwbridge`: `swarm_gwbridge`,
+//! 172.18.0.0/16), named after its overlay interfaces (`eth<N>`), with an address
+//! of the bridge and the task's default route (the overlays keep their connected
+//! routes): its outbound traffic leaves through the node, masqueraded. The
+//! [`NetRuntime`] reports that address as the task's
+//! [`swarm_runtime::Inspection::addr`], where the node's routing mesh reaches it
+//! (ingress ports, and host-mode ports the runtime does not bind). Without a
+//! gateway (it could not be set up: logged once) the first overlay takes the
+//! default route and the task is reached by nothing outside its overlays.
+//!
 //! Docker containers are attached after they start (their namespace exists only
 //! then), so their first moments run without the overlay interfaces: a command
 //! that resolves a service name at once may get no answer (nothing listens on
@@ -41,9 +52,9 @@
 //! connected routes, which hold the networks' tasks and VIPs. The namespace
 //! (`/proc/<pid>/ns/net`) is held open while the task is attached, so detaching
 //! a container that exited, or writing its VIP rules, never follows a reused
-//! pid into another process's namespace. A task in
-//! its own namespace is not reached by the routing mesh (it reaches local tasks
-//! on the node's loopback): no host-reachable `docker_gwbridge` address yet.
+//! pid into another process's namespace. Containers get no gateway interface:
+//! Docker's bridge already gives them their default route and the address the
+//! node reaches them on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use swarm_core::types::{ContainerStatus, Network, Node, ResolutionMode, Service, Task, TaskState};
 use swarm_core::{Filter, Id, Kind, Store, View};
 use swarm_net::dns::{DnsConfig, DnsServer, NetworkRecords, Resolution, ServiceRecord, TaskRecord};
+use swarm_net::gateway::{Gateway, GatewayConfig};
 use swarm_net::overlay::{Cidr, NetworkDef, Overlay, OverlayConfig, Peer, mac_for_ip};
 use swarm_net::vip::{self, VipRule};
 use swarm_runtime::{Inspection, LogChunks, LogOptions, Runtime};
@@ -392,6 +404,9 @@ pub enum NetPlaneError {
     /// The embedded DNS.
     #[error(transparent)]
     Dns(#[from] swarm_net::dns::DnsError),
+    /// The gateway bridge refused or failed.
+    #[error(transparent)]
+    Gateway(#[from] swarm_net::gateway::GatewayError),
     /// The node's overlay is not running (no data-path address known yet).
     #[error("overlay networks are not running on this node: {0}")]
     Unavailable(String),
@@ -408,6 +423,8 @@ struct Attached {
     dns: DnsServer,
     /// The VIP rules last written.
     vips: Option<Vec<VipRule>>,
+    /// Its interface on the gateway bridge and its address there.
+    gateway: Option<(String, Ipv4Addr)>,
 }
 
 struct PlaneInner {
@@ -421,6 +438,11 @@ struct PlaneInner {
     /// The keys given to each encrypted network's sandbox, so a view that
     /// does not change them does not give them again.
     keys: std::sync::Mutex<HashMap<Id, crate::keymanager::OverlayKeys>>,
+    /// The gateway bridge, set up by the first attach, removed with the last
+    /// local task. Each attach in flight holds a clone of it.
+    gateway: Mutex<Option<Arc<Gateway>>>,
+    /// Whether setting up the gateway failed once (logged once).
+    gateway_failed: std::sync::atomic::AtomicBool,
 }
 
 /// The overlay data plane of one node (see the [module docs](self)). Cheap to
@@ -461,6 +483,8 @@ impl NetPlane {
             overlay: watch::channel(None).0,
             tasks: Mutex::new(HashMap::new()),
             keys: std::sync::Mutex::new(HashMap::new()),
+            gateway: Mutex::new(None),
+            gateway_failed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(follow(Arc::downgrade(&inner), rx));
         NetPlane { inner: Some(inner) }
@@ -505,9 +529,16 @@ impl NetPlane {
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&handle)
         ));
+        let before = interfaces_before(task, netns).await?;
+        // A namespace with a default route of its own (a Docker container on
+        // Docker's bridge) has its way out and its address: no gateway.
+        let gateway = match before.default_route {
+            true => None,
+            false => inner.gateway().await,
+        };
         let mut done: Vec<(Id, String)> = Vec::new();
+        let mut on_gateway: Option<(String, Ipv4Addr)> = None;
         let result = async {
-            let before = interfaces_before(task, netns).await?;
             for a in task.networks.iter().filter(|a| is_task_overlay(&a.network)) {
                 let Some(cidr) = a.addresses.first() else {
                     continue;
@@ -535,10 +566,20 @@ impl NetPlane {
                     let cidr: Cidr = cidr.parse()?;
                     let default_route = done.is_empty() && !before.default_route;
                     overlay
-                        .attach(&def.id, netns, &ifname, cidr, default_route)
+                        .attach(
+                            &def.id,
+                            netns,
+                            &ifname,
+                            cidr,
+                            default_route && gateway.is_none(),
+                        )
                         .await?;
                 }
                 done.push((net.id.clone(), ifname));
+            }
+            if let Some(gw) = &gateway {
+                let ifname = format!("eth{}", before.first_eth + done.len());
+                on_gateway = attach_gateway(gw, netns, ifname, fresh).await?;
             }
             let (udp, tcp) = vip::bind_in(netns, DNS_ADDR)?;
             let dns = DnsServer::start_with_sockets(udp, tcp, DnsConfig::new(DNS_ADDR))?;
@@ -557,6 +598,7 @@ impl NetPlane {
                         networks: done,
                         dns,
                         vips: None,
+                        gateway: on_gateway,
                     },
                 );
                 let view = inner.views.borrow().clone();
@@ -564,6 +606,9 @@ impl NetPlane {
                 Ok(())
             }
             Err(e) => {
+                if let (Some(gw), Some(at)) = (&gateway, &on_gateway) {
+                    detach_gateway(gw, netns, at, fresh).await;
+                }
                 for (net, ifname) in &done {
                     if fresh {
                         let _ = overlay.detach(net.as_str(), netns, ifname).await;
@@ -587,6 +632,7 @@ impl NetPlane {
             return;
         };
         a.dns.shutdown().await;
+        inner.leave_gateway(&a, &tasks).await;
         let overlay = inner.overlay.borrow().clone();
         if let Some(overlay) = overlay {
             for (net, ifname) in &a.networks {
@@ -599,6 +645,17 @@ impl NetPlane {
                 .await;
         }
         tracing::info!(task = task_id, "task detached from its overlay networks");
+    }
+
+    /// The address of local task `task_id` on the gateway bridge, where the node
+    /// reaches it; `None` for a task not attached or without one.
+    pub async fn gateway_addr(&self, task_id: &str) -> Option<IpAddr> {
+        let inner = self.inner.as_ref()?;
+        let tasks = inner.tasks.lock().await;
+        tasks
+            .get(task_id)
+            .and_then(|a| a.gateway.as_ref())
+            .map(|(_, ip)| IpAddr::V4(*ip))
     }
 
     /// The tasks attached on this node.
@@ -780,7 +837,83 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Puts a task on the gateway bridge as `ifname` (`fresh`), or takes back the
+/// address an adopted task has there; `None` for an adopted task without one.
+async fn attach_gateway(
+    gw: &Gateway,
+    netns: &Path,
+    ifname: String,
+    fresh: bool,
+) -> Result<Option<(String, Ipv4Addr)>, NetPlaneError> {
+    let ip = if fresh {
+        Some(gw.attach(netns, &ifname).await?)
+    } else {
+        gw.adopt(netns, &ifname).await?
+    };
+    Ok(ip.map(|ip| (ifname, ip)))
+}
+
+/// Takes a task off the gateway bridge (its veth only when `fresh`: an adopted
+/// task's stays) and frees its address.
+async fn detach_gateway(
+    gw: &Gateway,
+    netns: &Path,
+    (ifname, ip): &(String, Ipv4Addr),
+    fresh: bool,
+) {
+    if !fresh {
+        gw.release(*ip);
+        return;
+    }
+    if let Err(e) = gw.detach(netns, ifname, *ip).await {
+        tracing::warn!(netns = %netns.display(), error = %e, "could not detach from the gateway bridge");
+    }
+}
+
 impl PlaneInner {
+    /// The node's gateway bridge, set up on first use in this thread's namespace
+    /// (the node's); `None` when it could not be (logged once).
+    async fn gateway(&self) -> Option<Arc<Gateway>> {
+        let mut slot = self.gateway.lock().await;
+        if slot.is_none() {
+            match Gateway::new(GatewayConfig::default()).await {
+                Ok(gw) => *slot = Some(Arc::new(gw)),
+                Err(e) => {
+                    if !self
+                        .gateway_failed
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!(error = %e, "no gateway bridge: tasks on overlay networks get no outbound route and are not reached by the routing mesh");
+                    }
+                }
+            }
+        }
+        slot.clone()
+    }
+
+    /// Takes the detached task `a` off the gateway bridge; with no local task
+    /// left (`tasks`, locked by the caller) and no attach in flight, removes the
+    /// bridge, as the last task of a network removes its sandbox.
+    async fn leave_gateway(&self, a: &Attached, tasks: &HashMap<Id, Attached>) {
+        let mut slot = self.gateway.lock().await;
+        let Some(gw) = slot.clone() else { return };
+        if let Some(at) = &a.gateway {
+            detach_gateway(&gw, &a.netns, at, true).await;
+        }
+        drop(gw);
+        let idle = slot.as_ref().is_some_and(|gw| Arc::strong_count(gw) == 1);
+        if tasks.is_empty()
+            && idle
+            && let Some(gw) = slot.take().and_then(Arc::into_inner)
+        {
+            match gw.remove().await {
+                Ok(true) => tracing::info!("gateway bridge removed"),
+                Ok(false) => tracing::debug!("gateway bridge kept: another node on it has tasks"),
+                Err(e) => tracing::warn!(error = %e, "could not remove the gateway bridge"),
+            }
+        }
+    }
+
     /// The overlay, waiting for the view that gives this node's data-path
     /// address.
     async fn wait_overlay(&self) -> Result<Arc<Overlay>, NetPlaneError> {
@@ -1032,6 +1165,14 @@ impl NetRuntime {
         }
     }
 
+    /// Gives an inspected task with no address of its own its address on the
+    /// gateway bridge, where the node (its routing mesh) reaches it.
+    async fn fill_addr(&self, task_id: &str, i: &mut Inspection) {
+        if i.addr.is_none() && i.netns.is_some() {
+            i.addr = self.plane.gateway_addr(task_id).await;
+        }
+    }
+
     /// Attaches `task` if the runtime gave it a namespace; `Ok(false)` when it has
     /// none (yet, or any more: a Docker container that already exited).
     ///
@@ -1139,11 +1280,18 @@ impl Runtime for NetRuntime {
     }
 
     async fn inspect(&self, task_id: &str) -> swarm_runtime::Result<Inspection> {
-        self.inner.inspect(task_id).await
+        let mut i = self.inner.inspect(task_id).await?;
+        self.fill_addr(task_id, &mut i).await;
+        Ok(i)
     }
 
     async fn list(&self) -> swarm_runtime::Result<Vec<Inspection>> {
-        self.inner.list().await
+        let mut all = self.inner.list().await?;
+        for i in &mut all {
+            let task_id = i.labels.task_id.clone();
+            self.fill_addr(&task_id, i).await;
+        }
+        Ok(all)
     }
 
     async fn logs(&self, task_id: &str, options: LogOptions) -> swarm_runtime::Result<LogChunks> {

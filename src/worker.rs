@@ -150,7 +150,7 @@ impl Worker {
             config.routing_mesh.as_ref(),
             advertised,
             &node.node_id,
-            &runtime,
+            &agent.runtime(),
             &stop_rx,
         )
         .await?;

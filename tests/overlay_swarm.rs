@@ -3,7 +3,13 @@
 //! veth each to a bridge in `swm3-sw`, 192.168.213.1-3/24), driven by the docker
 //! CLI on unix sockets. From inside a task's own namespace: service names, VIPs,
 //! `tasks.<service>`, a dnsrr service, HTTP to the VIP and to every task across
-//! hosts over VXLAN, and scaling. Needs root, `ip`, `nsenter`, `nft`, `busybox`
+//! hosts over VXLAN, and scaling. Then (`swm5-*`, `swm5k-*`: with the routing
+//! mesh in user space and in the kernel) the gateway bridge: a published port
+//! answers on every host and a host-mode port on each host, served by tasks in
+//! their own namespaces, and a task reaches another host's address through
+//! its gateway. And (`swm4e-*`, two hosts) an encrypted overlay that keeps
+//! carrying HTTP across hosts while the leader rotates its keys every 2 s.
+//! Needs root, `ip`, `nsenter`, `nft`, `busybox`
 //! and the docker client; skips with a printed reason otherwise.
 //!
 //! Not checked: forwarding of names outside the swarm (the hosts here have no
@@ -13,8 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SWITCH: &str = "swm3-sw";
+/// The first test's lab: `swm3-*` namespaces on 192.168.213.0/24.
 const SUBNET: &str = "192.168.213";
+/// The gateway test's lab: `swm5-*` namespaces on 192.168.215.0/24.
+const GW_SUBNET: &str = "192.168.215";
+/// The kernel-mesh gateway test's lab: `swm5k-*` namespaces on 192.168.216.0/24.
+const GW_KERNEL_SUBNET: &str = "192.168.216";
+/// The encrypted overlay test's lab: `swm4e-*` namespaces on 192.168.214.0/24.
+const SEALED_SUBNET: &str = "192.168.214";
 
 /// Runs a command, returning its output (never panics on a failed command).
 fn run(program: &str, args: &[&str]) -> Output {
@@ -60,34 +72,45 @@ fn missing_tool() -> Option<String> {
 
 /// The simulated hosts; removed (namespaces, leftovers) when dropped.
 struct Lab {
+    /// Prefix of its namespaces' and links' names.
+    prefix: &'static str,
+    /// The switch namespace (`<prefix>-sw`).
+    switch: String,
     hosts: Vec<String>,
 }
 
 impl Lab {
-    fn new(n: usize) -> Lab {
-        let mut lab = Lab { hosts: Vec::new() };
+    /// `n` hosts `<prefix>-h<i>` at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`.
+    fn new(prefix: &'static str, subnet: &str, n: usize) -> Lab {
+        let switch = format!("{prefix}-sw");
+        let mut lab = Lab {
+            prefix,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+        };
         lab.clean();
-        must("ip", &["netns", "add", SWITCH]);
+        let switch = switch.as_str();
+        must("ip", &["netns", "add", switch]);
         must(
             "ip",
-            &["-n", SWITCH, "link", "add", "br0", "type", "bridge"],
+            &["-n", switch, "link", "add", "br0", "type", "bridge"],
         );
-        must("ip", &["-n", SWITCH, "link", "set", "br0", "up"]);
+        must("ip", &["-n", switch, "link", "set", "br0", "up"]);
         for i in 1..=n {
-            let host = format!("swm3-h{i}");
+            let host = format!("{prefix}-h{i}");
             must("ip", &["netns", "add", &host]);
             lab.hosts.push(host.clone());
-            let port = format!("swm3-h{i}p");
+            let port = format!("{prefix}-h{i}p");
             must(
                 "ip",
                 &[
                     "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", SWITCH,
+                    "netns", switch,
                 ],
             );
             must(
                 "ip",
-                &["-n", SWITCH, "link", "set", &port, "master", "br0", "up"],
+                &["-n", switch, "link", "set", &port, "master", "br0", "up"],
             );
             must(
                 "ip",
@@ -96,7 +119,7 @@ impl Lab {
                     &host,
                     "addr",
                     "add",
-                    &format!("{SUBNET}.{i}/24"),
+                    &format!("{subnet}.{i}/24"),
                     "dev",
                     "eth0",
                 ],
@@ -109,9 +132,9 @@ impl Lab {
 
     fn clean(&mut self) {
         for i in 1..=3 {
-            let _ = run("ip", &["netns", "del", &format!("swm3-h{i}")]);
+            let _ = run("ip", &["netns", "del", &format!("{}-h{i}", self.prefix)]);
         }
-        let _ = run("ip", &["netns", "del", SWITCH]);
+        let _ = run("ip", &["netns", "del", &self.switch]);
     }
 }
 
@@ -130,12 +153,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(host: &str, name: &str) -> Daemon {
-        Daemon::start_with(host, name, &[])
-    }
-
-    /// [`Daemon::start`] with more swarmd arguments.
-    fn start_with(host: &str, name: &str, extra: &[&str]) -> Daemon {
+    /// swarmd in namespace `host`, process runtime, with `extra` arguments.
+    fn start(host: &str, name: &str, extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         // nsenter joins the host's network namespace only (`ip netns exec`
@@ -146,9 +165,9 @@ impl Daemon {
             .arg(env!("CARGO_BIN_EXE_swarmd"))
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--api-addr", &format!("unix://{}", sock.display())])
-            .args(["--runtime", "process", "--no-routing-mesh"])
-            .args(["--hostname", name, "--log-level", "warn"])
+            .args(["--runtime", "process"])
             .args(extra)
+            .args(["--hostname", name, "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -290,9 +309,15 @@ fn lookup(netns: &Path, name: &str) -> Vec<String> {
 /// The body of `GET /` at `ip:80`, from inside the namespace at `netns`
 /// (`busybox nc`: the static busybox's wget crashes in its NSS lookups).
 fn http_get(netns: &Path, ip: &str) -> Option<String> {
+    http_get_port(netns, ip, 80)
+}
+
+/// The body of `GET /` at `ip:port`, from inside the namespace at `netns`.
+fn http_get_port(netns: &Path, ip: &str, port: u16) -> Option<String> {
     let net = format!("--net={}", netns.display());
+    let port = port.to_string();
     let mut child = Command::new("nsenter")
-        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, "80"])
+        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, &port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -311,13 +336,16 @@ fn http_get(netns: &Path, ip: &str) -> Option<String> {
     (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
 }
 
-/// The tests share the hosts' names and addresses: one at a time.
-static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Makes `nodes[0]` a manager with the others as workers, and records each
-/// node's ID.
-fn form_swarm(nodes: &mut [Daemon]) {
-    let first = format!("{SUBNET}.1");
+/// One swarmd per host of `lab` (`extra` arguments), the first the manager, the
+/// others joined as workers; returns once the three are ready.
+fn swarm_of(lab: &Lab, subnet: &str, extra: &[&str]) -> Vec<Daemon> {
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1), extra))
+        .collect();
+    let first = format!("{subnet}.1");
     ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
     let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
     for (i, n) in nodes.iter().enumerate().skip(1) {
@@ -327,24 +355,27 @@ fn form_swarm(nodes: &mut [Daemon]) {
                 "swarm",
                 "join",
                 "--advertise-addr",
-                &format!("{SUBNET}.{}", i + 1),
+                &format!("{subnet}.{}", i + 1),
                 "--token",
                 token.trim(),
                 &format!("{first}:2377"),
             ],
         );
     }
-    for n in nodes.iter_mut() {
+    for n in &mut nodes {
         let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
         n.node_id = Some(id.trim().to_string());
     }
+    let m = &nodes[0];
     wait_until("every node ready", || {
-        ok(&nodes[0], &["node", "ls", "--format", "{{.Status}}"])
+        ok(m, &["node", "ls", "--format", "{{.Status}}"])
             .lines()
             .filter(|l| l.trim() == "Ready")
             .count()
             == nodes.len()
     });
+
+    nodes
 }
 
 #[test]
@@ -353,15 +384,8 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
         println!("skipped: {why}");
         return;
     }
-    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(3);
-    let mut nodes: Vec<Daemon> = lab
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
-        .collect();
-    form_swarm(&mut nodes);
+    let lab = Lab::new("swm3", SUBNET, 3);
+    let nodes = swarm_of(&lab, SUBNET, &["--no-routing-mesh"]);
     let m = &nodes[0];
 
     let site = tempfile::tempdir().unwrap();
@@ -516,24 +540,206 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
     drop(lab);
 }
 
+/// The interface of a task's namespace holding an address of the gateway bridge
+/// (172.18.0.0/16), with that address: `(ifname, ip)`.
+fn gateway_iface(netns: &Path) -> Option<(String, String)> {
+    let o = in_task(netns, &["ip", "-4", "-o", "addr"]);
+    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let ip = w.get(3)?.split('/').next()?;
+        let ifname = w.get(1)?;
+        ip.starts_with("172.18.")
+            .then(|| (ifname.to_string(), ip.to_string()))
+    })
+}
+
+#[test]
+fn published_ports_reach_tasks_in_their_own_namespace_through_the_gateway_bridge() {
+    gateway_bridge_case("swm5", GW_SUBNET, "off");
+}
+
+#[test]
+fn the_kernel_mesh_reaches_tasks_in_their_own_namespace_through_the_gateway_bridge() {
+    gateway_bridge_case("swm5k", GW_KERNEL_SUBNET, "require");
+}
+
+/// Published ports (ingress and host mode) and outbound traffic of tasks in
+/// their own namespaces, with the routing mesh's data path `mesh_kernel`
+/// (`off`: user space, `require`: the kernel's), on a lab `prefix` at `subnet`.
+fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
+    if let Some(why) = missing_tool() {
+        println!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new(prefix, subnet, 3);
+    // A client outside the swarm, on the hosts' network: the switch.
+    let client = PathBuf::from(format!("/run/netns/{}", lab.switch));
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.switch,
+            "addr",
+            "add",
+            &format!("{subnet}.100/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    let nodes = swarm_of(&lab, subnet, &["--mesh-kernel", mesh_kernel]);
+    let m = &nodes[0];
+    let host_of = |name: &str| -> &Daemon {
+        &nodes[name.trim_start_matches('h').parse::<usize>().unwrap() - 1]
+    };
+
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "swm5-gateway-ok\n").unwrap();
+    ok(m, &["network", "create", "-d", "overlay", "swm5net"]);
+    let httpd = [
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        site.path().to_str().unwrap(),
+    ];
+    let mut web = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--network",
+        "swm5net",
+        "--publish",
+        "8080:80",
+        "--replicas",
+        "3",
+        "busybox",
+    ];
+    web.extend_from_slice(&httpd);
+    ok(m, &web);
+    // Host mode: each host answers 8081 with its own task, reached on its
+    // gateway address (the process runtime does not bind host ports itself).
+    let mut local = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "local",
+        "--network",
+        "swm5net",
+        "--publish",
+        "mode=host,published=8081,target=80",
+        "--mode",
+        "global",
+        "busybox",
+    ];
+    local.extend_from_slice(&httpd);
+    ok(m, &local);
+    wait_until("web and local running", || {
+        running(m, "web").len() == 3 && running(m, "local").len() == 3
+    });
+
+    // Every task lives in its own namespace with an address on its node's
+    // gateway bridge and its default route through it.
+    let tasks: Vec<(String, String)> = running(m, "web")
+        .into_iter()
+        .chain(running(m, "local"))
+        .collect();
+    for (task, node) in &tasks {
+        let netns = host_of(node).netns(task);
+        let (ifname, addr) = gateway_iface(&netns)
+            .unwrap_or_else(|| panic!("task {task} on {node} has no gateway address"));
+        assert_ne!(
+            ifname, "eth0",
+            "the overlay is eth0, the gateway comes after it"
+        );
+        let routes = in_task(&netns, &["ip", "-4", "route"]);
+        let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        println!("task {task} on {node}: {ifname} {addr}");
+        assert!(
+            routes.contains(&format!("default via 172.18.0.1 dev {ifname}")),
+            "task {task} ({addr}) routes: {routes}"
+        );
+    }
+
+    // The routing mesh: every host answers 8080, served by tasks in their own
+    // namespaces (locally or handed over to another host's mesh).
+    for i in 1..=3 {
+        let host = format!("{subnet}.{i}");
+        for _ in 0..3 {
+            let mut got = None;
+            wait_until(&format!("GET http://{host}:8080/"), || {
+                got = http_get_port(&client, &host, 8080);
+                got.is_some()
+            });
+            assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+        }
+    }
+    // Host mode: each host's own task answers 8081.
+    for i in 1..=3 {
+        let host = format!("{subnet}.{i}");
+        let mut got = None;
+        wait_until(&format!("GET http://{host}:8081/"), || {
+            got = http_get_port(&client, &host, 8081);
+            got.is_some()
+        });
+        assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+    }
+
+    // Outbound: a task reaches another host's address (outside its overlay)
+    // through its gateway, masqueraded as its node.
+    let (task, node) = running(m, "local")
+        .into_iter()
+        .find(|(_, n)| n == "h1")
+        .expect("a local task on h1");
+    let netns = host_of(&node).netns(&task);
+    let other = format!("{subnet}.2");
+    let mut got = None;
+    wait_until(
+        &format!("GET http://{other}:8081/ from task {task}"),
+        || {
+            got = http_get_port(&netns, &other, 8081);
+            got.is_some()
+        },
+    );
+    assert_eq!(got.unwrap().trim(), "swm5-gateway-ok");
+
+    ok(m, &["service", "rm", "web", "local"]);
+    wait_until("the task namespaces removed", || {
+        nodes.iter().all(|n| {
+            std::fs::read_dir(n.dir.path().join("runtime"))
+                .map(|d| d.flatten().count() == 0)
+                .unwrap_or(true)
+        })
+    });
+    // The last task of a node takes the node's gateway bridge with it.
+    wait_until("the gateway bridges removed", || {
+        lab.hosts.iter().all(|h| {
+            !run("ip", &["-n", h, "link", "show", "swarm_gwbridge"])
+                .status
+                .success()
+        })
+    });
+    drop(nodes);
+    drop(lab);
+}
+
 #[test]
 fn an_encrypted_overlay_carries_traffic_across_hosts_while_its_keys_rotate() {
     if let Some(why) = missing_tool() {
         println!("skipped: {why}");
         return;
     }
-    let _one_at_a_time = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::new(2);
+    let lab = Lab::new("swm4e", SEALED_SUBNET, 2);
     // The leader rotates the overlay keys every 2 s (Docker: 12 h).
-    let mut nodes: Vec<Daemon> = lab
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            Daemon::start_with(h, &format!("h{}", i + 1), &["--network-key-rotation", "2"])
-        })
-        .collect();
-    form_swarm(&mut nodes);
+    let nodes = swarm_of(
+        &lab,
+        SEALED_SUBNET,
+        &["--no-routing-mesh", "--network-key-rotation", "2"],
+    );
     let m = &nodes[0];
 
     let site = tempfile::tempdir().unwrap();

@@ -103,6 +103,12 @@ impl Agent {
         ))
     }
 
+    /// The node's runtime as the agent drives it (with the overlay networks of
+    /// its [`NetPlane`] when enabled): the one that knows where a task is reached.
+    pub fn runtime(&self) -> Arc<dyn Runtime> {
+        self.runtime.clone()
+    }
+
     /// The node this agent runs for.
     pub fn node_id(&self) -> &Id {
         &self.node_id

@@ -45,6 +45,8 @@
 #![deny(missing_docs)]
 
 pub mod dns;
+#[cfg(target_os = "linux")]
+pub mod gateway;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;

@@ -136,8 +136,9 @@ pub fn clear(netns: &Path) -> Result<(), VipError> {
     run_in(netns, move || nft(&script))
 }
 
-/// Feeds `script` to `nft -f -` in the calling thread's namespaces.
-fn nft(script: &str) -> Result<(), VipError> {
+/// Feeds `script` to `nft -f -` in the calling thread's namespaces (shared with
+/// [`crate::gateway`]).
+pub(crate) fn nft(script: &str) -> Result<(), VipError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

@@ -130,7 +130,7 @@ pub(crate) fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Over
 
 /// Opens a netlink connection in the namespace at `path` (from a thread that joined it)
 /// and drives it on the current runtime.
-fn connect_in(path: &Path) -> Result<Handle, OverlayError> {
+pub(crate) fn connect_in(path: &Path) -> Result<Handle, OverlayError> {
     let rt = tokio::runtime::Handle::current();
     let (conn, handle, _) = netns::run_in(path, move || {
         let _in_runtime = rt.enter();
@@ -141,7 +141,7 @@ fn connect_in(path: &Path) -> Result<Handle, OverlayError> {
 }
 
 /// The index of link `name`, `None` when there is none.
-async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, OverlayError> {
+pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, OverlayError> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
     match links.try_next().await {
         Ok(link) => Ok(link.map(|l| l.header.index)),
@@ -150,7 +150,7 @@ async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, OverlayE
     }
 }
 
-async fn must_index(handle: &Handle, name: &str) -> Result<u32, OverlayError> {
+pub(crate) async fn must_index(handle: &Handle, name: &str) -> Result<u32, OverlayError> {
     link_index(handle, name)
         .await?
         .ok_or_else(|| OverlayError::Netlink {
@@ -160,14 +160,18 @@ async fn must_index(handle: &Handle, name: &str) -> Result<u32, OverlayError> {
         })
 }
 
-async fn set_link(handle: &Handle, op: String, msg: LinkUnspecMsg) -> Result<(), OverlayError> {
+pub(crate) async fn set_link(
+    handle: &Handle,
+    op: String,
+    msg: LinkUnspecMsg,
+) -> Result<(), OverlayError> {
     handle.link().set(msg).execute().await.map_err(nl(op))
 }
 
-type LinkUnspecMsg = netlink_packet_route::link::LinkMessage;
+pub(crate) type LinkUnspecMsg = netlink_packet_route::link::LinkMessage;
 
 /// Adds `ip/prefix_len` to link `index`; an address already there is fine.
-async fn add_address(
+pub(crate) async fn add_address(
     handle: &Handle,
     index: u32,
     ip: IpAddr,

@@ -138,6 +138,8 @@ mod peers;
 
 #[cfg(target_os = "linux")]
 pub use linux::Overlay;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{add_address, connect_in, errno, link_index, must_index, nl, set_link};
 #[cfg(not(target_os = "linux"))]
 pub use other::Overlay;
 

@@ -64,10 +64,11 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 ///   it, in a private mount namespace where `/etc/resolv.conf` says
 ///   `nameserver 127.0.0.11` and `options ndots:0` (Docker's). Such a task may
 ///   bind any port (its namespace is its own) but is no longer on the host's
-///   network: it reaches the other tasks of its networks, and not the node's
-///   loopback; the routing mesh, which reaches local tasks on the node's
-///   loopback, does not reach it (publish no ingress port for it). Without
-///   root, or with no overlay attachment, the task shares the host's network.
+///   network: the node (the facade's network plane) also gives it an address
+///   on its gateway bridge with the default route there, where the routing
+///   mesh reaches it and through which it reaches the node and the outside.
+///   Without root, or with no overlay attachment, the task shares the host's
+///   network.
 /// - The image is recorded (and reported by `inspect`) but not executed; `prepare`
 ///   never fails for a missing image.
 /// - State (pid, start time, exit code) lives in the state directory, so a new
