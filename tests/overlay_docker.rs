@@ -12,202 +12,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netlab::{Daemon, Lab, ok, running, swarm_of, wait_until};
 use common::{RemoveContainers, TEST_IMAGE, have_engine_and_image};
 
-const SWITCH: &str = "swm6-sw";
 const SUBNET: &str = "192.168.216";
 /// Service names (and so container names) start with it: the clean-up's filter.
 const PREFIX: &str = "swm6";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    let o = run(program, args);
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn missing_tool() -> Option<String> {
-    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-    {
-        return Some("needs root (network namespaces, VXLAN)".into());
-    }
-    for (tool, arg) in [("ip", "-V"), ("nsenter", "--version"), ("nft", "--version")] {
-        if !Command::new(tool)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
-/// The simulated hosts; their namespaces are removed when dropped.
-struct Lab {
-    hosts: Vec<String>,
-}
-
-impl Lab {
-    fn new(n: usize) -> Lab {
-        let mut lab = Lab { hosts: Vec::new() };
-        lab.clean();
-        must("ip", &["netns", "add", SWITCH]);
-        must(
-            "ip",
-            &["-n", SWITCH, "link", "add", "br0", "type", "bridge"],
-        );
-        must("ip", &["-n", SWITCH, "link", "set", "br0", "up"]);
-        for i in 1..=n {
-            let host = format!("swm6-h{i}");
-            must("ip", &["netns", "add", &host]);
-            lab.hosts.push(host.clone());
-            let port = format!("swm6-h{i}p");
-            must(
-                "ip",
-                &[
-                    "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", SWITCH,
-                ],
-            );
-            must(
-                "ip",
-                &["-n", SWITCH, "link", "set", &port, "master", "br0", "up"],
-            );
-            let addr = format!("{SUBNET}.{i}/24");
-            must("ip", &["-n", &host, "addr", "add", &addr, "dev", "eth0"]);
-            must("ip", &["-n", &host, "link", "set", "eth0", "up"]);
-            must("ip", &["-n", &host, "link", "set", "lo", "up"]);
-        }
-        lab
-    }
-
-    fn clean(&mut self) {
-        for i in 1..=3 {
-            let _ = run("ip", &["netns", "del", &format!("swm6-h{i}")]);
-        }
-        let _ = run("ip", &["netns", "del", SWITCH]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
-
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    dir: tempfile::TempDir,
-    host: String,
-    name: String,
-    node_id: Option<String>,
-}
-
-impl Daemon {
-    fn start(host: &str, name: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("api.sock");
-        let child = Daemon::spawn(host, name, dir.path(), &sock);
-        let d = Daemon {
-            child,
-            sock,
-            dir,
-            host: host.to_string(),
-            name: name.to_string(),
-            node_id: None,
-        };
-        d.wait_api();
-        d
-    }
-
-    fn spawn(host: &str, name: &str, dir: &Path, sock: &Path) -> Child {
-        // The host's network namespace only: the Engine's socket and the
-        // containers' /proc/<pid>/ns/net stay visible.
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(env!("CARGO_BIN_EXE_swarmd"))
-            .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--api-addr", &format!("unix://{}", sock.display())])
-            .args(["--runtime", "docker", "--no-routing-mesh"])
-            .args(["--hostname", name, "--log-level", "warn"])
-            .env_remove("DOCKER_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("swarmd starts")
-    }
-
-    fn wait_api(&self) {
-        wait_until("the API answers", || {
-            docker(self, &["version"]).status.success()
-        });
-    }
-
-    /// Kills this node's swarmd (its containers keep running in the Engine)
-    /// and starts it again on the same data.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
-        self.child = Daemon::spawn(&self.host, &self.name, self.dir.path(), &self.sock);
-        self.wait_api();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // This node's own process only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Sandboxes the killed node left behind.
-        if let Some(id) = &self.node_id {
-            let dir = Path::new("/run/swarm/netns").join(id);
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
-                let _ = std::fs::remove_file(e.path());
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-}
-
-/// The docker CLI on node `d`'s API.
-fn docker(d: &Daemon, args: &[&str]) -> Output {
-    Command::new("docker")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
-        .env("DOCKER_CLI_HINTS", "false")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = docker(d, args);
-    assert!(
-        o.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The docker CLI on the machine's Engine (where the containers are).
 fn engine(args: &[&str]) -> Output {
@@ -216,38 +30,6 @@ fn engine(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("docker runs")
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `(task id, node hostname)` of the running tasks of `service`.
-fn running(d: &Daemon, service: &str) -> Vec<(String, String)> {
-    ok(
-        d,
-        &[
-            "service",
-            "ps",
-            service,
-            "--no-trunc",
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.ID}} {{.Node}} {{.CurrentState}}",
-        ],
-    )
-    .lines()
-    .filter(|l| l.contains("Running"))
-    .filter_map(|l| {
-        let mut w = l.split_whitespace();
-        Some((w.next()?.to_string(), w.next()?.to_string()))
-    })
-    .collect()
 }
 
 /// The Engine's container of task `task_id`.
@@ -316,7 +98,7 @@ fn http_get(cid: &str, ip: &str) -> Option<String> {
 
 #[test]
 fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
-    if let Some(why) = missing_tool() {
+    if let Some(why) = common::netlab::missing_tool(&[]) {
         println!("skipped: {why}");
         return;
     }
@@ -326,42 +108,9 @@ fn docker_containers_on_an_overlay_network_find_and_reach_each_other_across_host
     }
     let _containers = RemoveContainers(PREFIX);
     common::remove_containers(PREFIX);
-    let lab = Lab::new(3);
-    let mut nodes: Vec<Daemon> = lab
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1)))
-        .collect();
-    let first = format!("{SUBNET}.1");
-    ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
-    let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
-    for (i, n) in nodes.iter().enumerate().skip(1) {
-        ok(
-            n,
-            &[
-                "swarm",
-                "join",
-                "--advertise-addr",
-                &format!("{SUBNET}.{}", i + 1),
-                "--token",
-                token.trim(),
-                &format!("{first}:2377"),
-            ],
-        );
-    }
-    for n in &mut nodes {
-        let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
-        n.node_id = Some(id.trim().to_string());
-    }
+    let lab = Lab::new(PREFIX, SUBNET, 3);
+    let mut nodes = swarm_of(&lab, SUBNET, &["--runtime", "docker", "--no-routing-mesh"]);
     let m = &nodes[0];
-    wait_until("three ready nodes", || {
-        ok(m, &["node", "ls", "--format", "{{.Status}}"])
-            .lines()
-            .filter(|l| l.trim() == "Ready")
-            .count()
-            == 3
-    });
 
     ok(m, &["network", "create", "-d", "overlay", "swm6net"]);
     // The image has no mkdir: httpd serves /tmp, where the page is written.

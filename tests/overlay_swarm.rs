@@ -15,9 +15,13 @@
 //! Not checked: forwarding of names outside the swarm (the hosts here have no
 //! resolver to forward to).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::netlab::{Daemon, Lab, must, ok, run, running, swarm_of, wait_until};
 
 /// The first test's lab: `swm3-*` namespaces on 192.168.213.0/24.
 const SUBNET: &str = "192.168.213";
@@ -27,256 +31,6 @@ const GW_SUBNET: &str = "192.168.215";
 const GW_KERNEL_SUBNET: &str = "192.168.216";
 /// The encrypted overlay test's lab: `swm4e-*` namespaces on 192.168.214.0/24.
 const SEALED_SUBNET: &str = "192.168.214";
-
-/// Runs a command, returning its output (never panics on a failed command).
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    let o = run(program, args);
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn missing_tool() -> Option<String> {
-    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-    {
-        return Some("needs root (network namespaces, VXLAN)".into());
-    }
-    for (tool, arg) in [
-        ("ip", "-V"),
-        ("nsenter", "--version"),
-        ("nft", "--version"),
-        ("busybox", "true"),
-        ("docker", "--version"),
-    ] {
-        if !Command::new(tool)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
-/// The simulated hosts; removed (namespaces, leftovers) when dropped.
-struct Lab {
-    /// Prefix of its namespaces' and links' names.
-    prefix: &'static str,
-    /// The switch namespace (`<prefix>-sw`).
-    switch: String,
-    hosts: Vec<String>,
-}
-
-impl Lab {
-    /// `n` hosts `<prefix>-h<i>` at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`.
-    fn new(prefix: &'static str, subnet: &str, n: usize) -> Lab {
-        let switch = format!("{prefix}-sw");
-        let mut lab = Lab {
-            prefix,
-            switch: switch.clone(),
-            hosts: Vec::new(),
-        };
-        lab.clean();
-        let switch = switch.as_str();
-        must("ip", &["netns", "add", switch]);
-        must(
-            "ip",
-            &["-n", switch, "link", "add", "br0", "type", "bridge"],
-        );
-        must("ip", &["-n", switch, "link", "set", "br0", "up"]);
-        for i in 1..=n {
-            let host = format!("{prefix}-h{i}");
-            must("ip", &["netns", "add", &host]);
-            lab.hosts.push(host.clone());
-            let port = format!("{prefix}-h{i}p");
-            must(
-                "ip",
-                &[
-                    "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", switch,
-                ],
-            );
-            must(
-                "ip",
-                &["-n", switch, "link", "set", &port, "master", "br0", "up"],
-            );
-            must(
-                "ip",
-                &[
-                    "-n",
-                    &host,
-                    "addr",
-                    "add",
-                    &format!("{subnet}.{i}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            );
-            must("ip", &["-n", &host, "link", "set", "eth0", "up"]);
-            must("ip", &["-n", &host, "link", "set", "lo", "up"]);
-        }
-        lab
-    }
-
-    fn clean(&mut self) {
-        for i in 1..=3 {
-            let _ = run("ip", &["netns", "del", &format!("{}-h{i}", self.prefix)]);
-        }
-        let _ = run("ip", &["netns", "del", &self.switch]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
-
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    dir: tempfile::TempDir,
-    /// The node's ID once it is in the swarm: names its sandbox directory.
-    node_id: Option<String>,
-}
-
-impl Daemon {
-    /// swarmd in namespace `host`, process runtime, with `extra` arguments.
-    fn start(host: &str, name: &str, extra: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("api.sock");
-        // nsenter joins the host's network namespace only (`ip netns exec`
-        // would also give swarmd a mount namespace of its own, hiding the
-        // namespaces it mounts from this test).
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(env!("CARGO_BIN_EXE_swarmd"))
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--api-addr", &format!("unix://{}", sock.display())])
-            .args(["--runtime", "process"])
-            .args(extra)
-            .args(["--hostname", name, "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("swarmd starts");
-        let d = Daemon {
-            child,
-            sock,
-            dir,
-            node_id: None,
-        };
-        wait_until("the API answers", || {
-            docker(&d, &["version"]).status.success()
-        });
-        d
-    }
-
-    /// The namespace of this node's task `task_id`.
-    fn netns(&self, task_id: &str) -> PathBuf {
-        self.dir.path().join("runtime").join(task_id).join("netns")
-    }
-
-    /// Kills what the node's tasks left running (a test that failed midway)
-    /// and unmounts their namespaces.
-    fn reap_tasks(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join("runtime")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if let Ok(text) = std::fs::read_to_string(e.path().join("state.json"))
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1)
-                && v["exit_code"].is_null()
-            {
-                // The task's own process only (never a group or -1).
-                let _ = run("kill", &["-s", "KILL", &pid.to_string()]);
-            }
-            let _ = run("umount", &["-l", e.path().join("netns").to_str().unwrap()]);
-        }
-        // Sandboxes a killed node left behind.
-        if let Some(id) = &self.node_id {
-            let dir = Path::new("/run/swarm/netns").join(id);
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
-                let _ = std::fs::remove_file(e.path());
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.reap_tasks();
-    }
-}
-
-fn docker(d: &Daemon, args: &[&str]) -> Output {
-    Command::new("docker")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
-        .env("DOCKER_CLI_HINTS", "false")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = docker(d, args);
-    assert!(
-        o.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `(task id, node hostname)` of the running tasks of `service`.
-fn running(d: &Daemon, service: &str) -> Vec<(String, String)> {
-    ok(
-        d,
-        &[
-            "service",
-            "ps",
-            service,
-            "--no-trunc",
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.ID}} {{.Node}} {{.CurrentState}}",
-        ],
-    )
-    .lines()
-    .filter(|l| l.contains("Running"))
-    .filter_map(|l| {
-        let mut w = l.split_whitespace();
-        Some((w.next()?.to_string(), w.next()?.to_string()))
-    })
-    .collect()
-}
 
 /// Runs `busybox args...` inside the namespace at `netns`.
 fn in_task(netns: &Path, args: &[&str]) -> Output {
@@ -336,56 +90,14 @@ fn http_get_port(netns: &Path, ip: &str, port: u16) -> Option<String> {
     (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
 }
 
-/// One swarmd per host of `lab` (`extra` arguments), the first the manager, the
-/// others joined as workers; returns once the three are ready.
-fn swarm_of(lab: &Lab, subnet: &str, extra: &[&str]) -> Vec<Daemon> {
-    let mut nodes: Vec<Daemon> = lab
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1), extra))
-        .collect();
-    let first = format!("{subnet}.1");
-    ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
-    let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
-    for (i, n) in nodes.iter().enumerate().skip(1) {
-        ok(
-            n,
-            &[
-                "swarm",
-                "join",
-                "--advertise-addr",
-                &format!("{subnet}.{}", i + 1),
-                "--token",
-                token.trim(),
-                &format!("{first}:2377"),
-            ],
-        );
-    }
-    for n in &mut nodes {
-        let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
-        n.node_id = Some(id.trim().to_string());
-    }
-    let m = &nodes[0];
-    wait_until("every node ready", || {
-        ok(m, &["node", "ls", "--format", "{{.Status}}"])
-            .lines()
-            .filter(|l| l.trim() == "Ready")
-            .count()
-            == nodes.len()
-    });
-
-    nodes
-}
-
 #[test]
 fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
-    if let Some(why) = missing_tool() {
+    if let Some(why) = common::netlab::missing_tool(&[("busybox", "true")]) {
         println!("skipped: {why}");
         return;
     }
     let lab = Lab::new("swm3", SUBNET, 3);
-    let nodes = swarm_of(&lab, SUBNET, &["--no-routing-mesh"]);
+    let nodes = swarm_of(&lab, SUBNET, &["--runtime", "process", "--no-routing-mesh"]);
     let m = &nodes[0];
 
     let site = tempfile::tempdir().unwrap();
@@ -567,7 +279,7 @@ fn the_kernel_mesh_reaches_tasks_in_their_own_namespace_through_the_gateway_brid
 /// their own namespaces, with the routing mesh's data path `mesh_kernel`
 /// (`off`: user space, `require`: the kernel's), on a lab `prefix` at `subnet`.
 fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
-    if let Some(why) = missing_tool() {
+    if let Some(why) = common::netlab::missing_tool(&[("busybox", "true")]) {
         println!("skipped: {why}");
         return;
     }
@@ -586,7 +298,11 @@ fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
             "br0",
         ],
     );
-    let nodes = swarm_of(&lab, subnet, &["--mesh-kernel", mesh_kernel]);
+    let nodes = swarm_of(
+        &lab,
+        subnet,
+        &["--runtime", "process", "--mesh-kernel", mesh_kernel],
+    );
     let m = &nodes[0];
     let host_of = |name: &str| -> &Daemon {
         &nodes[name.trim_start_matches('h').parse::<usize>().unwrap() - 1]
@@ -729,7 +445,7 @@ fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
 
 #[test]
 fn an_encrypted_overlay_carries_traffic_across_hosts_while_its_keys_rotate() {
-    if let Some(why) = missing_tool() {
+    if let Some(why) = common::netlab::missing_tool(&[("busybox", "true")]) {
         println!("skipped: {why}");
         return;
     }
@@ -738,7 +454,13 @@ fn an_encrypted_overlay_carries_traffic_across_hosts_while_its_keys_rotate() {
     let nodes = swarm_of(
         &lab,
         SEALED_SUBNET,
-        &["--no-routing-mesh", "--network-key-rotation", "2"],
+        &[
+            "--runtime",
+            "process",
+            "--no-routing-mesh",
+            "--network-key-rotation",
+            "2",
+        ],
     );
     let m = &nodes[0];
 

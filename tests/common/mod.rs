@@ -1,6 +1,8 @@
 //! Helpers the multi-node tests share.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod netlab;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -39,7 +39,6 @@
 //!   port the output rule excludes loopback destinations (user space again).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::process::{Command, Stdio};
 
@@ -185,31 +184,13 @@ pub(crate) fn removal(table: &str) -> String {
     format!("table ip {table}\ndelete table ip {table}\n")
 }
 
-/// Runs `nft -f -` with `script` in the calling thread's network namespace.
+/// Runs `nft -f -` with `script` in the calling thread's network namespace
+/// (the one runner of the crate, [`crate::vip::nft`]).
 pub(crate) fn run(script: &str) -> Result<(), NftError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| NftError::Spawn { source })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|source| NftError::Spawn { source })?;
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|source| NftError::Spawn { source })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(NftError::Refused {
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
+    crate::vip::nft(script).map_err(|e| match e {
+        crate::vip::VipError::Nft { status, stderr } => NftError::Refused { status, stderr },
+        crate::vip::VipError::Io { source, .. } => NftError::Spawn { source },
+    })
 }
 
 /// Whether this process may program nftables: effective capability

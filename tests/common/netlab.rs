@@ -1,0 +1,339 @@
+//! Hosts as network namespaces on one machine, and swarmd on each, for the
+//! multi-host tests (tests/overlay_swarm.rs, tests/overlay_docker.rs): a lab of
+//! `<prefix>-h<i>` namespaces at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`,
+//! swarmd in each (only its network namespace: the namespaces it mounts and the
+//! Engine's socket stay visible), driven by the docker CLI on a unix socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a command, returning its output (never panics on a failed command).
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
+}
+
+/// Runs a command that must succeed; its standard output.
+pub fn must(program: &str, args: &[&str]) -> String {
+    let o = run(program, args);
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Why the lab cannot run here (not root, or a tool missing: `ip`, `nsenter`,
+/// `nft`, the docker client and `extra` as `(tool, argument that succeeds)`).
+pub fn missing_tool(extra: &[(&str, &str)]) -> Option<String> {
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        return Some("needs root (network namespaces, VXLAN)".into());
+    }
+    let tools = [
+        ("ip", "-V"),
+        ("nsenter", "--version"),
+        ("nft", "--version"),
+        ("docker", "--version"),
+    ];
+    for (tool, arg) in tools.iter().chain(extra) {
+        if !Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// The simulated hosts; removed (namespaces, leftovers) when dropped.
+pub struct Lab {
+    /// Prefix of its namespaces' and links' names.
+    prefix: &'static str,
+    /// The switch namespace (`<prefix>-sw`).
+    pub switch: String,
+    pub hosts: Vec<String>,
+}
+
+impl Lab {
+    /// `n` hosts `<prefix>-h<i>` at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`.
+    pub fn new(prefix: &'static str, subnet: &str, n: usize) -> Lab {
+        let switch = format!("{prefix}-sw");
+        let mut lab = Lab {
+            prefix,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+        };
+        lab.clean();
+        let switch = switch.as_str();
+        must("ip", &["netns", "add", switch]);
+        must(
+            "ip",
+            &["-n", switch, "link", "add", "br0", "type", "bridge"],
+        );
+        must("ip", &["-n", switch, "link", "set", "br0", "up"]);
+        for i in 1..=n {
+            let host = format!("{prefix}-h{i}");
+            must("ip", &["netns", "add", &host]);
+            lab.hosts.push(host.clone());
+            let port = format!("{prefix}-h{i}p");
+            must(
+                "ip",
+                &[
+                    "-n", &host, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", switch,
+                ],
+            );
+            must(
+                "ip",
+                &["-n", switch, "link", "set", &port, "master", "br0", "up"],
+            );
+            must(
+                "ip",
+                &[
+                    "-n",
+                    &host,
+                    "addr",
+                    "add",
+                    &format!("{subnet}.{i}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            must("ip", &["-n", &host, "link", "set", "eth0", "up"]);
+            must("ip", &["-n", &host, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn clean(&mut self) {
+        for i in 1..=3 {
+            let _ = run("ip", &["netns", "del", &format!("{}-h{i}", self.prefix)]);
+        }
+        let _ = run("ip", &["netns", "del", &self.switch]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+/// One swarmd in a host of a lab.
+pub struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    /// Its data directory (the process runtime's tasks under `runtime/`).
+    pub dir: tempfile::TempDir,
+    host: String,
+    name: String,
+    args: Vec<String>,
+    /// The node's ID once it is in the swarm: names its sandbox directory.
+    pub node_id: Option<String>,
+}
+
+impl Daemon {
+    /// swarmd `name` in namespace `host` with `args` (`--runtime ...` and more).
+    pub fn start(host: &str, name: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Daemon::spawn(host, name, dir.path(), &sock, &args);
+        let d = Daemon {
+            child,
+            sock,
+            dir,
+            host: host.to_string(),
+            name: name.to_string(),
+            args,
+            node_id: None,
+        };
+        d.wait_api();
+        d
+    }
+
+    fn spawn(host: &str, name: &str, dir: &Path, sock: &Path, args: &[String]) -> Child {
+        // nsenter joins the host's network namespace only (`ip netns exec`
+        // would also give swarmd a mount namespace of its own, hiding the
+        // namespaces it mounts from the test).
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{host}"))
+            .arg(env!("CARGO_BIN_EXE_swarmd"))
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .args(["--api-addr", &format!("unix://{}", sock.display())])
+            .args(args)
+            .args(["--hostname", name, "--log-level", "warn"])
+            .env_remove("DOCKER_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("swarmd starts")
+    }
+
+    fn wait_api(&self) {
+        wait_until("the API answers", || {
+            docker(self, &["version"]).status.success()
+        });
+    }
+
+    /// Kills this node's swarmd (its tasks keep running) and starts it again
+    /// on the same data.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+        self.child = Daemon::spawn(
+            &self.host,
+            &self.name,
+            self.dir.path(),
+            &self.sock,
+            &self.args,
+        );
+        self.wait_api();
+    }
+
+    /// The namespace of this node's process-runtime task `task_id`.
+    pub fn netns(&self, task_id: &str) -> PathBuf {
+        self.dir.path().join("runtime").join(task_id).join("netns")
+    }
+
+    /// Kills what the node's tasks left running (a test that failed midway)
+    /// and unmounts their namespaces.
+    fn reap_tasks(&self) {
+        let tasks = std::fs::read_dir(self.dir.path().join("runtime"));
+        for e in tasks.into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(e.path().join("state.json"))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1)
+                && v["exit_code"].is_null()
+            {
+                // The task's own process only (never a group or -1).
+                let _ = run("kill", &["-s", "KILL", &pid.to_string()]);
+            }
+            let _ = run("umount", &["-l", e.path().join("netns").to_str().unwrap()]);
+        }
+        // Sandboxes a killed node left behind.
+        if let Some(id) = &self.node_id {
+            let dir = Path::new("/run/swarm/netns").join(id);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // This node's own process only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reap_tasks();
+    }
+}
+
+/// The docker CLI on node `d`'s API.
+pub fn docker(d: &Daemon, args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CLI_HINTS", "false")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+/// [`docker`], which must succeed; its output.
+pub fn ok(d: &Daemon, args: &[&str]) -> String {
+    let o = docker(d, args);
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Waits up to 120 s for `f`.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `(task id, node hostname)` of the running tasks of `service`.
+pub fn running(d: &Daemon, service: &str) -> Vec<(String, String)> {
+    ok(
+        d,
+        &[
+            "service",
+            "ps",
+            service,
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}} {{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        Some((w.next()?.to_string(), w.next()?.to_string()))
+    })
+    .collect()
+}
+
+/// One swarmd per host of `lab` (`args`), the first the manager, the
+/// others joined as workers; returns once the three are ready.
+pub fn swarm_of(lab: &Lab, subnet: &str, args: &[&str]) -> Vec<Daemon> {
+    let mut nodes: Vec<Daemon> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1), args))
+        .collect();
+    let first = format!("{subnet}.1");
+    ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);
+    let token = ok(&nodes[0], &["swarm", "join-token", "-q", "worker"]);
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        ok(
+            n,
+            &[
+                "swarm",
+                "join",
+                "--advertise-addr",
+                &format!("{subnet}.{}", i + 1),
+                "--token",
+                token.trim(),
+                &format!("{first}:2377"),
+            ],
+        );
+    }
+    for n in &mut nodes {
+        let id = ok(n, &["info", "--format", "{{.Swarm.NodeID}}"]);
+        n.node_id = Some(id.trim().to_string());
+    }
+    let m = &nodes[0];
+    wait_until("every node ready", || {
+        ok(m, &["node", "ls", "--format", "{{.Status}}"])
+            .lines()
+            .filter(|l| l.trim() == "Ready")
+            .count()
+            == nodes.len()
+    });
+
+    nodes
+}
