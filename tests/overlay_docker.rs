@@ -13,10 +13,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::netlab::{Daemon, Lab, ok, running, swarm_of, wait_until};
+use common::netlab::{Daemon, Lab, http_get_through, ok, running, swarm_of, wait_until};
 use common::{RemoveContainers, TEST_IMAGE, have_engine_and_image};
 
 const SUBNET: &str = "192.168.216";
@@ -75,25 +75,10 @@ fn lookup(cid: &str, name: &str) -> Vec<String> {
 
 /// The body of `GET /` at `ip:80`, from inside container `cid`.
 fn http_get(cid: &str, ip: &str) -> Option<String> {
-    let mut child = Command::new("docker")
-        .env_remove("DOCKER_HOST")
-        .args(["exec", "-i", cid, "busybox", "nc", "-w", "5", ip, "80"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()?
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1);
-    (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
+    let mut nc = Command::new("docker");
+    nc.env_remove("DOCKER_HOST")
+        .args(["exec", "-i", cid, "busybox", "nc", "-w", "5", ip, "80"]);
+    http_get_through(nc)
 }
 
 #[test]

@@ -18,10 +18,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::netlab::{Daemon, Lab, must, ok, run, running, swarm_of, wait_until};
+use common::netlab::{Daemon, Lab, http_get_through, must, ok, run, running, swarm_of, wait_until};
 
 /// The first test's lab: `swm3-*` namespaces on 192.168.213.0/24.
 const SUBNET: &str = "192.168.213";
@@ -68,26 +68,16 @@ fn http_get(netns: &Path, ip: &str) -> Option<String> {
 
 /// The body of `GET /` at `ip:port`, from inside the namespace at `netns`.
 fn http_get_port(netns: &Path, ip: &str, port: u16) -> Option<String> {
-    let net = format!("--net={}", netns.display());
-    let port = port.to_string();
-    let mut child = Command::new("nsenter")
-        .args([net.as_str(), "busybox", "nc", "-w", "5", ip, &port])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()?
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1);
-    (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
+    let mut nc = Command::new("nsenter");
+    nc.arg(format!("--net={}", netns.display())).args([
+        "busybox",
+        "nc",
+        "-w",
+        "5",
+        ip,
+        &port.to_string(),
+    ]);
+    http_get_through(nc)
 }
 
 #[test]

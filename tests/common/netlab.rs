@@ -337,3 +337,26 @@ pub fn swarm_of(lab: &Lab, subnet: &str, args: &[&str]) -> Vec<Daemon> {
 
     nodes
 }
+
+/// The body of a `GET /` sent through `client` (a command that relays its
+/// standard input and output to the server, e.g. `busybox nc IP 80` inside a
+/// task), when the server answers 200.
+pub fn http_get_through(mut client: Command) -> Option<String> {
+    use std::io::Write;
+    let mut child = client
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1);
+    (head.starts_with("HTTP/1.") && status == Some("200")).then(|| body.to_string())
+}
