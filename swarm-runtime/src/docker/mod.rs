@@ -1,7 +1,8 @@
 //! The reference runtime: containers on a Docker Engine, through its HTTP API.
 //!
 //! A task on an overlay network runs on Docker's default bridge (its `eth0`)
-//! with 127.0.0.11 as its DNS server and a label that makes
+//! with 127.0.0.11 as its DNS server (when this process runs as root, as a node
+//! must to attach overlays; else Docker's resolver) and a label that makes
 //! [`Inspection::netns`] report `/proc/<pid>/ns/net` while it runs: the node
 //! attaches the overlay's interfaces and serves the DNS there once the container
 //! started (Docker gives no hook before its process runs), so its first moments

@@ -78,8 +78,10 @@ pub(crate) fn container_config(task: &Task) -> Result<ContainerCreateBody> {
         cap_drop: (!c.capability_drop.is_empty()).then(|| c.capability_drop.clone()),
         extra_hosts: (!c.hosts.is_empty()).then(|| c.hosts.clone()),
         // The node serves the overlay networks' names there, inside the
-        // container's namespace, once it attached them (after start).
-        dns: overlay.then(|| vec![OVERLAY_DNS.to_string()]),
+        // container's namespace, once it attached them (after start): only a
+        // node running as root attaches overlays (else the container keeps
+        // Docker's resolver, which at least answers names outside the swarm).
+        dns: (overlay && nix::unistd::geteuid().is_root()).then(|| vec![OVERLAY_DNS.to_string()]),
         ..Default::default()
     };
     let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
@@ -477,10 +479,10 @@ mod tests {
             aliases: vec![],
         });
         let body = container_config(&t).unwrap();
-        assert_eq!(
-            body.host_config.unwrap().dns,
-            Some(vec!["127.0.0.11".to_string()])
-        );
+        let embedded = nix::unistd::geteuid()
+            .is_root()
+            .then(|| vec!["127.0.0.11".to_string()]);
+        assert_eq!(body.host_config.unwrap().dns, embedded, "as root only");
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_OVERLAY], "true");
 
