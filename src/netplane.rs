@@ -521,6 +521,9 @@ impl NetPlane {
         // and may come to name another process's namespace. Hold the namespace
         // open and name it by that handle from now on (its DNS sockets keep it
         // alive until the task is detached anyway).
+        // The gateway records whose its addresses are by this path (the task's
+        // own, stable while it lives), not by this process's handle.
+        let named = netns.to_path_buf();
         let handle = std::fs::File::open(netns).map_err(|source| vip::VipError::Io {
             op: format!("opening {}", netns.display()),
             source,
@@ -579,7 +582,7 @@ impl NetPlane {
             }
             if let Some(gw) = &gateway {
                 let ifname = format!("eth{}", before.first_eth + done.len());
-                on_gateway = attach_gateway(gw, netns, ifname, fresh).await?;
+                on_gateway = attach_gateway(gw, &named, ifname, fresh).await?;
             }
             let (udp, tcp) = vip::bind_in(netns, DNS_ADDR)?;
             let dns = DnsServer::start_with_sockets(udp, tcp, DnsConfig::new(DNS_ADDR))?;
@@ -608,6 +611,14 @@ impl NetPlane {
             Err(e) => {
                 if let (Some(gw), Some(at)) = (&gateway, &on_gateway) {
                     detach_gateway(gw, netns, at, fresh).await;
+                }
+                // The last task may have left while this attach held the
+                // bridge: it is this attach's to remove then.
+                drop(gateway);
+                {
+                    let tasks = inner.tasks.lock().await;
+                    let mut slot = inner.gateway.lock().await;
+                    PlaneInner::remove_idle_gateway(&mut slot, &tasks).await;
                 }
                 for (net, ifname) in &done {
                     if fresh {
@@ -901,6 +912,12 @@ impl PlaneInner {
             detach_gateway(&gw, &a.netns, at, true).await;
         }
         drop(gw);
+        Self::remove_idle_gateway(&mut slot, tasks).await;
+    }
+
+    /// Removes the gateway bridge when no local task is attached (`tasks`) and
+    /// no attach is in flight (each holds a clone of it).
+    async fn remove_idle_gateway(slot: &mut Option<Arc<Gateway>>, tasks: &HashMap<Id, Attached>) {
         let idle = slot.as_ref().is_some_and(|gw| Arc::strong_count(gw) == 1);
         if tasks.is_empty()
             && idle

@@ -478,6 +478,16 @@ impl Gateway {
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| {
+                // A claim of a namespace that is gone (a node killed with its
+                // tasks, or a namespace whose inode a new one reuses) is dropped.
+                let holder = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let live = holder.is_empty() || Path::new(&holder).exists();
+                if !live {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                live
+            })
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
         out.sort();
