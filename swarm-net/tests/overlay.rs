@@ -10,6 +10,8 @@
 //! Needs root, the `ip` tool and a kernel with vxlan; skips with the reason otherwise.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -23,47 +25,10 @@ use swarm_net::overlay::{
     mac_for_ip,
 };
 
+use common::{Hosts, ip};
+
 const NET: &str = "ovtestnet";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The two simulated hosts; removes them (and every namespace mounted under their
-/// directories) when dropped, whether the test passed or not.
-struct Hosts {
-    names: [String; 2],
-    dirs: [tempfile::TempDir; 2],
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for dir in &self.dirs {
-            if let Ok(entries) = std::fs::read_dir(dir.path()) {
-                for entry in entries.flatten() {
-                    let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        for name in &self.names {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
 
 fn hosts() -> Result<Hosts, String> {
     if !nix::unistd::geteuid().is_root() {

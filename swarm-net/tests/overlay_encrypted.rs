@@ -16,6 +16,8 @@
 //! Needs root, the `ip` tool, vxlan and /dev/net/tun; skips with the reason otherwise.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -31,6 +33,8 @@ use swarm_net::overlay::{
     CRYPT_PORT, CryptStats, NetworkDef, Overlay, OverlayConfig, OverlayError, Peer, mac_for_ip,
 };
 
+use common::{Hosts, ip};
+
 const WAIT: Duration = Duration::from_secs(10);
 const UNDERLAY: [&str; 2] = ["192.168.242.1", "192.168.242.2"];
 const CRYPT_TASKS: [&str; 2] = ["10.0.10.2", "10.0.10.3"];
@@ -39,45 +43,6 @@ const PLAIN_TASKS: [&str; 2] = ["10.0.9.2", "10.0.9.3"];
 const SECRET: &[u8] = b"SWM2-SECRET-MARKER-7f3a";
 /// Sent over the plain network: shows the capture does see payloads in clear.
 const CLEAR: &[u8] = b"SWM2-CLEAR-MARKER-91c4";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The two simulated hosts; removed (with every namespace mounted under their
-/// directories) when dropped, whether the test passed or not.
-struct Hosts {
-    names: [String; 2],
-    dirs: [tempfile::TempDir; 2],
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for dir in &self.dirs {
-            if let Ok(entries) = std::fs::read_dir(dir.path()) {
-                for entry in entries.flatten() {
-                    let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        for name in &self.names {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
 
 impl Hosts {
     fn ns(&self, i: usize) -> PathBuf {
