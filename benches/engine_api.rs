@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use swarm::engine::{Engine, EngineConfig};
+use swarm::api::{Engine, EngineConfig};
 use swarm::runtime::ProcessRuntime;
 
 fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, usize) {
@@ -75,7 +75,7 @@ fn main() {
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).expect("runtime")),
             tick_interval: Duration::from_millis(100),
             routing_mesh: None,
-            network_key_rotation: swarm::keymanager::DEFAULT_KEY_ROTATION,
+            network_key_rotation: swarm::DEFAULT_KEY_ROTATION,
         })
         .await
         .expect("engine")

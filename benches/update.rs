@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use swarm::control::TaskFilter;
+use swarm::TaskFilter;
 use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
 use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use swarm::control::{Control, TaskFilter};
 use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::{Control, TaskFilter};
 use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
 
 #[tokio::main]

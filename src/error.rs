@@ -71,9 +71,9 @@ impl From<swarm_core::Error> for Error {
     }
 }
 
-impl From<crate::ca::CaError> for Error {
-    fn from(e: crate::ca::CaError) -> Error {
-        use crate::ca::CaError as C;
+impl From<crate::pki::CaError> for Error {
+    fn from(e: crate::pki::CaError) -> Error {
+        use crate::pki::CaError as C;
         match e {
             C::InvalidToken(_)
             | C::CaMismatch { .. }

@@ -23,31 +23,30 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod agent;
-pub mod allocator;
-pub mod ca;
-pub mod control;
-pub mod dispatcher;
-pub mod engine;
+mod agent;
+pub mod api;
 mod error;
-pub mod ingress;
-pub mod keymanager;
-pub mod leader;
-pub mod logs;
 mod manager;
-pub mod netplane;
 mod node;
-pub mod orchestrator;
-mod roles;
-pub mod rpc;
-pub mod state;
-mod worker;
+mod pki;
+mod rpc;
+mod state;
+mod views;
 
-pub use control::NetworkConfig;
+pub use agent::mesh::RoutingMeshConfig;
+pub use agent::worker::{Worker, WorkerConfig};
 pub use error::{Error, Result};
-pub use manager::{Manager, ManagerConfig, hostname};
+pub use manager::control::{
+    Control, NetworkConfig, NodeFilter, Rotate, ServiceFilter, SwarmInfo, TaskFilter,
+};
+pub use manager::keymanager::DEFAULT_KEY_ROTATION;
+pub use manager::leader::SchedulerFactory;
+pub use manager::logbroker::{LogBroker, LogLine, LogsQuery};
+pub use manager::{Manager, ManagerConfig};
 pub use node::Node;
-pub use worker::{Worker, WorkerConfig};
+pub use pki::{CaError, RootCa};
+pub use state::hostname;
+pub use views::ingress::PROXY_PROTOCOL_LABEL;
 
 pub use swarm_core as core;
 pub use swarm_net as net;

@@ -24,12 +24,12 @@ use swarm_runtime::Runtime;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
-use crate::control::{Control, SwarmInfo};
+use crate::agent::worker::Worker;
 use crate::error::{Error, Result};
+use crate::manager::control::{Control, SwarmInfo};
 use crate::manager::{JoinedAs, Manager, ManagerConfig, join_swarm, new_raft_id};
 use crate::rpc::ca::{renew, role_of, watch_role};
 use crate::state::DataDir;
-use crate::worker::Worker;
 
 /// How long to wait before trying the managers again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -173,7 +173,7 @@ impl Node {
     }
 
     /// The log broker, while the node is a manager.
-    pub async fn log_broker(&self) -> Option<crate::logs::LogBroker> {
+    pub async fn log_broker(&self) -> Option<crate::manager::logbroker::LogBroker> {
         match &*self.shared.running.lock().await {
             Running::Manager(m) => Some(m.logs().clone()),
             _ => None,
@@ -251,8 +251,8 @@ impl Shared {
 }
 
 /// The settings a node started from `cfg` runs with while it is a worker.
-fn worker_config(cfg: &ManagerConfig) -> crate::worker::WorkerConfig {
-    crate::worker::WorkerConfig {
+fn worker_config(cfg: &ManagerConfig) -> crate::agent::worker::WorkerConfig {
+    crate::agent::worker::WorkerConfig {
         data_dir: cfg.data_dir.clone(),
         hostname: cfg.hostname.clone(),
         advertise_addr: cfg.advertise_addr.clone().unwrap_or_default(),
@@ -282,10 +282,11 @@ async fn stop_running(running: Running) {
 /// once it is out of the raft group).
 async fn watch_targets(shared: &Shared) -> Vec<String> {
     if let Running::Manager(m) = &*shared.running.lock().await {
-        let others: Vec<String> = crate::dispatcher::manager_addrs(&m.control().store().view())
-            .into_iter()
-            .filter(|a| a != m.addr())
-            .collect();
+        let others: Vec<String> =
+            crate::manager::dispatcher::manager_addrs(&m.control().store().view())
+                .into_iter()
+                .filter(|a| a != m.addr())
+                .collect();
         if !others.is_empty() {
             return others;
         }
@@ -437,7 +438,7 @@ async fn switch(shared: &Shared, want: NodeRole, addr: &str) -> Result<()> {
         }
         NodeRole::Worker => {
             node.raft_id = 0;
-            let ca = crate::ca::RootCa::from_pem(ca.cert_pem(), None)?;
+            let ca = crate::pki::RootCa::from_pem(ca.cert_pem(), None)?;
             shared.dir.save(&node, &renewed, &ca)?;
             let w = Worker::run_saved(
                 &worker_config(&shared.cfg()),

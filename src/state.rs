@@ -14,14 +14,15 @@
 
 use std::fs;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use swarm_core::Id;
 use swarm_core::types::NodeRole;
 
-use crate::ca::{NodeIdentity, RootCa};
 use crate::error::{Error, Result};
+use crate::pki::{NodeIdentity, RootCa};
 
 /// The node's saved facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,19 +74,9 @@ impl DataDir {
         Ok(DataDir { root })
     }
 
-    /// The root path.
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
     /// Where raft keeps its files.
     pub fn raft_dir(&self) -> PathBuf {
         self.root.join("raft")
-    }
-
-    /// Where the process runtime keeps its state.
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.root.join("runtime")
     }
 
     fn certs(&self) -> PathBuf {
@@ -203,5 +194,34 @@ pub fn describe(hostname: &str) -> swarm_core::types::NodeDescription {
         },
         tls_root_ca: Vec::new(),
         mesh_addr: String::new(),
+    }
+}
+
+/// The IP address in `addr` (`ip`, `ip:port` or `[v6]:port`); `None` for a
+/// host name.
+pub fn ip_of(addr: &str) -> Option<IpAddr> {
+    addr.parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| addr.parse::<IpAddr>())
+        .ok()
+}
+
+/// The host's name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_or_without_a_port() {
+        assert_eq!(ip_of("127.0.0.5:2377"), Some("127.0.0.5".parse().unwrap()));
+        assert_eq!(ip_of("10.1.2.3"), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(ip_of("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(ip_of("node-1:2377"), None);
     }
 }

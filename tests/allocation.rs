@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm::control::Control;
+use swarm::Control;
 use swarm::core::types::*;
 use swarm::core::{Id, View};
 use swarm::{Manager, ManagerConfig, NetworkConfig, Worker, WorkerConfig};

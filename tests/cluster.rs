@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm::control::TaskFilter;
+use swarm::TaskFilter;
 use swarm::core::types::*;
 use swarm::runtime::Runtime;
 use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
@@ -169,7 +169,7 @@ async fn workers_join_and_a_service_runs_scales_and_goes() {
 async fn a_wrong_token_is_refused_and_the_node_stays_out() {
     let c = cluster(0).await;
     let d = tempfile::tempdir().unwrap();
-    let ca_other = swarm::ca::RootCa::generate().unwrap();
+    let ca_other = swarm::RootCa::generate().unwrap();
     let cfg = WorkerConfig::new(d.path()).join(c.manager.addr(), ca_other.new_join_token());
     let err = Worker::start(cfg, runtime(d.path())).await.unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
@@ -228,7 +228,7 @@ async fn three_managers_survive_the_loss_of_the_leader() {
         .await
         .unwrap();
     let control = managers[0].control().clone();
-    let running = |c: &swarm::control::Control| {
+    let running = |c: &swarm::Control| {
         c.list_tasks(&TaskFilter {
             services: vec!["web".into()],
             ..Default::default()
@@ -469,7 +469,7 @@ async fn a_missing_image_is_rejected_and_retried_per_restart_policy() {
     manager.shutdown().await;
 }
 
-async fn set_availability(control: &swarm::control::Control, node: &str, a: Availability) {
+async fn set_availability(control: &swarm::Control, node: &str, a: Availability) {
     let n = control.inspect_node(node).unwrap();
     let mut spec = n.spec.clone();
     spec.availability = a;
@@ -479,7 +479,7 @@ async fn set_availability(control: &swarm::control::Control, node: &str, a: Avai
         .unwrap();
 }
 
-fn on_node(control: &swarm::control::Control, service: &str, node: &str) -> usize {
+fn on_node(control: &swarm::Control, service: &str, node: &str) -> usize {
     let id = control.inspect_node(node).unwrap().id.clone();
     wanted_running(control, service)
         .iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
-use swarm::engine::{Engine, EngineConfig};
+use swarm::api::{Engine, EngineConfig};
 use swarm::runtime::ProcessRuntime;
 use tower::ServiceExt;
 
@@ -81,7 +81,7 @@ fn setup() -> Setup {
             runtime: Arc::new(ProcessRuntime::new(dir.path().join("runtime")).unwrap()),
             tick_interval: Duration::from_millis(20),
             routing_mesh: None,
-            network_key_rotation: swarm::keymanager::DEFAULT_KEY_ROTATION,
+            network_key_rotation: swarm::DEFAULT_KEY_ROTATION,
         })
         .await
         .unwrap()

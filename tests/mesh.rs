@@ -18,9 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm::RoutingMeshConfig;
 use swarm::core::Id;
 use swarm::core::types::*;
-use swarm::ingress::RoutingMeshConfig;
 use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, Runtime};
 use swarm::{ManagerConfig, Node};
@@ -446,7 +446,7 @@ type Reported = (Protocol, u32, u32);
 /// The node addresses (127.0.0.x) of the nodes running wanted tasks of
 /// `service`, with the host-mode ports each task reported.
 fn host_ports_by_node(
-    control: &swarm::control::Control,
+    control: &swarm::Control,
     service: &str,
     first: u8,
 ) -> Vec<(u8, Vec<Reported>)> {
@@ -649,10 +649,7 @@ async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
 
 /// The host names (short container IDs, which busybox httpd serves) of the
 /// wanted running tasks of `service`, and the nodes they run on.
-fn task_hosts(
-    control: &swarm::control::Control,
-    service: &str,
-) -> (BTreeSet<String>, BTreeSet<Id>) {
+fn task_hosts(control: &swarm::Control, service: &str) -> (BTreeSet<String>, BTreeSet<Id>) {
     let tasks = wanted_running(control, service);
     let hosts = tasks
         .iter()
@@ -663,7 +660,7 @@ fn task_hosts(
 }
 
 /// Sets the replicas of `service`.
-async fn scale(control: &swarm::control::Control, service: &str, replicas: u64) {
+async fn scale(control: &swarm::Control, service: &str, replicas: u64) {
     let s = control.inspect_service(service).unwrap();
     let mut spec = s.spec.clone();
     spec.mode = ServiceMode::Replicated { replicas };
@@ -676,7 +673,7 @@ async fn scale(control: &swarm::control::Control, service: &str, replicas: u64) 
 /// Waits until `replicas` tasks run and every node's port is served by
 /// exactly those tasks, none on `not_on`.
 async fn served_by_running_tasks(
-    control: &swarm::control::Control,
+    control: &swarm::Control,
     service: &str,
     replicas: usize,
     ports: &[SocketAddr],

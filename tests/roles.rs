@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm::control::{Control, TaskFilter};
 use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::{Control, TaskFilter};
 use swarm::{Error, ManagerConfig, Node};
 
 mod common;

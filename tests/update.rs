@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use swarm::control::Control;
+use swarm::Control;
 use swarm::core::Timestamp;
 use swarm::core::types::*;
 use swarm::runtime::{

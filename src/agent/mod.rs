@@ -16,9 +16,13 @@ use swarm_runtime::{ContainerState, Inspection, Runtime, drive};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::netplane::{NetPlane, NetRuntime};
+use crate::agent::netplane::{NetPlane, NetRuntime};
 
-pub mod session;
+pub(crate) mod logs;
+pub(crate) mod mesh;
+pub(crate) mod netplane;
+pub(crate) mod session;
+pub(crate) mod worker;
 
 /// A status change of one task, for the dispatcher.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,19 +113,9 @@ impl Agent {
         self.runtime.clone()
     }
 
-    /// The node this agent runs for.
-    pub fn node_id(&self) -> &Id {
-        &self.node_id
-    }
-
     /// Takes the leader's latest view of the overlay networks.
-    pub fn set_networks(&self, view: Arc<crate::netplane::NetworkView>) {
+    pub fn set_networks(&self, view: Arc<crate::views::network::NetworkView>) {
         self.plane.set_view(view);
-    }
-
-    /// IDs of the tasks the agent controls.
-    pub fn tasks(&self) -> Vec<Id> {
-        self.controllers.keys().cloned().collect()
     }
 
     /// Makes the node run exactly `tasks` (the complete set assigned to it):

@@ -11,8 +11,8 @@ use swarm_core::types::{NodeDescription, Task, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use super::{Agent, StatusUpdate};
-use crate::ca::MANAGER_OU;
-use crate::dispatcher::protocol::{
+use crate::pki::MANAGER_OU;
+use crate::rpc::dispatch::{
     self, Heartbeat, HeartbeatAck, SessionMessage, SessionRequest, StatusBatch,
 };
 use crate::rpc::proto::Payload;
@@ -67,7 +67,7 @@ pub struct SessionConfig {
     /// The IP address the node advertises; empty: its connection's.
     pub addr: String,
     /// Where the routing mesh's views go (a node without a mesh drops them).
-    pub ingress: Option<watch::Sender<Arc<crate::ingress::IngressView>>>,
+    pub ingress: Option<watch::Sender<Arc<crate::views::ingress::IngressView>>>,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -143,7 +143,7 @@ async fn one_session(
     let mut stream = tokio::time::timeout(
         Duration::from_secs(10),
         client.session(Payload {
-            data: protocol::encode(&open),
+            data: dispatch::encode(&open),
         }),
     )
     .await
@@ -159,7 +159,7 @@ async fn one_session(
         session_id,
         heartbeat_period,
         managers,
-    } = protocol::decode(&first.data).map_err(|e| e.to_string())?
+    } = dispatch::decode(&first.data).map_err(|e| e.to_string())?
     else {
         return Err("the session did not start with Started".into());
     };
@@ -178,7 +178,7 @@ async fn one_session(
             };
             if let Err(s) = client
                 .update_task_status(Payload {
-                    data: protocol::encode(&msg),
+                    data: dispatch::encode(&msg),
                 })
                 .await
             {
@@ -190,7 +190,7 @@ async fn one_session(
         tokio::select! {
             msg = stream.message() => {
                 let msg = msg.map_err(|s| s.to_string())?.ok_or("the manager closed the session")?;
-                match protocol::decode::<SessionMessage>(&msg.data).map_err(|e| e.to_string())? {
+                match dispatch::decode::<SessionMessage>(&msg.data).map_err(|e| e.to_string())? {
                     SessionMessage::Assignments { full, updated, removed } => {
                         if full {
                             assigned.clear();
@@ -219,8 +219,8 @@ async fn one_session(
             }
             _ = heartbeat.tick() => {
                 let hb = Heartbeat { session_id: session_id.clone() };
-                let ack = client.heartbeat(Payload { data: protocol::encode(&hb) }).await.map_err(|s| format!("heartbeat failed: {s}"))?;
-                if let Ok(HeartbeatAck { period }) = protocol::decode(&ack.get_ref().data)
+                let ack = client.heartbeat(Payload { data: dispatch::encode(&hb) }).await.map_err(|s| format!("heartbeat failed: {s}"))?;
+                if let Ok(HeartbeatAck { period }) = dispatch::decode(&ack.get_ref().data)
                     && period != heartbeat.period()
                 {
                     heartbeat = tokio::time::interval(period.max(Duration::from_millis(10)));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use swarm::engine::{Engine, EngineConfig, MeshSettings};
+use swarm::api::{Engine, EngineConfig, MeshSettings};
 use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, PullPolicy, Runtime};
 

@@ -7,9 +7,10 @@
 //! connection with the peer's identity read from its certificate, so every RPC
 //! can be authorised by role.
 
-pub mod ca;
-pub mod raft;
-pub mod tls;
+pub(crate) mod ca;
+pub(crate) mod dispatch;
+pub(crate) mod raft;
+pub(crate) mod tls;
 
 /// Generated code of `proto/swarm.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

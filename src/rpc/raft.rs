@@ -18,7 +18,7 @@ use super::proto::raft_client::RaftClient;
 use super::proto::raft_server::Raft;
 use super::proto::{Empty, JoinRaftRequest, JoinRaftResponse, RaftFrame};
 use super::tls::{channel, require_manager};
-use crate::ca::MANAGER_OU;
+use crate::pki::MANAGER_OU;
 use swarm_core::types::{ManagerStatus, Node, NodeRole, Reachability};
 
 /// Largest frame on the wire; bigger messages are split.

@@ -6,15 +6,16 @@ use swarm_raft::{Message, MessageType, Transport};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::ca::{CaService, join};
+use super::ca::join;
 use super::proto::RaftFrame;
 use super::proto::raft_client::RaftClient;
 use super::raft::{RaftService, RpcTransport};
 use super::tls::{channel, incoming};
-use crate::ca::{
+use crate::manager::ca::CaService;
+use crate::manager::control::{Control, Rotate};
+use crate::pki::{
     MANAGER_OU, NodeIdentity, RootCa, client_config, cluster_server_config, new_key_and_csr,
 };
-use crate::control::{Control, Rotate};
 
 struct Manager {
     addr: String,

@@ -20,7 +20,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::ca::{PeerIdentity, peer_identity};
+use crate::pki::{PeerIdentity, peer_identity};
 
 /// What the server knows about the peer of a connection; every request carries
 /// it in its extensions.

@@ -6,9 +6,9 @@ pub mod netlab;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm::control::{Control, TaskFilter};
 use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::{Control, TaskFilter};
 
 /// How long a test waits for the swarm to get somewhere.
 pub const PATIENCE: Duration = Duration::from_secs(90);

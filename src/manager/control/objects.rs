@@ -1,0 +1,423 @@
+//! Networks, secrets and configs: create, inspect, list, update (secrets and
+//! configs: labels only), remove. Removing one that a service uses is refused
+//! with the services named, as docker does.
+
+use std::sync::Arc;
+
+use swarm_core::Id;
+use swarm_core::Tables;
+use swarm_core::types::{
+    Config, ConfigSpec, Network, NetworkSpec, Secret, SecretSpec, Service, Task,
+};
+
+use super::Control;
+use crate::error::{Error, Result};
+
+/// Largest secret or config payload (SwarmKit's limit).
+pub const MAX_BLOB: usize = 500 * 1024;
+
+/// Names of secrets, configs and networks: letters and digits, with `-`, `_`
+/// and `.` inside, at most 64 characters.
+fn validate_object_name(what: &str, name: &str) -> Result<()> {
+    let inner_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: name must be provided"
+        )));
+    }
+    if !inner_ok || !ends_ok || name.len() > 64 {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: invalid name {name:?}: only letters, digits and '-', '_', '.' inside, at most 64 characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_blob(what: &str, data: &[u8]) -> Result<()> {
+    if data.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: data must not be empty"
+        )));
+    }
+    if data.len() > MAX_BLOB {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: data is {} bytes, more than the {MAX_BLOB} allowed",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Names of the services whose tasks use `matches`.
+fn users(view: &Tables, matches: impl Fn(&Service) -> bool) -> Vec<String> {
+    let mut v: Vec<String> = view
+        .list::<Service>()
+        .filter(|s| matches(s))
+        .map(|s| s.spec.annotations.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+impl Control {
+    /// Creates a network (`docker network create -d overlay`). The driver
+    /// defaults to overlay.
+    pub async fn create_network(&self, mut spec: NetworkSpec) -> Result<Arc<Network>> {
+        validate_object_name("network", &spec.annotations.name)?;
+        if spec.driver_config.name.is_empty() {
+            spec.driver_config.name = "overlay".into();
+        }
+        if spec.ingress
+            && let Some(i) = self.store.view().list::<Network>().find(|n| n.spec.ingress)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "ingress network already exists: {} ({})",
+                i.spec.annotations.name, i.id
+            )));
+        }
+        crate::manager::allocator::check_network(&self.store.view(), &spec)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let network = Network {
+            spec,
+            ..Default::default()
+        };
+        Ok(self.store.update(|tx| tx.create(network)).await?)
+    }
+
+    /// A network by ID, name or unique ID prefix.
+    pub fn inspect_network(&self, id_or_name: &str) -> Result<Arc<Network>> {
+        Ok(self.store.view().resolve::<Network>(id_or_name)?)
+    }
+
+    /// The nodes taking part in a network, as `docker network inspect` lists its
+    /// `Peers`: (name, address) of every node with a task attached to it that
+    /// has not ended, sorted by hostname. Every ready node takes part in the
+    /// ingress network (each answers the published ports).
+    pub fn network_peers(&self, network: &Network) -> Vec<(String, String)> {
+        let view = self.store.view();
+        let mut nodes: Vec<Id> = if network.spec.ingress {
+            view.list::<swarm_core::types::Node>()
+                .filter(|n| n.status.state == swarm_core::types::NodeState::Ready)
+                .map(|n| n.id.clone())
+                .collect()
+        } else {
+            view.list::<Task>()
+                .filter(|t| !t.node_id.is_empty() && !t.status.state.is_terminal())
+                .filter(|t| t.networks.iter().any(|a| a.network.id == network.id))
+                .map(|t| t.node_id.clone())
+                .collect()
+        };
+        nodes.sort();
+        nodes.dedup();
+        let mut peers: Vec<(String, String)> = nodes
+            .iter()
+            .filter_map(|id| view.get::<swarm_core::types::Node>(id))
+            .map(|n| {
+                let name = match n.name() {
+                    "" => n.id.to_string(),
+                    name => name.to_string(),
+                };
+                (name, n.status.addr.clone())
+            })
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    /// Every network.
+    pub fn list_networks(&self) -> Vec<Arc<Network>> {
+        self.store.view().list::<Network>().collect()
+    }
+
+    /// Removes a network no service uses.
+    pub async fn remove_network(&self, id_or_name: &str) -> Result<()> {
+        let n = self.inspect_network(id_or_name)?;
+        let used = users(&self.store.view(), |s| {
+            s.spec
+                .task
+                .networks
+                .iter()
+                .any(|a| a.target == n.id.as_str() || a.target == n.spec.annotations.name)
+        });
+        if !used.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "network {} is in use by service {}",
+                n.spec.annotations.name,
+                used.join(", ")
+            )));
+        }
+        self.store.update(|tx| tx.delete::<Network>(&n.id)).await?;
+        Ok(())
+    }
+
+    /// Creates a secret (`docker secret create`).
+    pub async fn create_secret(&self, spec: SecretSpec) -> Result<Arc<Secret>> {
+        validate_object_name("secret", &spec.annotations.name)?;
+        validate_blob("secret", &spec.data)?;
+        let secret = Secret {
+            spec,
+            ..Default::default()
+        };
+        Ok(self.store.update(|tx| tx.create(secret)).await?)
+    }
+
+    /// A secret by ID, name or unique ID prefix. The payload is never shown.
+    pub fn inspect_secret(&self, id_or_name: &str) -> Result<Arc<Secret>> {
+        Ok(self.store.view().resolve::<Secret>(id_or_name)?)
+    }
+
+    /// Every secret.
+    pub fn list_secrets(&self) -> Vec<Arc<Secret>> {
+        self.store.view().list::<Secret>().collect()
+    }
+
+    /// Changes a secret's labels; its name and payload cannot change.
+    pub async fn update_secret(
+        &self,
+        id_or_name: &str,
+        version: u64,
+        spec: SecretSpec,
+    ) -> Result<Arc<Secret>> {
+        let current = self.inspect_secret(id_or_name)?;
+        if spec.annotations.name != current.spec.annotations.name
+            || (!spec.data.is_empty() && spec.data != current.spec.data)
+        {
+            return Err(Error::InvalidArgument(
+                "only updates to Labels are allowed".into(),
+            ));
+        }
+        let mut s = (*current).clone();
+        s.meta.version.index = version;
+        s.spec.annotations.labels = spec.annotations.labels;
+        Ok(self.store.update(|tx| tx.update(s)).await?)
+    }
+
+    /// Removes a secret no service uses.
+    pub async fn remove_secret(&self, id_or_name: &str) -> Result<()> {
+        let s = self.inspect_secret(id_or_name)?;
+        let used = users(&self.store.view(), |svc| {
+            svc.spec
+                .task
+                .container
+                .secrets
+                .iter()
+                .any(|r| r.secret_id == s.id)
+        });
+        if !used.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "secret '{}' is in use by the following service: {}",
+                s.spec.annotations.name,
+                used.join(", ")
+            )));
+        }
+        self.store.update(|tx| tx.delete::<Secret>(&s.id)).await?;
+        Ok(())
+    }
+
+    /// Creates a config (`docker config create`).
+    pub async fn create_config(&self, spec: ConfigSpec) -> Result<Arc<Config>> {
+        validate_object_name("config", &spec.annotations.name)?;
+        validate_blob("config", &spec.data)?;
+        let config = Config {
+            spec,
+            ..Default::default()
+        };
+        Ok(self.store.update(|tx| tx.create(config)).await?)
+    }
+
+    /// A config by ID, name or unique ID prefix.
+    pub fn inspect_config(&self, id_or_name: &str) -> Result<Arc<Config>> {
+        Ok(self.store.view().resolve::<Config>(id_or_name)?)
+    }
+
+    /// Every config.
+    pub fn list_configs(&self) -> Vec<Arc<Config>> {
+        self.store.view().list::<Config>().collect()
+    }
+
+    /// Changes a config's labels; its name and payload cannot change.
+    pub async fn update_config(
+        &self,
+        id_or_name: &str,
+        version: u64,
+        spec: ConfigSpec,
+    ) -> Result<Arc<Config>> {
+        let current = self.inspect_config(id_or_name)?;
+        if spec.annotations.name != current.spec.annotations.name
+            || (!spec.data.is_empty() && spec.data != current.spec.data)
+        {
+            return Err(Error::InvalidArgument(
+                "only updates to Labels are allowed".into(),
+            ));
+        }
+        let mut c = (*current).clone();
+        c.meta.version.index = version;
+        c.spec.annotations.labels = spec.annotations.labels;
+        Ok(self.store.update(|tx| tx.update(c)).await?)
+    }
+
+    /// Removes a config no service uses.
+    pub async fn remove_config(&self, id_or_name: &str) -> Result<()> {
+        let c = self.inspect_config(id_or_name)?;
+        let used = users(&self.store.view(), |svc| {
+            svc.spec
+                .task
+                .container
+                .configs
+                .iter()
+                .any(|r| r.config_id == c.id)
+        });
+        if !used.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "config '{}' is in use by the following service: {}",
+                c.spec.annotations.name,
+                used.join(", ")
+            )));
+        }
+        self.store.update(|tx| tx.delete::<Config>(&c.id)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_core::Store;
+    use swarm_core::types::{Annotations, ContainerSpec, SecretReference, ServiceSpec, TaskSpec};
+
+    fn control() -> Control {
+        Control::new(Store::new())
+    }
+
+    fn secret(name: &str, data: &[u8]) -> SecretSpec {
+        SecretSpec {
+            annotations: Annotations::named(name),
+            data: data.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_are_created_listed_and_removed_unless_used() {
+        let c = control();
+        let s = c
+            .create_secret(secret("db.password", b"hunter2"))
+            .await
+            .unwrap();
+        assert_eq!(c.list_secrets().len(), 1);
+        assert!(matches!(
+            c.create_secret(secret("db.password", b"x")).await,
+            Err(Error::NameConflict(_))
+        ));
+        let mut spec = ServiceSpec {
+            annotations: Annotations::named("db"),
+            task: TaskSpec {
+                container: ContainerSpec {
+                    image: "postgres".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        spec.task.container.secrets.push(SecretReference {
+            secret_id: s.id.clone(),
+            secret_name: "db.password".into(),
+            file_name: "db.password".into(),
+            ..Default::default()
+        });
+        c.create_service(spec).await.unwrap();
+        let e = c.remove_secret("db.password").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("in use by the following service: db"),
+            "{e}"
+        );
+        c.remove_service("db").await.unwrap();
+        c.remove_secret("db.password").await.unwrap();
+        assert!(c.list_secrets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_names_and_payloads_are_refused_naming_the_fault() {
+        let c = control();
+        for (name, data, needle) in [
+            ("", &b"x"[..], "name must be provided"),
+            ("-bad", b"x", "invalid name"),
+            ("ok", b"", "must not be empty"),
+        ] {
+            let e = c.create_secret(secret(name, data)).await.unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let big = vec![b'a'; MAX_BLOB + 1];
+        let e = c
+            .create_config(ConfigSpec {
+                annotations: Annotations::named("big"),
+                data: big,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
+        assert!(c.list_configs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_labels_of_a_secret_change() {
+        let c = control();
+        let s = c.create_secret(secret("a", b"1")).await.unwrap();
+        let mut spec = s.spec.clone();
+        spec.annotations.labels.insert("k".into(), "v".into());
+        spec.data = Vec::new();
+        let s2 = c
+            .update_secret("a", s.meta.version.index, spec.clone())
+            .await
+            .unwrap();
+        assert_eq!(s2.spec.annotations.labels["k"], "v");
+        assert_eq!(s2.spec.data, b"1");
+        spec.data = b"2".to_vec();
+        assert!(
+            c.update_secret("a", s2.meta.version.index, spec)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn networks_default_to_overlay_and_one_ingress() {
+        let c = control();
+        let n = c
+            .create_network(NetworkSpec {
+                annotations: Annotations::named("backend"),
+                attachable: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(n.spec.driver_config.name, "overlay");
+        let ingress = NetworkSpec {
+            annotations: Annotations::named("ingress"),
+            ingress: true,
+            ..Default::default()
+        };
+        c.create_network(ingress.clone()).await.unwrap();
+        let mut again = ingress;
+        again.annotations.name = "ingress2".into();
+        assert!(matches!(
+            c.create_network(again).await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        c.remove_network("backend").await.unwrap();
+        assert_eq!(c.list_networks().len(), 1);
+    }
+}
