@@ -13,6 +13,9 @@
 //! A manager watches its role at *another* manager: once the leader has taken a
 //! demoted manager out of the raft group, its own store no longer follows the
 //! swarm.
+//!
+//! Room: the top of a node, above [`crate::manager`] and [`crate::agent`], which
+//! it starts and stops; only [`crate::api`] sits above it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -258,6 +261,7 @@ fn worker_config(cfg: &ManagerConfig) -> crate::agent::worker::WorkerConfig {
         advertise_addr: cfg.advertise_addr.clone().unwrap_or_default(),
         join: None,
         routing_mesh: cfg.routing_mesh.clone(),
+        clock: cfg.clock.clone(),
     }
 }
 

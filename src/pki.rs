@@ -9,6 +9,9 @@
 //! digest of the root CA certificate (base 36, 50 digits) so a joining node can
 //! check the CA it is shown before trusting anything, and a secret (base 36,
 //! 25 digits) that says which role it joins as.
+//!
+//! Room: certificates and tokens only, no I/O; used by every other room, uses
+//! no other room.
 
 use std::sync::Arc;
 use std::time::Duration;

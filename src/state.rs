@@ -11,6 +11,9 @@
 //! <data dir>/raft/                   the raft log and snapshots (managers)
 //! <data dir>/runtime/                the process runtime's state
 //! ```
+//!
+//! Room: shared by every other room (the node's files, its addresses and host
+//! name); uses only [`crate::pki`] and [`crate::error`].
 
 use std::fs;
 use std::io::Write;

@@ -21,6 +21,7 @@ use crate::agent::netplane::{NetPlane, NetRuntime};
 pub(crate) mod logs;
 pub(crate) mod mesh;
 pub(crate) mod netplane;
+pub(crate) mod run;
 pub(crate) mod session;
 pub(crate) mod worker;
 

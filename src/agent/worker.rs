@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_core::types::NodeRole;
-use swarm_core::{Id, SystemClock};
+use swarm_core::{Clock, Id, SystemClock};
 use swarm_runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::agent::Agent;
-use crate::agent::session::{ManagerList, SessionConfig, run as run_session};
+use crate::agent::run::AgentSetup;
+use crate::agent::session::ManagerList;
 use crate::error::{Error, Result};
-use crate::pki::{NodeIdentity, RootCa, client_config};
+use crate::pki::{NodeIdentity, RootCa};
 use crate::rpc::ca::join;
-use crate::state::{DataDir, NodeFile, describe};
+use crate::state::{DataDir, NodeFile};
 
 /// How to run a worker.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Where the node keeps its identity and task state.
     pub data_dir: PathBuf,
@@ -34,6 +34,20 @@ pub struct WorkerConfig {
     /// The node's routing mesh (`None`, the default: published ports are not
     /// answered on this node).
     pub routing_mesh: Option<crate::agent::mesh::RoutingMeshConfig>,
+    /// The clock of task status times (default: the system's).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("hostname", &self.hostname)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("join", &self.join.as_ref().map(|(remote, _)| remote))
+            .field("routing_mesh", &self.routing_mesh)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerConfig {
@@ -45,6 +59,7 @@ impl WorkerConfig {
             advertise_addr: String::new(),
             join: None,
             routing_mesh: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -69,6 +84,12 @@ impl WorkerConfig {
     /// Sets the host name.
     pub fn hostname(mut self, name: impl Into<String>) -> Self {
         self.hostname = name.into();
+        self
+    }
+
+    /// Takes task status times from `clock` instead of the system's.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 }
@@ -139,50 +160,33 @@ impl Worker {
         ca: RootCa,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Worker> {
-        let (agent, updates) =
-            Agent::new(node.node_id.clone(), runtime.clone(), Arc::new(SystemClock))
-                .await
-                .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;
         let (stop, stop_rx) = watch::channel(false);
-        let advertised = crate::state::ip_of(&config.advertise_addr);
-        let mut description = describe(&config.hostname);
-        let mesh = crate::agent::mesh::NodeMesh::start_if(
-            config.routing_mesh.as_ref(),
-            advertised,
-            &node.node_id,
-            &agent.runtime(),
+        // The session keeps this list current; the log relay follows it, so
+        // a manager promoted or replaced after the join gets this node's logs.
+        let managers = ManagerList::new(node.managers.clone());
+        let followed = managers.clone();
+        let running = crate::agent::run::start(
+            AgentSetup {
+                node_id: &node.node_id,
+                hostname: &config.hostname,
+                addr: crate::state::ip_of(&config.advertise_addr),
+                runtime,
+                clock: config.clock.clone(),
+                routing_mesh: config.routing_mesh.as_ref(),
+                managers,
+                log_managers: Box::new(move || followed.get()),
+                ca: &ca,
+                identity: &identity,
+            },
             &stop_rx,
         )
         .await?;
-        if let Some(m) = &mesh {
-            description.mesh_addr = m.addr.clone();
-        }
-        // The session keeps this list current; the log publisher follows it, so
-        // a manager promoted or replaced after the join gets this node's logs.
-        let managers = ManagerList::new(node.managers.clone());
-        let session = SessionConfig {
-            managers: managers.clone(),
-            tls: client_config(&ca, &identity)?,
-            description,
-            addr: advertised.map(|ip| ip.to_string()).unwrap_or_default(),
-            ingress: mesh.as_ref().map(|m| m.views.clone()),
-        };
-        tokio::spawn(crate::agent::logs::serve_node(
-            move || managers.get(),
-            ca.clone(),
-            identity.clone(),
-            runtime,
-            stop_rx.clone(),
-        ));
-        let handle = tokio::spawn(async move {
-            run_session(session, agent, updates, stop_rx).await.detach();
-        });
         tracing::info!(node = %node.node_id, "worker started");
         Ok(Worker {
             node_id: node.node_id,
             stop,
-            session: Some(handle),
-            mesh,
+            session: Some(running.session),
+            mesh: running.mesh,
         })
     }
 

@@ -1,8 +1,11 @@
-//! The loops only the raft leader runs: the orchestrator (replicated, global,
+//! Everything only the raft leader runs, started and stopped in one place
+//! ([`follow_leadership`]): the orchestrator (replicated, global,
 //! jobs, restarts, reaper, rolling updates), the [`allocator`](crate::manager::allocator)
 //! (subnets, VIPs, ports, task addresses; NEW → PENDING), the
 //! [`keymanager`](crate::manager::keymanager) (overlay encryption keys), and
-//! the scheduler driver (PENDING → ASSIGNED). They start when this manager
+//! the scheduler driver (PENDING → ASSIGNED), the [`roles`](crate::manager::roles)
+//! loop (promotions, demotions, reachability), and the record of who leads in
+//! the managers' node objects. They start when this manager
 //! becomes leader and stop when it loses leadership; all their state is in the
 //! store, so a new leader picks up exactly where the old one stopped (the
 //! updater's memory of when ended tasks started running aside, see
@@ -15,6 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use swarm_core::types::{Node, Service, Task};
 use swarm_core::{Clock, Filter, Id, Kind, Store, Timestamp};
+use swarm_raft::RaftNode;
 use swarm_sched::{Driver, Scheduler};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,36 +42,63 @@ impl std::fmt::Debug for LeaderLoops {
     }
 }
 
-impl LeaderLoops {
-    /// Starts the loops over `store`, rotating the overlay keys every
+/// What the leader runs, and with what: built once from the manager's
+/// configuration, used at the start of every term.
+#[derive(Clone)]
+pub(crate) struct LeaderConfig {
+    /// Makes the scheduler of each term.
+    pub scheduler: SchedulerFactory,
+    /// The clock of the orchestrator (restart delays, update monitors).
+    pub clock: Arc<dyn Clock>,
+    /// How often the [`keymanager`](crate::manager::keymanager) rotates the
+    /// overlay keys.
+    pub key_rotation: Duration,
+}
+
+impl LeaderConfig {
+    /// The default spread scheduler's settings on `clock`, rotating keys every
     /// [`DEFAULT_KEY_ROTATION`](crate::manager::keymanager::DEFAULT_KEY_ROTATION).
     #[cfg(test)]
-    pub fn start(store: Store, scheduler: SchedulerFactory, clock: Arc<dyn Clock>) -> LeaderLoops {
-        let rotation = crate::manager::keymanager::DEFAULT_KEY_ROTATION;
-        LeaderLoops::start_with(store, scheduler, clock, rotation)
+    pub fn new(scheduler: SchedulerFactory, clock: Arc<dyn Clock>) -> LeaderConfig {
+        LeaderConfig {
+            scheduler,
+            clock,
+            key_rotation: crate::manager::keymanager::DEFAULT_KEY_ROTATION,
+        }
     }
+}
 
-    /// Starts the loops over `store`, the [`keymanager`](crate::manager::keymanager)
-    /// rotating the overlay keys every `key_rotation`.
-    pub fn start_with(
-        store: Store,
-        scheduler: SchedulerFactory,
-        clock: Arc<dyn Clock>,
-        key_rotation: Duration,
-    ) -> LeaderLoops {
+impl LeaderLoops {
+    /// Starts every loop of a leader's term over `store`: the
+    /// [`keymanager`](crate::manager::keymanager), the orchestrator, the
+    /// [`allocator`](crate::manager::allocator), the scheduler driver, and with
+    /// the raft member (`raft`) the [`roles`](crate::manager::roles) loop
+    /// (promotions, demotions, reachability).
+    pub fn start(store: Store, cfg: &LeaderConfig, raft: Option<Arc<RaftNode>>) -> LeaderLoops {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(crate::manager::keymanager::run(
             store.clone(),
-            key_rotation,
+            cfg.key_rotation,
             rx.clone(),
         )));
-        tasks.push(tokio::spawn(orchestrate(store.clone(), clock, rx.clone())));
+        tasks.push(tokio::spawn(orchestrate(
+            store.clone(),
+            cfg.clock.clone(),
+            rx.clone(),
+        )));
         tasks.push(tokio::spawn(crate::manager::allocator::run(
             store.clone(),
             rx.clone(),
         )));
-        let driver = Driver::new(store, scheduler());
+        if let Some(raft) = raft {
+            tasks.push(tokio::spawn(crate::manager::roles::run(
+                raft,
+                store.clone(),
+                rx.clone(),
+            )));
+        }
+        let driver = Driver::new(store, (cfg.scheduler)());
         let mut srx = rx;
         tasks.push(tokio::spawn(async move {
             let stopped = async move {
@@ -245,6 +276,65 @@ fn node_change_matters(c: &swarm_core::Change) -> bool {
                 .description
                 .as_ref()
                 .map(|d| (&d.platform, &d.engine.labels))
+}
+
+/// Starts the leader loops while this member leads, stops them when it does not,
+/// and records who leads in the managers' node objects.
+pub(crate) async fn follow_leadership(
+    raft: Arc<RaftNode>,
+    store: Store,
+    node_id: Id,
+    cfg: LeaderConfig,
+    leading_tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leadership = raft.watch_leadership();
+    let mut loops: Option<LeaderLoops> = None;
+    loop {
+        let leading = leadership.borrow_and_update().leader == Some(raft.id());
+        leading_tx.send_replace(leading);
+        if leading && loops.is_none() {
+            tracing::info!(node = %node_id, "leading: starting the orchestrator, allocator and scheduler");
+            loops = Some(LeaderLoops::start(store.clone(), &cfg, Some(raft.clone())));
+            if let Err(e) = record_leader(&store, raft.id()).await {
+                tracing::warn!(error = %e, "could not record the new leader");
+            }
+        } else if !leading && let Some(l) = loops.take() {
+            tracing::info!(node = %node_id, "no longer leading: stopping the leader loops");
+            l.stop().await;
+        }
+        tokio::select! {
+            r = leadership.changed() => if r.is_err() { break },
+            _ = stop.changed() => if *stop.borrow() { break },
+        }
+    }
+    if let Some(l) = loops.take() {
+        l.stop().await;
+    }
+}
+
+/// Marks the manager with raft ID `raft_id` as the leader in the managers' node
+/// objects (`node ls`: MANAGER STATUS), and no other.
+async fn record_leader(store: &Store, raft_id: u64) -> swarm_core::Result<()> {
+    crate::manager::control::update_retrying(store, |tx| {
+        let managers: Vec<_> = tx
+            .list::<Node>()
+            .filter(|n| n.manager_status.is_some())
+            .collect();
+        for n in managers {
+            let ms = n.manager_status.as_ref().expect("filtered");
+            let lead = ms.raft_id == raft_id;
+            if ms.leader != lead {
+                let mut n = (*n).clone();
+                if let Some(ms) = n.manager_status.as_mut() {
+                    ms.leader = lead;
+                }
+                tx.update(n)?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -50,28 +50,21 @@ fn step(node: &Node, members: &[u64]) -> Option<Step> {
     }
 }
 
-/// Runs while the manager lives; acts while `leading` says this manager leads.
-pub(crate) async fn run(
-    raft: Arc<RaftNode>,
-    store: Store,
-    mut leading: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// One of the leader's loops ([`crate::manager::leader`]): a pass at once, on
+/// every node change and every [`PERIOD`], until `stop`.
+pub(crate) async fn run(raft: Arc<RaftNode>, store: Store, mut stop: watch::Receiver<bool>) {
     let mut nodes = store.watch(Filter::kinds([Kind::Node]));
     loop {
         if *stop.borrow() {
             return;
         }
-        if *leading.borrow() {
-            pass(&raft, &store).await;
-        }
+        pass(&raft, &store).await;
         tokio::select! {
             _ = tokio::time::sleep(PERIOD) => {}
             e = nodes.next() => {
                 if e.is_none() { return }
                 while nodes.try_next().is_some() {}
             }
-            r = leading.changed() => if r.is_err() { return },
             _ = stop.changed() => {}
         }
     }

@@ -1,5 +1,11 @@
 //! The cluster RPC: gRPC (tonic) over mutual TLS between nodes.
 //!
+//! Room: transport only — the TLS listener and channels ([`tls`]), raft's
+//! transport ([`raft`]), the dispatcher session's messages ([`dispatch`]) and the
+//! CA service's clients ([`ca`]: join, renew, role watch). The services behind
+//! them live in [`crate::manager`]. Uses [`crate::pki`], [`crate::views`] (the
+//! view types the session carries) and [`crate::error`].
+//!
 //! tonic was picked over a hand-made framing because it gives HTTP/2 streams
 //! (raft message streams, dispatcher sessions), deadlines, status codes and
 //! connection management for free, and it takes our own rustls settings: the

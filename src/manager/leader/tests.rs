@@ -47,7 +47,11 @@ async fn a_service_is_orchestrated_allocated_and_scheduled_across_nodes() {
         })
         .await
         .unwrap();
-    let loops = LeaderLoops::start(store.clone(), factory(), Arc::new(SystemClock));
+    let loops = LeaderLoops::start(
+        store.clone(),
+        &LeaderConfig::new(factory(), Arc::new(SystemClock)),
+        None,
+    );
     let control = crate::manager::control::Control::new(store.clone());
     let spec = ServiceSpec {
         annotations: Annotations::named("web"),
@@ -108,7 +112,11 @@ async fn tasks_of_a_drained_node_move_to_another_node() {
         })
         .await
         .unwrap();
-    let loops = LeaderLoops::start(store.clone(), factory(), Arc::new(SystemClock));
+    let loops = LeaderLoops::start(
+        store.clone(),
+        &LeaderConfig::new(factory(), Arc::new(SystemClock)),
+        None,
+    );
     let control = crate::manager::control::Control::new(store.clone());
     let spec = ServiceSpec {
         annotations: Annotations::named("web"),
