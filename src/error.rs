@@ -3,7 +3,17 @@
 
 use swarm_core::Kind;
 
-/// An error from the control API (and, later, the manager and worker).
+/// An error from the control API, a manager, a worker or a node. The first
+/// variants are the caller's to fix; [`Error::is_retryable`] says when trying
+/// again may help.
+///
+/// ```
+/// use swarm::Error;
+///
+/// let e = Error::NotLeader { leader: Some("192.0.2.1:2377".into()) };
+/// assert!(e.is_retryable());
+/// assert!(!Error::InvalidArgument("bad spec".into()).is_retryable());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// No such object. Fix the ID or name.

@@ -1,7 +1,69 @@
 //! Swarm: Docker swarm mode rebuilt in Rust as an embeddable library.
 //!
-//! This facade crate gathers the layers; each is its own crate and can be used
-//! alone:
+//! A Rust service links this crate and runs a full swarm manager or worker
+//! in-process, plugs in its own container runtime or scheduler, and drives the
+//! swarm through a typed control API; the `swarmd` binary serves the same
+//! library to the stock `docker` CLI ([`api`]).
+//!
+//! # Embedding, step by step
+//!
+//! **A manager** ([`Manager`], configured by [`ManagerConfig`]) founds a swarm
+//! (`docker swarm init`) or restarts the one in its data directory, and runs
+//! tasks through a [`runtime::Runtime`] when given one:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use swarm::{Manager, ManagerConfig, runtime::ProcessRuntime};
+//!
+//! # async fn demo() -> swarm::Result<()> {
+//! let runtime = Arc::new(ProcessRuntime::new("/var/lib/app/swarm/runtime").unwrap());
+//! let manager = Manager::start(
+//!     ManagerConfig::new("/var/lib/app/swarm", "0.0.0.0:2377").runtime(runtime),
+//! )
+//! .await?;
+//! println!("workers join with {}", manager.control().join_tokens()?.worker);
+//! # Ok(()) }
+//! ```
+//!
+//! **A worker** ([`Worker`], [`WorkerConfig`]) joins with a token once, then
+//! comes back as the same node from its data directory. **A node** ([`Node`])
+//! is either, following `docker node promote` / `demote` as the swarm decides.
+//!
+//! **The control API** ([`Control`]): services, tasks, nodes, networks,
+//! secrets, configs and the swarm's settings, validated as Docker validates
+//! them. It runs over any [`core::Store`], so it can be tried without a network:
+//!
+//! ```
+//! use swarm::core::{Store, types::*};
+//! use swarm::{Control, RootCa, TaskFilter};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let control = Control::new(Store::new());
+//! control.init_cluster(ClusterSpec::default(), &RootCa::generate().unwrap()).await.unwrap();
+//! let spec = ServiceSpec {
+//!     annotations: Annotations::named("web"),
+//!     task: TaskSpec {
+//!         container: ContainerSpec { image: "nginx".into(), ..Default::default() },
+//!         ..Default::default()
+//!     },
+//!     mode: ServiceMode::Replicated { replicas: 3 },
+//!     ..Default::default()
+//! };
+//! let web = control.create_service(spec).await.unwrap();
+//! assert_eq!(web.spec.annotations.name, "web");
+//! // No leader runs on this bare store, so no task exists yet.
+//! assert!(control.list_tasks(&TaskFilter::default()).unwrap().is_empty());
+//! # });
+//! ```
+//!
+//! **Your own runtime or scheduler**: implement [`runtime::Runtime`] (and run
+//! its conformance suite) or [`sched::Scheduler`], and give it to
+//! [`ManagerConfig::runtime`] / [`ManagerConfig::scheduler`]. **Time** comes
+//! from [`ManagerConfig::clock`] / [`WorkerConfig::clock`].
+//!
+//! # The layers
+//!
+//! Each layer is its own crate, re-exported here, and can be used alone:
 //!
 //! | crate | what it holds |
 //! |---|---|
@@ -11,16 +73,8 @@
 //! | [`runtime`] (`swarm-runtime`) | the `Runtime` trait, Docker and process runtimes |
 //! | [`net`] (`swarm-net`) | IPAM, routing mesh, service discovery, overlays |
 //!
-//! Here: [`Manager`] (a manager embedded in a Rust service), [`Worker`], and
-//! [`Node`] (either, following `node promote` / `node demote`).
-//!
-//! ```
-//! use swarm::core::{Store, types::*};
-//!
-//! let store = Store::new();
-//! store.update_local(|tx| tx.create(Node { id: "n1".into(), ..Default::default() })).unwrap();
-//! assert_eq!(store.view().count::<Node>(), 1);
-//! ```
+//! Inside this crate the code is in rooms (`manager`, `agent`, `views`, `api`,
+//! `rpc`): see ARCHITECTURE.md in the repository.
 #![deny(missing_docs)]
 
 mod agent;

@@ -53,7 +53,23 @@ struct Shared {
     role: watch::Sender<NodeRole>,
 }
 
-/// A swarm node whose role follows `node promote` / `node demote`.
+/// A swarm node whose role follows `node promote` / `node demote`: it runs as a
+/// worker or a manager as the swarm says, renews its certificate before it
+/// expires, and keeps its tasks across the switch. `swarmd` runs one.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use swarm::{ManagerConfig, Node, runtime::ProcessRuntime};
+///
+/// # async fn demo(token: &str) -> swarm::Result<()> {
+/// let runtime = Arc::new(ProcessRuntime::new("/var/lib/app/node/runtime").unwrap());
+/// let cfg = ManagerConfig::new("/var/lib/app/node", "0.0.0.0:2377").runtime(runtime);
+/// let node = Node::join(cfg, "192.0.2.1:2377", token).await?;
+/// let mut role = node.watch_role();
+/// role.changed().await.ok(); // promoted or demoted
+/// println!("now a {:?}", *role.borrow());
+/// # Ok(()) }
+/// ```
 pub struct Node {
     node_id: Id,
     shared: Arc<Shared>,

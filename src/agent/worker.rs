@@ -20,7 +20,18 @@ use crate::pki::{NodeIdentity, RootCa};
 use crate::rpc::ca::join;
 use crate::state::{DataDir, NodeFile};
 
-/// How to run a worker.
+/// How to run a worker: its data directory, and for the first start the
+/// manager to join and the token.
+///
+/// ```
+/// use swarm::WorkerConfig;
+///
+/// let cfg = WorkerConfig::new("/var/lib/app/worker")
+///     .hostname("worker-1")
+///     .advertise_addr("192.0.2.10")
+///     .join("192.0.2.1:2377", "SWMTKN-1-...");
+/// assert_eq!(cfg.hostname, "worker-1");
+/// ```
 #[derive(Clone)]
 pub struct WorkerConfig {
     /// Where the node keeps its identity and task state.
@@ -94,7 +105,21 @@ impl WorkerConfig {
     }
 }
 
-/// A running worker.
+/// A running worker: keeps a dispatcher session with some manager and runs the
+/// tasks assigned to it through its runtime.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use swarm::{Worker, WorkerConfig, runtime::ProcessRuntime};
+///
+/// # async fn demo(token: &str) -> swarm::Result<()> {
+/// let runtime = Arc::new(ProcessRuntime::new("/var/lib/app/worker/runtime").unwrap());
+/// let cfg = WorkerConfig::new("/var/lib/app/worker").join("192.0.2.1:2377", token);
+/// let worker = Worker::start(cfg, runtime).await?;
+/// println!("joined as node {}", worker.node_id());
+/// worker.shutdown().await; // its tasks keep running; a restart adopts them
+/// # Ok(()) }
+/// ```
 pub struct Worker {
     node_id: Id,
     stop: watch::Sender<bool>,

@@ -12,7 +12,19 @@ use crate::agent::mesh::RoutingMeshConfig;
 use crate::manager::control::NetworkConfig;
 use crate::manager::leader::SchedulerFactory;
 
-/// How to run a manager.
+/// How to run a manager: where it keeps its state and listens, and what it
+/// runs with (runtime, scheduler, clock, routing mesh, settings of a new swarm).
+///
+/// ```
+/// use std::time::Duration;
+/// use swarm::ManagerConfig;
+///
+/// let cfg = ManagerConfig::new("/var/lib/app/m1", "0.0.0.0:2377")
+///     .advertise_addr("192.0.2.1:2377")
+///     .hostname("manager-1")
+///     .tick_interval(Duration::from_millis(100));
+/// assert_eq!(cfg.advertise_addr.as_deref(), Some("192.0.2.1:2377"));
+/// ```
 #[derive(Clone)]
 pub struct ManagerConfig {
     /// Where the node keeps its identity, raft log and task state.

@@ -87,7 +87,7 @@ impl LogBroker {
     }
 
     /// The tonic server for this broker.
-    pub fn server(self) -> LogsServer<LogBroker> {
+    pub(crate) fn server(self) -> LogsServer<LogBroker> {
         LogsServer::new(self)
     }
 

@@ -56,7 +56,22 @@ use crate::pki::{NodeIdentity, RootCa, client_config, cluster_server_config};
 use crate::rpc::raft::{RaftService, RpcTransport};
 use crate::state::{DataDir, NodeFile, describe};
 
-/// A running manager.
+/// A running manager: a raft member with the control API, the CA and the
+/// dispatcher; the leader's loops while it leads; an agent when it has a
+/// runtime.
+///
+/// ```no_run
+/// use swarm::{Manager, ManagerConfig, TaskFilter};
+///
+/// # async fn demo() -> swarm::Result<()> {
+/// let manager = Manager::start(ManagerConfig::new("/var/lib/app/m1", "127.0.0.1:2377")).await?;
+/// let tokens = manager.control().join_tokens()?;
+/// println!("docker swarm join --token {} {}", tokens.manager, manager.addr());
+/// let tasks = manager.control().list_tasks(&TaskFilter::default())?;
+/// println!("{} tasks, leader: {}", tasks.len(), manager.is_leader());
+/// manager.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Manager {
     node_id: Id,
     addr: String,

@@ -22,7 +22,12 @@ use swarm_core::{Id, Store, StoreObject};
 use crate::error::{Error, Result};
 use crate::pki::RootCa;
 
-/// The control API of one manager.
+/// The control API of one manager: what `docker service|node|network|secret|
+/// config|swarm` commands do, typed. Writes go through the store's consensus
+/// (any manager forwards to the leader); reads answer from this manager's store.
+/// Get it from [`Manager::control`](crate::Manager::control) or
+/// [`Node::control`](crate::Node::control); see the crate docs for an example
+/// over a bare store.
 #[derive(Clone, Debug)]
 pub struct Control {
     store: Store,
