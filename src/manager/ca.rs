@@ -25,6 +25,16 @@ use crate::rpc::proto::{
 };
 use crate::rpc::tls::{refuse_removed, require_node, to_status};
 
+/// How long the certificates issued now last: the swarm's setting, never under
+/// an hour.
+fn node_cert_expiry(cluster: &swarm_core::types::Cluster) -> Duration {
+    cluster
+        .spec
+        .ca_config
+        .node_cert_expiry
+        .max(Duration::from_secs(3600))
+}
+
 /// The CA service of a manager.
 #[derive(Clone, Debug)]
 pub struct CaService {
@@ -70,11 +80,7 @@ impl CaService {
         let tokens = &cluster.root_ca.join_tokens;
         let role = token.role_in(&tokens.worker, &tokens.manager)?;
         let node_id = Id::generate();
-        let expiry = cluster
-            .spec
-            .ca_config
-            .node_cert_expiry
-            .max(Duration::from_secs(3600));
+        let expiry = node_cert_expiry(&cluster);
         let cert_pem = self
             .signer()?
             .issue(&req.csr_pem, &node_id, role, &cluster.id, expiry)?;
@@ -137,11 +143,7 @@ impl CaService {
         })?;
         drop(view);
         let role = node.role;
-        let expiry = cluster
-            .spec
-            .ca_config
-            .node_cert_expiry
-            .max(Duration::from_secs(3600));
+        let expiry = node_cert_expiry(&cluster);
         let cert_pem = self
             .signer()?
             .issue(csr_pem, node_id, role, &cluster.id, expiry)?;

@@ -114,13 +114,7 @@ fn create<T: StoreObject>(
             id: id.clone(),
         });
     }
-    if let Some(holder) = T::table(tables).name_holder(obj.index_name(), id) {
-        return Err(Error::NameConflict {
-            kind: T::KIND,
-            name: obj.index_name().to_string(),
-            id: holder.clone(),
-        });
-    }
+    check_name_free(tables, obj)?;
     let mut new = (**obj).clone();
     new.meta_mut().version.index = index;
     new.stamp(None, index);
@@ -132,6 +126,18 @@ fn create<T: StoreObject>(
         object: T::wrap(new),
         old: None,
     })
+}
+
+/// Fails with `NameConflict` when another object of `obj`'s kind holds its name.
+fn check_name_free<T: StoreObject>(tables: &Tables, obj: &Arc<T>) -> Result<()> {
+    match T::table(tables).name_holder(obj.index_name(), obj.id()) {
+        Some(holder) => Err(Error::NameConflict {
+            kind: T::KIND,
+            name: obj.index_name().to_string(),
+            id: holder.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn update<T: StoreObject>(
@@ -170,13 +176,7 @@ fn update<T: StoreObject>(
         });
     }
     check_transition(&T::wrap(old.clone()), &T::wrap(obj.clone()))?;
-    if let Some(holder) = T::table(tables).name_holder(obj.index_name(), id) {
-        return Err(Error::NameConflict {
-            kind: T::KIND,
-            name: obj.index_name().to_string(),
-            id: holder.clone(),
-        });
-    }
+    check_name_free(tables, obj)?;
     let mut new = (**obj).clone();
     let meta = new.meta_mut();
     meta.version.index = index;
