@@ -335,5 +335,4 @@ fn label_value<'a>(node: &'a NodeInfo, descriptor: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-#[path = "spread_tests.rs"]
 mod tests;
