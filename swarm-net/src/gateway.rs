@@ -49,11 +49,11 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
+use crate::overlay::veth::{self, Bridge, Route, TaskEnd, TaskNs};
 use crate::overlay::{
-    Cidr, OverlayError, add_address, connect_in, errno, link_index, mac_for_ip, must_index, nl,
-    set_link,
+    Cidr, OverlayError, add_address, connect_in, link_index, mac_for_ip, must_index, nl, set_link,
 };
 use crate::vip::{self, VipError};
 
@@ -328,73 +328,25 @@ impl Gateway {
     /// left behind.
     pub async fn attach(&self, task_netns: &Path, ifname: &str) -> Result<Ipv4Addr, GatewayError> {
         crate::overlay::check_ifname(ifname)?;
-        let task_ns = File::open(task_netns)
-            .map_err(|e| OverlayError::io(format!("opening {}", task_netns.display()), e))?;
-        let task = connect_in(task_netns)?;
-        if link_index(&task, ifname).await?.is_some() {
-            return Err(invalid(format!(
-                "interface {ifname} already exists in {}",
-                task_netns.display()
-            )));
-        }
+        let task = TaskNs::open(task_netns, ifname).await?;
         let ip = self.allocate(task_netns)?;
-        let tag: u32 = rand::random();
-        let (outer, inner) = (format!("vg{tag:08x}"), format!("vh{tag:08x}"));
-        let wired = async {
-            let pair = LinkVeth::new(&outer, &inner).mtu(MTU).build();
-            self.handle
-                .link()
-                .add(pair)
-                .execute()
-                .await
-                .map_err(nl(format!("creating veth pair {outer}/{inner}")))?;
-            let outer_index = must_index(&self.handle, &outer).await?;
-            let inner_index = must_index(&self.handle, &inner).await?;
-            let port = LinkUnspec::new_with_index(outer_index)
-                .controller(self.bridge)
-                .up()
-                .build();
-            set_link(
-                &self.handle,
-                format!("adding {outer} to {}", self.cfg.bridge),
-                port,
-            )
-            .await?;
-            let moved = LinkUnspec::new_with_index(inner_index)
-                .setns_by_fd(task_ns.as_raw_fd())
-                .build();
-            set_link(&self.handle, format!("moving {inner} to the task"), moved).await?;
-            let index = must_index(&task, &inner).await?;
-            let named = LinkUnspec::new_with_index(index)
-                .name(ifname)
-                .address(mac_for_ip(ip).0.to_vec())
-                .build();
-            set_link(&task, format!("naming {inner} {ifname}"), named).await?;
-            add_address(&task, index, IpAddr::V4(ip), self.prefix_len, ifname).await?;
-            let up = LinkUnspec::new_with_index(index).up().build();
-            set_link(&task, format!("bringing {ifname} up"), up).await?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(self.gateway)
-                .output_interface(index)
-                .build();
-            task.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(nl(format!(
-                    "adding the default route via {} in {}",
-                    self.gateway,
-                    task_netns.display()
-                )))?;
-            Ok::<_, OverlayError>(())
-        }
-        .await;
-        if let Err(e) = wired {
-            // Deleting one end deletes the pair, wherever the other end is.
-            if let Ok(Some(index)) = link_index(&self.handle, &outer).await {
-                let _ = self.handle.link().del(index).execute().await;
-            }
+        let bridge = Bridge {
+            handle: &self.handle,
+            index: self.bridge,
+            name: &self.cfg.bridge,
+            mtu: MTU,
+            prefixes: ("vg", "vh"),
+        };
+        let end = TaskEnd {
+            ifname,
+            mac: mac_for_ip(ip),
+            addr: Cidr {
+                addr: IpAddr::V4(ip),
+                prefix_len: self.prefix_len,
+            },
+            route: Route::Replace(self.gateway),
+        };
+        if let Err(e) = veth::connect(&bridge, &task, &end).await {
             self.free(ip);
             return Err(e.into());
         }
@@ -451,15 +403,7 @@ impl Gateway {
                 return Ok(());
             }
             let task = connect_in(task_netns)?;
-            if let Some(index) = link_index(&task, ifname).await? {
-                match task.link().del(index).execute().await {
-                    Err(e) if errno(&e) != Some(libc::ENODEV) => {
-                        return Err(nl(format!("deleting {ifname}"))(e));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
+            veth::remove_link(&task, ifname).await
         }
         .await;
         self.free(addr);
@@ -502,14 +446,7 @@ impl Gateway {
             return Ok(false);
         }
         let _ = std::fs::remove_dir(&self.claims);
-        if let Some(index) = link_index(&self.handle, &self.cfg.bridge).await? {
-            match self.handle.link().del(index).execute().await {
-                Err(e) if errno(&e) != Some(libc::ENODEV) => {
-                    return Err(nl(format!("deleting {}", self.cfg.bridge))(e).into());
-                }
-                _ => {}
-            }
-        }
+        veth::remove_link(&self.handle, &self.cfg.bridge).await?;
         let t = self.cfg.table.clone();
         let path = fd_path(&self.ns);
         let script = format!("table ip {t} {{}}\ndelete table ip {t}\n");

@@ -572,5 +572,4 @@ fn valid_port(port: u32) -> Result<u16> {
 }
 
 #[cfg(test)]
-#[path = "ipam_tests.rs"]
 mod tests;

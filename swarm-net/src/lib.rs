@@ -42,9 +42,14 @@
 //! mesh.shutdown().await;
 //! # });
 //! ```
+//!
+//! Each module has its own error enum (match on it to handle that module's
+//! failures); a caller that uses several modules can hold the crate's [`Error`],
+//! which each of them converts into with `?`, keeping its message.
 #![deny(missing_docs)]
 
 pub mod dns;
+mod error;
 #[cfg(target_os = "linux")]
 pub mod gateway;
 pub mod ipam;
@@ -52,3 +57,5 @@ pub mod mesh;
 pub mod overlay;
 #[cfg(target_os = "linux")]
 pub mod vip;
+
+pub use error::{Error, Result};

@@ -13,6 +13,10 @@
 //!   strategy with placement preferences, at O(log nodes) per placement.
 //! - [`parse_constraints`] validates placement constraints (the control API
 //!   calls it at service create).
+//! - `testing` (feature `testing`) is the conformance suite: what the
+//!   [`Scheduler`] docs require of a correct implementor, checked on a
+//!   scheduler of yours with `swarm_sched::testing::suite(|| Box::new(MyScheduler))`.
+//!   The default scheduler passes it.
 //!
 //! A tour, on a store with two nodes:
 //!
@@ -83,6 +87,8 @@ mod error;
 mod filter;
 mod scheduler;
 mod spread;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod view;
 
 pub use constraint::{Constraint, node_matches, parse_constraints};

@@ -78,25 +78,18 @@ fn group_tasks(tasks: &[Arc<Task>]) -> Vec<Group<'_>> {
 
 fn schedule_group(view: &NodeView, draft: &mut Draft<'_>, group: &Group<'_>, plan: &mut Plan) {
     let (service, req) = (&group.service, &group.req);
-    let mut placed = 0;
-    if req.preferences.is_empty() {
-        let mut leaf = Leaf::lazy(view, draft, service, req);
-        while placed < group.tasks.len() {
-            let Some(slot) = leaf.place_one(view, draft, service, req) else {
-                break;
-            };
-            plan.place(&group.tasks[placed].id, view.slot(slot).id());
-            placed += 1;
-        }
+    let mut candidates = if req.preferences.is_empty() {
+        Tree::leaf(Leaf::lazy(view, draft, service, req))
     } else {
-        let mut tree = Tree::build(view, draft, service, req);
-        while placed < group.tasks.len() {
-            let Some(slot) = tree.place_one(view, draft, service, req) else {
-                break;
-            };
-            plan.place(&group.tasks[placed].id, view.slot(slot).id());
-            placed += 1;
-        }
+        Tree::build(view, draft, service, req)
+    };
+    let mut placed = 0;
+    while placed < group.tasks.len() {
+        let Some(slot) = candidates.place_one(view, draft, service, req) else {
+            break;
+        };
+        plan.place(&group.tasks[placed].id, view.slot(slot).id());
+        placed += 1;
     }
     if placed < group.tasks.len() {
         let reason = draft.explain(service, req).message();
@@ -230,7 +223,8 @@ impl<'v> Leaf<'v> {
     }
 }
 
-/// Placement preferences: one tree level per spread descriptor.
+/// Placement preferences: one tree level per spread descriptor (a single leaf
+/// without preferences).
 struct Tree<'v> {
     leaf: Option<Leaf<'v>>,
     children: Vec<Tree<'v>>,
@@ -246,6 +240,15 @@ struct Builder {
 }
 
 impl<'v> Tree<'v> {
+    /// A tree of one branch: `leaf`.
+    fn leaf(leaf: Leaf<'v>) -> Tree<'v> {
+        Tree {
+            leaf: Some(leaf),
+            children: Vec::new(),
+            order: BinaryHeap::new(),
+        }
+    }
+
     fn build(view: &'v NodeView, draft: &Draft<'_>, service: &Id, req: &Requirements) -> Tree<'v> {
         let mut root = Builder::default();
         for node in view.nodes() {
@@ -272,11 +275,7 @@ impl<'v> Tree<'v> {
         b: Builder,
     ) -> Tree<'v> {
         if b.children.is_empty() {
-            return Tree {
-                leaf: Some(Leaf::with_nodes(view, draft, service, req, b.slots)),
-                children: Vec::new(),
-                order: BinaryHeap::new(),
-            };
+            return Tree::leaf(Leaf::with_nodes(view, draft, service, req, b.slots));
         }
         let mut children = Vec::with_capacity(b.children.len());
         let mut order = BinaryHeap::with_capacity(b.children.len());
@@ -335,5 +334,4 @@ fn label_value<'a>(node: &'a NodeInfo, descriptor: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-#[path = "spread_tests.rs"]
 mod tests;

@@ -540,5 +540,4 @@ pub(crate) fn arp_reply(
 }
 
 #[cfg(test)]
-#[path = "crypt_tests.rs"]
 mod tests;

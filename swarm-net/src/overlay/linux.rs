@@ -2,17 +2,18 @@
 //! network's sandbox and in the task namespaces.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
 
 use super::crypt::{ENCRYPTION_MTU_COST, KeyRing};
 use super::datapath::{CryptNet, CryptPlane, open_tap};
 use super::peers::{add_peer, del_peer, programmed_peers};
+use super::veth::{self, Bridge, Route, TaskEnd, TaskNs};
 use super::{
     Cidr, CryptStats, MacAddr, NetworkDef, OverlayConfig, OverlayError, ParsedNetwork, Peer,
     SANDBOX_PREFIX, check_ifname, check_name, check_peers, check_task_addr, mac_for_ip, netns,
@@ -96,6 +97,18 @@ impl Dev {
             Dev::Crypt(_) => None,
         }
     }
+}
+
+/// The sandbox of `network_id`, or [`OverlayError::UnknownNetwork`].
+fn sandbox<'a>(
+    nets: &'a HashMap<String, Sandbox>,
+    network_id: &str,
+) -> Result<&'a Sandbox, OverlayError> {
+    nets.get(network_id).ok_or_else(|| unknown(network_id))
+}
+
+fn unknown(network_id: &str) -> OverlayError {
+    OverlayError::UnknownNetwork(network_id.to_owned())
 }
 
 impl std::fmt::Debug for Overlay {
@@ -532,12 +545,8 @@ impl Overlay {
         };
         if let (Some(handle), Some(vxlan)) = (&handle, vxlan) {
             // Explicitly, so that the VNI is free at once even if the namespace lingers.
-            match handle.link().del(vxlan).execute().await {
-                Err(e) if errno(&e) != Some(libc::ENODEV) => {
-                    return Err(nl(format!("deleting vxlan0 of network {network_id}"))(e));
-                }
-                _ => {}
-            }
+            let op = format!("deleting vxlan0 of network {network_id}");
+            veth::delete_link(handle, vxlan, op).await?;
         }
         drop(handle);
         drop(nets);
@@ -555,7 +564,7 @@ impl Overlay {
         let mut nets = self.networks.lock().await;
         let sb = nets
             .get_mut(network_id)
-            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+            .ok_or_else(|| unknown(network_id))?;
         let wanted = check_peers(network_id, &sb.parsed, self.cfg.underlay_ip, peers)?;
         let vxlan = match &sb.dev {
             Dev::Vxlan(index) => *index,
@@ -600,9 +609,7 @@ impl Overlay {
     /// ring in use stays).
     pub async fn set_keys(&self, network_id: &str, keys: &[Vec<u8>]) -> Result<(), OverlayError> {
         let nets = self.networks.lock().await;
-        let sb = nets
-            .get(network_id)
-            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let sb = sandbox(&nets, network_id)?;
         let Dev::Crypt(crypt) = &sb.dev else {
             return Err(OverlayError::InvalidArgument(format!(
                 "network {network_id} is not encrypted: it has no keys"
@@ -623,9 +630,7 @@ impl Overlay {
     /// [`OverlayError::InvalidArgument`] if it is not encrypted.
     pub async fn crypt_stats(&self, network_id: &str) -> Result<CryptStats, OverlayError> {
         let nets = self.networks.lock().await;
-        let sb = nets
-            .get(network_id)
-            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let sb = sandbox(&nets, network_id)?;
         let Dev::Crypt(crypt) = &sb.dev else {
             return Err(OverlayError::InvalidArgument(format!(
                 "network {network_id} is not encrypted"
@@ -642,9 +647,7 @@ impl Overlay {
     /// The remote endpoints programmed on `network_id` (for `docker network inspect`).
     pub async fn peers(&self, network_id: &str) -> Result<Vec<Peer>, OverlayError> {
         let nets = self.networks.lock().await;
-        let sb = nets
-            .get(network_id)
-            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let sb = sandbox(&nets, network_id)?;
         Ok(sb.peers.clone())
     }
 
@@ -663,71 +666,29 @@ impl Overlay {
     ) -> Result<MacAddr, OverlayError> {
         check_ifname(ifname)?;
         let nets = self.networks.lock().await;
-        let sb = nets
-            .get(network_id)
-            .ok_or_else(|| OverlayError::UnknownNetwork(network_id.to_owned()))?;
+        let sb = sandbox(&nets, network_id)?;
         let ip = check_task_addr(network_id, &sb.parsed, addr)?;
         let mac = mac_for_ip(ip);
-        let task_ns = netns::open(task_netns)?;
-        let task = connect_in(task_netns)?;
-        if link_index(&task, ifname).await?.is_some() {
-            return Err(OverlayError::InvalidArgument(format!(
-                "interface {ifname} already exists in {}",
-                task_netns.display()
-            )));
-        }
-        let tag: u32 = rand::random();
-        let (outer, inner) = (format!("vb{tag:08x}"), format!("vt{tag:08x}"));
-        let pair = LinkVeth::new(&outer, &inner).mtu(sb.mtu).build();
-        sb.handle
-            .link()
-            .add(pair)
-            .execute()
-            .await
-            .map_err(nl(format!("creating veth pair {outer}/{inner}")))?;
-        let wired = async {
-            let outer_index = must_index(&sb.handle, &outer).await?;
-            let inner_index = must_index(&sb.handle, &inner).await?;
-            let port = LinkUnspec::new_with_index(outer_index)
-                .controller(sb.bridge)
-                .up()
-                .build();
-            set_link(&sb.handle, format!("adding {outer} to br0"), port).await?;
-            let moved = LinkUnspec::new_with_index(inner_index)
-                .setns_by_fd(task_ns.as_raw_fd())
-                .build();
-            set_link(&sb.handle, format!("moving {inner} to the task"), moved).await?;
-            let index = must_index(&task, &inner).await?;
-            let named = LinkUnspec::new_with_index(index)
-                .name(ifname)
-                .address(mac.0.to_vec())
-                .mtu(sb.mtu)
-                .build();
-            set_link(&task, format!("naming {inner} {ifname}"), named).await?;
-            add_address(&task, index, addr.addr, addr.prefix_len, ifname).await?;
-            let up = LinkUnspec::new_with_index(index).up().build();
-            set_link(&task, format!("bringing {ifname} up"), up).await?;
-            if default_route {
-                let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(sb.parsed.gateway)
-                    .output_interface(index)
-                    .build();
-                task.route().add(route).execute().await.map_err(nl(format!(
-                    "adding the default route via {} in {}",
-                    sb.parsed.gateway,
-                    task_netns.display()
-                )))?;
-            }
-            Ok::<_, OverlayError>(())
-        }
-        .await;
-        if let Err(e) = wired {
-            // Deleting one end deletes the pair, wherever the other end is.
-            if let Ok(Some(index)) = link_index(&sb.handle, &outer).await {
-                let _ = sb.handle.link().del(index).execute().await;
-            }
-            return Err(e);
-        }
+        let task = TaskNs::open(task_netns, ifname).await?;
+        let bridge = Bridge {
+            handle: &sb.handle,
+            index: sb.bridge,
+            name: BRIDGE,
+            mtu: sb.mtu,
+            prefixes: ("vb", "vt"),
+        };
+        let route = if default_route {
+            Route::Add(sb.parsed.gateway)
+        } else {
+            Route::None
+        };
+        let end = TaskEnd {
+            ifname,
+            mac,
+            addr,
+            route,
+        };
+        veth::connect(&bridge, &task, &end).await?;
         tracing::debug!(network = %network_id, task = %task_netns.display(), %addr, %mac, "task attached");
         Ok(mac)
     }
@@ -742,18 +703,10 @@ impl Overlay {
     ) -> Result<(), OverlayError> {
         check_ifname(ifname)?;
         if !self.networks.lock().await.contains_key(network_id) {
-            return Err(OverlayError::UnknownNetwork(network_id.to_owned()));
+            return Err(unknown(network_id));
         }
         let task = connect_in(task_netns)?;
-        if let Some(index) = link_index(&task, ifname).await? {
-            match task.link().del(index).execute().await {
-                Err(e) if errno(&e) != Some(libc::ENODEV) => {
-                    return Err(nl(format!("deleting {ifname}"))(e));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        veth::remove_link(&task, ifname).await
     }
 
     /// Creates (idempotent) the named network namespace `name` for a task, mounted at

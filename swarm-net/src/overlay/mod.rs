@@ -135,11 +135,13 @@ mod linux;
 mod netns;
 #[cfg(target_os = "linux")]
 mod peers;
+#[cfg(target_os = "linux")]
+pub(crate) mod veth;
 
 #[cfg(target_os = "linux")]
 pub use linux::Overlay;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{add_address, connect_in, errno, link_index, must_index, nl, set_link};
+pub(crate) use linux::{add_address, connect_in, link_index, must_index, nl, set_link};
 #[cfg(not(target_os = "linux"))]
 pub use other::Overlay;
 

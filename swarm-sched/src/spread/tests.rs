@@ -413,3 +413,8 @@ fn preferences_count_existing_tasks_and_skip_full_branches() {
     let plan = schedule(&view, &with_spec(pending(&web, 6), prefs));
     assert_eq!(per_node(&plan), counts(&[("a", 3), ("b", 1), ("c", 2)]));
 }
+
+#[test]
+fn passes_the_conformance_suite() {
+    crate::testing::suite(|| Box::new(SpreadScheduler));
+}
