@@ -57,3 +57,8 @@ fn bin_packing_prefers_the_fullest_node_and_explains_failures() {
     let spread = SpreadScheduler.schedule(&view, &tasks);
     assert_ne!(spread.placements, plan.placements);
 }
+
+#[test]
+fn bin_packing_passes_the_scheduler_conformance_suite() {
+    swarm_sched::testing::suite(|| Box::new(BinPack));
+}
