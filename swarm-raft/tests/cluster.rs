@@ -1,12 +1,10 @@
 //! Groups of 1, 3 and 5 members on real disks: writes, failover, partitions,
 //! restarts, linearizable reads.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use swarm_raft::Start;
+use swarm_raft::testing::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_three_and_five_members_replicate_every_write() {
