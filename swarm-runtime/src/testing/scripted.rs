@@ -30,7 +30,8 @@ type Matcher = Arc<dyn Fn(&Task) -> bool + Send + Sync>;
 ///
 /// By default it behaves like a real runtime: `create` holds the task (CREATED),
 /// `start` runs it (RUNNING, with a pid) until it is stopped, removed or its
-/// scripted exit comes; `wait` returns the exit code; `stop` sends the stop
+/// scripted exit comes; `wait` returns the exit code once it exited (waiting
+/// meanwhile, also for a task not started yet); `stop` sends the stop
 /// signal (the task exits 143 unless scripted otherwise) and returns once the
 /// task has exited; `remove` forgets it; `inspect` and `list` report what is
 /// held, with the task's labels, image and host-mode ports (while it runs);
