@@ -18,6 +18,10 @@
 //! store's bytes at a raft index, taken every `snapshot_interval` entries;
 //! *ReadIndex* = asking the leader which index a read must wait for.
 //!
+//! Tests and benches of groups use the harness of `testing` (feature
+//! `testing`): groups on temp directories over the in-process network or
+//! loopback TCP, and the suite a new [`Transport`] must pass.
+//!
 //! # Tutorial: a one-member group
 //!
 //! ```
@@ -69,6 +73,8 @@ mod node;
 mod payload;
 mod snapfile;
 mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transport;
 
 pub use config::Config;

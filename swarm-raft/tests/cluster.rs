@@ -1,12 +1,11 @@
 //! Groups of 1, 3 and 5 members on real disks: writes, failover, partitions,
 //! restarts, linearizable reads.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use swarm_core::testing::proposer_suite;
 use swarm_raft::Start;
+use swarm_raft::testing::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_three_and_five_members_replicate_every_write() {
@@ -185,4 +184,15 @@ async fn a_stopped_member_refuses_writes_instead_of_diverging() {
     let err = put(&store, "b").await.unwrap_err();
     assert!(matches!(err, swarm_core::Error::Unavailable(_)), "{err}");
     assert!(!has(&store, "b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_keeps_the_proposer_contract() {
+    let c = MemCluster::new(3);
+    c.leader().await;
+    // The leader and the followers, which forward to it.
+    for id in c.members.keys() {
+        let failures = proposer_suite(c.store(*id), c.node(*id)).await;
+        assert!(failures.is_empty(), "member {id}: {failures:#?}");
+    }
 }

@@ -1,8 +1,6 @@
 //! Durability: member processes killed with SIGKILL in the middle of writes lose
 //! no acknowledged write; a torn tail on disk is cut off at recovery.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use swarm_raft::testing::*;
 use swarm_raft::{RaftNode, Start};
 
 /// Child processes, killed and reaped when dropped (even if the test fails).

@@ -1,12 +1,10 @@
 //! Membership: add (as learner, then voter), remove, leadership transfer, the
 //! refusals that protect quorum, and churn under load.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::*;
+use swarm_raft::testing::*;
 use swarm_raft::{RaftError, Start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

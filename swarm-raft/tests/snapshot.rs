@@ -1,9 +1,7 @@
 //! Snapshots: taken every `snapshot_interval` entries, old ones pruned, the log
 //! compacted behind them, and a far-behind member caught up by one.
 
-mod common;
-
-use common::*;
+use swarm_raft::testing::*;
 use swarm_raft::{Config, Start};
 
 fn small_snapshots(c: &mut Config) {

@@ -15,7 +15,9 @@
 //! ACCEPTED → PREPARING → READY → STARTING → RUNNING → COMPLETE / FAILED / SHUTDOWN
 //! / REJECTED on any runtime, turning errors into the statuses docker users know
 //! (`No such image: <image>`, `task: non-zero exit (N)`). A host with its own
-//! runtime checks it with the [`conformance`] suite.
+//! runtime checks it with the [`conformance`] suite. Tests of code that drives a
+//! runtime use the fakes of `testing` (feature `testing`): a scripted runtime
+//! and an image cache over any runtime.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -68,6 +70,8 @@ mod error;
 mod machine;
 mod process;
 mod runtime;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use docker::{DEFAULT_PULL_TIMEOUT, DockerRuntime, PullPolicy};
 pub use error::{Error, Result};

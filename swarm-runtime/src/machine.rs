@@ -240,6 +240,7 @@ pub async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Script, ScriptedRuntime};
     use TaskState::*;
 
     #[test]
@@ -287,74 +288,14 @@ mod tests {
         }
     }
 
-    /// A runtime whose calls fail as scripted: `unavailable` temporary failures of
-    /// `start` before it works, then an exit with `exit_code`.
-    struct Scripted {
-        unavailable: std::sync::Mutex<u32>,
-        exit_code: i32,
-        prepare_error: Option<fn() -> Error>,
-    }
-
-    #[async_trait::async_trait]
-    impl Runtime for Scripted {
-        fn name(&self) -> &'static str {
-            "scripted"
-        }
-        async fn prepare(&self, _: &Task) -> Result<()> {
-            self.prepare_error.map_or(Ok(()), |e| Err(e()))
-        }
-        async fn create(&self, t: &Task) -> Result<ContainerStatus> {
-            Ok(ContainerStatus {
-                container_id: format!("c-{}", t.id),
-                ..Default::default()
-            })
-        }
-        async fn start(&self, _: &str) -> Result<()> {
-            let mut left = self.unavailable.lock().unwrap();
-            if *left > 0 {
-                *left -= 1;
-                return Err(Error::Unavailable("engine restarting".into()));
-            }
-            Ok(())
-        }
-        async fn wait(&self, _: &str) -> Result<i32> {
-            Ok(self.exit_code)
-        }
-        async fn stop(&self, _: &str, _: Option<Duration>) -> Result<()> {
-            Ok(())
-        }
-        async fn remove(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        async fn inspect(&self, id: &str) -> Result<crate::Inspection> {
-            Ok(crate::Inspection {
-                labels: Default::default(),
-                image: String::new(),
-                state: crate::ContainerState::Running,
-                exit_code: None,
-                container: ContainerStatus {
-                    container_id: format!("c-{id}"),
-                    pid: 42,
-                    exit_code: 0,
-                },
-                ports: Vec::new(),
-                started_at: None,
-                finished_at: None,
-                addr: None,
-                netns: None,
-            })
-        }
-        async fn list(&self) -> Result<Vec<crate::Inspection>> {
-            Ok(Vec::new())
-        }
-    }
-
-    fn scripted(unavailable: u32, exit_code: i32) -> Scripted {
-        Scripted {
-            unavailable: std::sync::Mutex::new(unavailable),
-            exit_code,
-            prepare_error: None,
-        }
+    /// A runtime whose `start` fails `unavailable` times with a temporary error
+    /// before it works, and whose task then exits with `exit_code`.
+    fn scripted(unavailable: u32, exit_code: i32) -> ScriptedRuntime {
+        ScriptedRuntime::new().otherwise(
+            Script::new()
+                .start_unavailable(unavailable, "engine restarting")
+                .exit_at_once(exit_code),
+        )
     }
 
     fn new_task() -> Task {
@@ -369,7 +310,7 @@ mod tests {
         }
     }
 
-    async fn run(rt: &Scripted) -> (Task, Vec<TaskState>) {
+    async fn run(rt: &ScriptedRuntime) -> (Task, Vec<TaskState>) {
         let clock = swarm_core::ManualClock::new(Timestamp::ZERO);
         let (_tx, rx) = watch::channel(Running);
         let mut seen = Vec::new();
@@ -387,7 +328,8 @@ mod tests {
         let container = task.status.container_status.unwrap();
         assert_eq!(
             (container.container_id.as_str(), container.exit_code),
-            ("c-t", 0)
+            ("t", 0),
+            "the runtime's container (named by task ID) and its exit code"
         );
 
         let (task, seen) = run(&scripted(MAX_TEMPORARY_RETRIES + 1, 0)).await;
@@ -398,12 +340,10 @@ mod tests {
 
     #[tokio::test]
     async fn errors_become_statuses() {
-        let rt = Scripted {
-            prepare_error: Some(|| Error::NoSuchImage {
+        let rt =
+            ScriptedRuntime::new().otherwise(Script::new().fail_prepare(|_| Error::NoSuchImage {
                 image: "redis:3.0.7".into(),
-            }),
-            ..scripted(0, 0)
-        };
+            }));
         let (task, seen) = run(&rt).await;
         assert_eq!(seen, [Accepted, Preparing, Rejected]);
         assert_eq!(task.status.err, "No such image: redis:3.0.7");
@@ -412,7 +352,10 @@ mod tests {
         let mut t = new_task();
         t.status.state = Running;
         let clock = swarm_core::ManualClock::new(Timestamp::ZERO);
-        let s = advance(&scripted(0, 2), &clock, &t).await.unwrap().unwrap();
+        let rt = scripted(0, 2);
+        rt.create(&t).await.unwrap();
+        rt.start(&t.id).await.unwrap();
+        let s = advance(&rt, &clock, &t).await.unwrap().unwrap();
         assert_eq!(
             (s.state, s.err.as_str()),
             (Failed, "task: non-zero exit (2)")

@@ -15,6 +15,7 @@
 mod apply;
 mod codec;
 mod object;
+mod retry;
 mod snapshot;
 mod table;
 mod tx;
@@ -47,6 +48,16 @@ use watch::Watchers;
 /// nothing was changed. `Err(NotLeader)` and `Err(Unavailable)` mean the batch may
 /// or may not commit later; they must not be returned for a batch known to be
 /// applied. It must never hang forever: give up with `Unavailable` after a timeout.
+///
+/// So whichever way a committed batch resolves, it resolves after its apply on
+/// this member's store, when every batch committed before it is applied there
+/// too: after a `Conflict`, the store shows the write that caused it (what
+/// [`Store::update_retrying`] relies on). Each call resolves with its own
+/// batch's outcome, concurrent calls included.
+///
+/// `swarm_core::testing::proposer_suite` (feature `testing`) checks this on a
+/// working proposer: all but the last two sentences of the first paragraph,
+/// which need a proposer that cannot commit.
 #[async_trait]
 pub trait Proposer: Send + Sync + 'static {
     /// Replicates `batch` and waits until it is applied locally.
@@ -94,6 +105,18 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
+/// A [`Store`] that may have been dropped.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) struct WeakStore(std::sync::Weak<Inner>);
+
+#[cfg(any(test, feature = "testing"))]
+impl WeakStore {
+    /// The store, unless it was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
 impl Default for Store {
     fn default() -> Self {
         Store::new()
@@ -124,6 +147,13 @@ impl Store {
                 clock,
             }),
         }
+    }
+
+    /// A handle that does not keep the store alive (for a proposer the store
+    /// holds).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
     }
 
     /// Routes every later [`update`](Store::update) through `proposer`.

@@ -1,5 +1,11 @@
 //! Helpers for tests in this and other crates (feature `testing`): object builders
-//! with sensible defaults.
+//! with sensible defaults, a proposer that commits in process
+//! ([`LocalProposer`]), and the suite every [`Proposer`](crate::Proposer) must
+//! pass ([`proposer_suite`]).
+
+mod proposer;
+
+pub use proposer::{LocalProposer, ProposerFailure, proposer_suite};
 
 use crate::id::Id;
 use crate::types::*;
