@@ -21,6 +21,7 @@ use super::{containers, logs, objects};
 use crate::ManagerConfig;
 use crate::manager::control::{NodeFilter, Rotate, ServiceFilter, TaskFilter};
 use crate::node::Node;
+use crate::state::{DataDir, SavedAddrs};
 
 pub(super) type Shared = State<Arc<Engine>>;
 pub(super) type ApiResult = Result<Response, ApiError>;
@@ -224,37 +225,6 @@ async fn info(State(e): Shared) -> ApiResult {
     }))
 }
 
-/// The cluster addresses an init or join settled on, kept beside the node so a
-/// restarted swarmd comes back on them (`swarmd.json` in the data directory).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub(super) struct SavedAddrs {
-    pub(super) listen_addr: Option<String>,
-    pub(super) advertise_addr: Option<String>,
-    /// `--data-path-addr`: where the routing mesh takes connections from other
-    /// nodes (default: the advertised address).
-    pub(super) data_path_addr: Option<String>,
-}
-
-impl SavedAddrs {
-    const FILE: &str = "swarmd.json";
-
-    pub(super) fn load(dir: &std::path::Path) -> SavedAddrs {
-        std::fs::read(dir.join(Self::FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn save(&self, dir: &std::path::Path) -> Result<(), ApiError> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        std::fs::write(dir.join(Self::FILE), bytes).map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("saving {}: {e}", dir.join(Self::FILE).display()),
-        })
-    }
-}
-
 /// The manager settings for this engine's node, with the request's addresses.
 pub(super) fn manager_config(cfg: &EngineConfig, addrs: &SavedAddrs) -> ManagerConfig {
     let (listen, advertise) = (addrs.listen_addr.clone(), addrs.advertise_addr.clone());
@@ -362,11 +332,10 @@ async fn swarm_init(State(e): Shared, body: Bytes) -> ApiResult {
         .cluster_spec(spec)
         .network(network);
     let n = Node::start(cfg).await?;
-    SavedAddrs {
+    DataDir::open(&e.cfg.data_dir)?.save_addrs(&SavedAddrs {
         listen_addr: addrs.listen_addr.or(n.manager_addr().await),
         ..addrs
-    }
-    .save(&e.cfg.data_dir)?;
+    })?;
     let id = n.node_id().to_string();
     *node = Some(n);
     ok(json!(id))
@@ -403,7 +372,7 @@ async fn swarm_join(State(e): Shared, body: Bytes) -> ApiResult {
         match Node::join(cfg, &remote, &token).await {
             Ok(n) => {
                 *node = Some(n);
-                addrs.save(&e.cfg.data_dir)?;
+                DataDir::open(&e.cfg.data_dir)?.save_addrs(&addrs)?;
                 return empty(StatusCode::OK);
             }
             Err(err) => last = err.into(),
@@ -432,13 +401,8 @@ async fn swarm_leave(State(e): Shared, Query(q): Params) -> ApiResult {
             let _ = e.cfg.runtime.remove(&t.labels.task_id).await;
         }
     }
-    for sub in ["node.json", "certificates", "raft", SavedAddrs::FILE] {
-        let p = e.cfg.data_dir.join(sub);
-        let _ = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
+    if let Ok(dir) = DataDir::open(&e.cfg.data_dir) {
+        dir.forget_swarm();
     }
     empty(StatusCode::OK)
 }

@@ -201,8 +201,8 @@ impl Engine {
     pub async fn start(cfg: EngineConfig) -> crate::Result<Arc<Engine>> {
         let dir = crate::state::DataDir::open(&cfg.data_dir)?;
         let node = if dir.has_node() {
-            let saved = handlers::SavedAddrs::load(&cfg.data_dir);
-            let addrs = handlers::SavedAddrs {
+            let saved = dir.load_addrs();
+            let addrs = crate::state::SavedAddrs {
                 listen_addr: cfg.listen_addr.clone().or(saved.listen_addr),
                 advertise_addr: cfg.advertise_addr.clone().or(saved.advertise_addr),
                 data_path_addr: saved.data_path_addr,
