@@ -14,7 +14,11 @@
 //! | `service.rs` | services: mode, update and rollback configs, endpoint |
 //! | `task_spec.rs` | a service's task template: container, restart, placement, resources |
 //! | `task.rs` | tasks, and the cache `GET /tasks` writes through |
+//! | `network.rs` | networks |
+//! | `blob.rs` | secrets and configs |
 
+mod blob;
+mod network;
 mod node;
 mod service;
 mod strict;
@@ -23,9 +27,10 @@ mod task;
 mod task_spec;
 mod values;
 
+pub use blob::{BlobSpec, blob_json};
+pub use network::{NetworkCreate, network_json, network_spec};
 pub use node::{node_json, node_spec};
 pub use service::{ServiceCounts, service_json, service_spec};
 pub use strict::strict;
 pub use swarm::{InitRequest, JoinRequest, cluster_json, refuse_unsupported_init, swarm_spec};
 pub use task::{TaskJsonCache, task_json};
-pub use values::time;
