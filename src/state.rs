@@ -10,6 +10,7 @@
 //! <data dir>/certificates/node.crt   the node's certificate
 //! <data dir>/raft/                   the raft log and snapshots (managers)
 //! <data dir>/runtime/                the process runtime's state
+//! <data dir>/swarmd.json             the cluster addresses of swarmd's init or join
 //! ```
 //!
 //! Room: shared by every other room (the node's files, its addresses and host
@@ -152,6 +153,56 @@ impl DataDir {
             )));
         }
         Ok((node, identity, ca))
+    }
+}
+
+/// The cluster addresses an init or join settled on, kept beside the node so a
+/// restarted swarmd comes back on them (`swarmd.json` in the data directory).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedAddrs {
+    /// The address the cluster port listens on.
+    pub listen_addr: Option<String>,
+    /// The address other nodes reach this one on.
+    pub advertise_addr: Option<String>,
+    /// `--data-path-addr`: where the routing mesh takes connections from other
+    /// nodes (default: the advertised address).
+    pub data_path_addr: Option<String>,
+}
+
+impl DataDir {
+    const ADDRS: &str = "swarmd.json";
+
+    /// The addresses [`save_addrs`](DataDir::save_addrs) wrote; none when
+    /// there are none or the file is unreadable.
+    pub fn load_addrs(&self) -> SavedAddrs {
+        fs::read(self.root.join(Self::ADDRS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Saves the node's cluster addresses; a failure is an internal error
+    /// naming the file.
+    pub fn save_addrs(&self, addrs: &SavedAddrs) -> Result<()> {
+        let path = self.root.join(Self::ADDRS);
+        let bytes = serde_json::to_vec_pretty(addrs).unwrap_or_default();
+        fs::write(&path, bytes)
+            .map_err(|e| Error::Internal(format!("saving {}: {e}", path.display())))
+    }
+
+    /// Forgets the swarm this directory's node belonged to: its facts,
+    /// certificates, raft state and saved addresses. What cannot be removed
+    /// is left.
+    pub fn forget_swarm(&self) {
+        for sub in ["node.json", "certificates", "raft", Self::ADDRS] {
+            let p = self.root.join(sub);
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
     }
 }
 

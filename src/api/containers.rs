@@ -9,7 +9,7 @@ use swarm_core::Timestamp;
 use swarm_runtime::{ContainerState, Inspection};
 
 use super::ApiError;
-use super::handlers::{ApiResult, Params, Shared, ok};
+use super::http::{ApiResult, Params, Shared, flag, ok};
 
 /// "Up 5 minutes", "Exited (0) 2 seconds ago", docker's way.
 fn status(i: &Inspection, now: Timestamp) -> String {
@@ -72,10 +72,8 @@ fn container_json(i: &Inspection, now: Timestamp) -> Value {
     })
 }
 
-pub(super) async fn containers_list(State(e): Shared, Query(q): Params) -> ApiResult {
-    let all = q
-        .get("all")
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+pub(super) async fn list(State(e): Shared, Query(q): Params) -> ApiResult {
+    let all = flag(&q, "all");
     let mut list = e.cfg.runtime.list().await.map_err(|err| ApiError {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("listing the node's tasks: {err}"),

@@ -13,14 +13,9 @@ use futures::StreamExt;
 use swarm_core::types::{Service, Task};
 use swarm_runtime::LogStream;
 
-use super::handlers::{ApiResult, Params, Shared};
+use super::http::{ApiResult, Params, Shared, flag};
 use super::{API_VERSION, ApiError};
 use crate::manager::logbroker::{LogLine, LogsQuery};
-
-fn flag(q: &std::collections::HashMap<String, String>, name: &str) -> bool {
-    q.get(name)
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
 
 /// One frame of Docker's multiplexed stream.
 fn frame(stream: LogStream, payload: &[u8]) -> Bytes {
