@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use swarm_net::overlay::{Overlay, OverlayConfig};
+use swarm_net::overlay::OverlayConfig;
+
+use super::OverlayFactory;
 
 /// The file naming the process that owns a node's sandbox directory.
 pub(super) const OWNER_FILE: &str = "owner";
@@ -42,7 +44,14 @@ pub(super) fn claim(dir: &Path) -> std::io::Result<()> {
 /// underlay. A node restarted later recreates what it needs (its adopted
 /// tasks then lose their interfaces). Directories of live nodes, and this
 /// node's own, are left alone.
-pub(super) async fn collect_dead_nodes(mine: &Path) {
+///
+/// Each dead node's sandboxes are removed through an overlay `factory` starts
+/// on its directory. They are found by their names in the directory, the
+/// layout of [`swarm_net::overlay::Overlay`] (`ov-<network id>`):
+/// [`swarm_net::overlay::OverlayDriver`] has no way to list the networks a
+/// driver holds, so an overlay that keeps its sandboxes elsewhere has none
+/// found here (only the claim and the empty directory go).
+pub(super) async fn collect_dead_nodes(mine: &Path, factory: &dyn OverlayFactory) {
     let Some(root) = mine.parent() else { return };
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
@@ -60,7 +69,7 @@ pub(super) async fn collect_dead_nodes(mine: &Path) {
         }
         let mut cfg = OverlayConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
         cfg.netns_dir = dir.clone();
-        let Ok(overlay) = Overlay::new(cfg).await else {
+        let Ok(overlay) = factory.start(cfg).await else {
             return;
         };
         let sandboxes: Vec<String> = std::fs::read_dir(&dir)
@@ -89,10 +98,10 @@ pub(super) async fn collect_dead_nodes(mine: &Path) {
 #[cfg(test)]
 mod tests {
     use swarm_core::Id;
-    use swarm_net::overlay::NetworkDef;
+    use swarm_net::overlay::{NetworkDef, Overlay};
 
     use super::*;
-    use crate::agent::netplane::is_root;
+    use crate::agent::netplane::{KernelOverlay, is_root};
 
     #[tokio::test]
     async fn sandboxes_of_a_node_that_is_gone_are_removed() {
@@ -124,7 +133,7 @@ mod tests {
                 .unwrap();
             std::fs::write(dir.join(OWNER_FILE), owner).unwrap();
         }
-        collect_dead_nodes(&mine).await;
+        collect_dead_nodes(&mine, &KernelOverlay).await;
         assert!(!dead.exists(), "the dead node's sandboxes stay");
         assert!(
             alive.join("ov-swm3net").exists(),

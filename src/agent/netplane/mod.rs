@@ -25,8 +25,10 @@
 //! way the routing mesh's view travels ([`crate::views::ingress`]).
 //!
 //! On each node a [`NetPlane`] (root only: without root it logs once and does
-//! nothing, and tasks stay on the host's network) runs a
-//! [`swarm_net::overlay::Overlay`] on the node's data-path address. The node's
+//! nothing, and tasks stay on the host's network) runs an overlay
+//! ([`swarm_net::overlay::OverlayDriver`]; the kernel's VXLAN
+//! [`swarm_net::overlay::Overlay`] unless the node was given another
+//! [`OverlayFactory`]) on the node's data-path address. The node's
 //! runtime is wrapped in a [`NetRuntime`]: when the runtime gives a task a
 //! network namespace ([`swarm_runtime::Inspection::netns`]: the process runtime
 //! at `create`, the Docker runtime once the container runs), the plane ensures
@@ -73,9 +75,10 @@ use swarm_core::Id;
 use swarm_core::types::Task;
 use swarm_net::dns::{DnsConfig, DnsServer};
 use swarm_net::gateway::Gateway;
-use swarm_net::overlay::{Cidr, NetworkDef, Overlay};
+use swarm_net::overlay::{Cidr, NetworkDef, Overlay, OverlayConfig, OverlayDriver, OverlayError};
 use swarm_net::vip::{self, VipRule};
 use tokio::sync::{Mutex, watch};
+use tonic::async_trait;
 
 use crate::views::network::{ENCRYPTED_OPTION, NetworkView, OverlayKeys, is_task_overlay, vni_of};
 
@@ -114,6 +117,32 @@ pub enum NetPlaneError {
     Unavailable(String),
 }
 
+/// Starts the overlay a [`NetPlane`] drives ([`NetPlane::with_overlay`]): the
+/// place where a host plugs its own [`OverlayDriver`] in.
+#[async_trait]
+pub trait OverlayFactory: Send + Sync {
+    /// The overlay of a node as `cfg` says (its data-path address, the swarm's
+    /// VXLAN port, the directory of its sandboxes), started in the calling
+    /// thread's network namespace (the node's). An error leaves the node without
+    /// overlay networks until a later view starts it (logged once).
+    ///
+    /// The plane also starts one for the sandbox directory of a node of this
+    /// machine whose process is gone (underlay address `127.0.0.1`), to remove
+    /// the sandboxes it left there (see `claims`).
+    async fn start(&self, cfg: OverlayConfig) -> Result<Arc<dyn OverlayDriver>, OverlayError>;
+}
+
+/// The default [`OverlayFactory`]: the kernel's VXLAN [`Overlay`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOverlay;
+
+#[async_trait]
+impl OverlayFactory for KernelOverlay {
+    async fn start(&self, cfg: OverlayConfig) -> Result<Arc<dyn OverlayDriver>, OverlayError> {
+        Ok(Arc::new(Overlay::new(cfg).await?))
+    }
+}
+
 /// A task attached on this node.
 struct Attached {
     /// `/proc/self/fd/<n>`, `n` being [`Attached::_handle`]'s.
@@ -135,7 +164,9 @@ struct PlaneInner {
     /// never share one.
     netns_dir: PathBuf,
     views: watch::Sender<Arc<NetworkView>>,
-    overlay: watch::Sender<Option<Arc<Overlay>>>,
+    /// Starts the overlay, and the one that collects a dead node's sandboxes.
+    factory: Arc<dyn OverlayFactory>,
+    overlay: watch::Sender<Option<Arc<dyn OverlayDriver>>>,
     tasks: Mutex<HashMap<Id, Attached>>,
     /// The keys given to each encrypted network's sandbox, so a view that
     /// does not change them does not give them again.
@@ -163,15 +194,21 @@ impl std::fmt::Debug for NetPlane {
 }
 
 impl NetPlane {
-    /// The plane of node `node_id`: active when the process runs as root (it then
-    /// starts following views), else inert (logged once). Sandboxes go under
-    /// `/run/swarm/netns/<node id>`.
+    /// The plane of node `node_id` over the kernel's VXLAN overlay
+    /// ([`KernelOverlay`]): see [`NetPlane::with_overlay`].
     pub fn new(node_id: &Id) -> NetPlane {
+        NetPlane::with_overlay(node_id, Arc::new(KernelOverlay))
+    }
+
+    /// The plane of node `node_id` over the overlay `factory` starts: active when
+    /// the process runs as root (it then starts following views), else inert
+    /// (logged once). Sandboxes go under `/run/swarm/netns/<node id>`.
+    pub fn with_overlay(node_id: &Id, factory: Arc<dyn OverlayFactory>) -> NetPlane {
         if !is_root() {
             tracing::info!(
                 "not root: tasks on overlay networks stay on the host network (no VXLAN, DNS or VIPs)"
             );
-            return NetPlane { inner: None };
+            return NetPlane::disabled();
         }
         let netns_dir = Path::new(swarm_net::overlay::DEFAULT_NETNS_DIR).join(node_id.as_str());
         let (views, rx) = watch::channel(Arc::new(NetworkView::default()));
@@ -182,6 +219,7 @@ impl NetPlane {
             node_id: node_id.clone(),
             netns_dir,
             views,
+            factory,
             overlay: watch::channel(None).0,
             tasks: Mutex::new(HashMap::new()),
             keys: std::sync::Mutex::new(HashMap::new()),
@@ -190,6 +228,12 @@ impl NetPlane {
         });
         tokio::spawn(view::follow(Arc::downgrade(&inner), rx));
         NetPlane { inner: Some(inner) }
+    }
+
+    /// A plane that does nothing: tasks on overlay networks stay on the host's
+    /// network.
+    pub fn disabled() -> NetPlane {
+        NetPlane { inner: None }
     }
 
     /// Whether the plane does anything (root).
@@ -264,7 +308,7 @@ impl NetPlane {
                 overlay.ensure_network(&def).await?;
                 if def.encrypted {
                     let view = inner.views.borrow().clone();
-                    inner.set_keys(&overlay, &net.id, &view.keys).await;
+                    inner.set_keys(overlay.as_ref(), &net.id, &view.keys).await;
                 }
                 let ifname = format!("eth{}", before.first_eth + done.len());
                 if fresh {
@@ -307,7 +351,7 @@ impl NetPlane {
                     },
                 );
                 let view = inner.views.borrow().clone();
-                inner.apply(&overlay, &view, &mut tasks).await;
+                inner.apply(overlay.as_ref(), &view, &mut tasks).await;
                 Ok(())
             }
             Err(e) => {
@@ -329,7 +373,7 @@ impl NetPlane {
                 }
                 let tasks = inner.tasks.lock().await;
                 inner
-                    .drop_unused(&overlay, &tasks, done.iter().map(|(n, _)| n))
+                    .drop_unused(overlay.as_ref(), &tasks, done.iter().map(|(n, _)| n))
                     .await;
                 Err(e)
             }
@@ -354,7 +398,7 @@ impl NetPlane {
                 }
             }
             inner
-                .drop_unused(&overlay, &tasks, a.networks.iter().map(|(n, _)| n))
+                .drop_unused(overlay.as_ref(), &tasks, a.networks.iter().map(|(n, _)| n))
                 .await;
         }
         tracing::info!(task = task_id, "task detached from its overlay networks");
@@ -384,7 +428,7 @@ impl NetPlane {
 impl PlaneInner {
     /// The overlay, waiting for the view that gives this node's data-path
     /// address.
-    async fn wait_overlay(&self) -> Result<Arc<Overlay>, NetPlaneError> {
+    async fn wait_overlay(&self) -> Result<Arc<dyn OverlayDriver>, NetPlaneError> {
         let mut rx = self.overlay.subscribe();
         let got = tokio::time::timeout(OVERLAY_WAIT, rx.wait_for(|o| o.is_some())).await;
         match got {
@@ -399,7 +443,7 @@ impl PlaneInner {
     /// Removes the sandboxes of `nets` that no attached task uses.
     async fn drop_unused<'a>(
         &self,
-        overlay: &Overlay,
+        overlay: &dyn OverlayDriver,
         tasks: &HashMap<Id, Attached>,
         nets: impl Iterator<Item = &'a Id>,
     ) {

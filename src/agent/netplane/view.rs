@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 
 use swarm_core::Id;
 use swarm_net::dns::{NetworkRecords, Resolution, ServiceRecord, TaskRecord};
-use swarm_net::overlay::{Overlay, OverlayConfig, Peer, mac_for_ip};
+use swarm_net::overlay::{OverlayConfig, OverlayDriver, Peer, mac_for_ip};
 use swarm_net::vip::{self, VipRule};
 use tokio::sync::watch;
 
@@ -20,7 +20,7 @@ use crate::views::network::{NetworkView, OverlayKeys, ViewNetwork, ViewTask};
 /// every view, until the plane is dropped.
 pub(super) async fn follow(plane: Weak<PlaneInner>, mut views: watch::Receiver<Arc<NetworkView>>) {
     if let Some(inner) = plane.upgrade() {
-        collect_dead_nodes(&inner.netns_dir).await;
+        collect_dead_nodes(&inner.netns_dir, inner.factory.as_ref()).await;
     }
     let mut warned = false;
     loop {
@@ -33,9 +33,8 @@ pub(super) async fn follow(plane: Weak<PlaneInner>, mut views: watch::Receiver<A
             let mut cfg = OverlayConfig::new(*ip);
             cfg.vxlan_port = view.vxlan_port;
             cfg.netns_dir = inner.netns_dir.clone();
-            match Overlay::new(cfg).await {
+            match inner.factory.start(cfg).await {
                 Ok(o) => {
-                    let o = Arc::new(o);
                     inner.overlay.send_replace(Some(o.clone()));
                     overlay = Some(o);
                 }
@@ -48,7 +47,7 @@ pub(super) async fn follow(plane: Weak<PlaneInner>, mut views: watch::Receiver<A
         }
         if let Some(overlay) = overlay {
             let mut tasks = inner.tasks.lock().await;
-            inner.apply(&overlay, &view, &mut tasks).await;
+            inner.apply(overlay.as_ref(), &view, &mut tasks).await;
         }
         drop(inner);
         if views.changed().await.is_err() {
@@ -60,7 +59,7 @@ pub(super) async fn follow(plane: Weak<PlaneInner>, mut views: watch::Receiver<A
 impl PlaneInner {
     /// Gives the encrypted network `net` the swarm's keys when they are not the
     /// ones it has (a sandbox without keys drops every frame until it gets some).
-    pub(super) async fn set_keys(&self, overlay: &Overlay, net: &Id, keys: &OverlayKeys) {
+    pub(super) async fn set_keys(&self, overlay: &dyn OverlayDriver, net: &Id, keys: &OverlayKeys) {
         if keys.keys.is_empty() {
             tracing::warn!(network = %net, "no overlay keys from the managers yet: the encrypted network carries nothing until they come");
             return;
@@ -91,7 +90,7 @@ impl PlaneInner {
     /// Applies `view` to the sandboxes and tasks attached here.
     pub(super) async fn apply(
         &self,
-        overlay: &Overlay,
+        overlay: &dyn OverlayDriver,
         view: &NetworkView,
         tasks: &mut HashMap<Id, Attached>,
     ) {
