@@ -1,4 +1,11 @@
-//! The worker agent: runs the tasks the dispatcher assigns to this node, one
+//! The worker side of a node: the task controllers over the node's [`Runtime`]
+//! ([`Agent`], here), the dispatcher session (`session`), the worker node
+//! (`worker`), the node's network plane (`netplane`) and routing mesh (`mesh`),
+//! and the log relay (`logs`). It may use `views`, `rpc`, `pki` and `state`
+//! (and the crate's errors), never `manager`: the manager side uses it, not the
+//! reverse.
+//!
+//! The [`Agent`] runs the tasks the dispatcher assigns to this node, one
 //! controller per task over the node's [`Runtime`], and reports every status
 //! change (ACCEPTED → PREPARING → READY → STARTING → RUNNING → COMPLETE / FAILED /
 //! SHUTDOWN / REJECTED) on a channel the dispatcher session drains.
@@ -73,12 +80,27 @@ impl Agent {
     /// share one Docker Engine (swarmd processes on one machine).
     ///
     /// When the process runs as root, the agent runs the node's overlay
-    /// networks ([`NetPlane`]): tasks on them get their interfaces, DNS and
-    /// VIPs through a [`NetRuntime`] around `runtime`.
+    /// networks ([`NetPlane::new`], over the kernel's VXLAN): tasks on them get
+    /// their interfaces, DNS and VIPs through a [`NetRuntime`] around `runtime`.
+    /// [`Agent::with_plane`] gives it another plane, or none.
     pub async fn new(
         node_id: Id,
         runtime: Arc<dyn Runtime>,
         clock: Arc<dyn Clock>,
+    ) -> Result<(Agent, mpsc::UnboundedReceiver<StatusUpdate>), swarm_runtime::Error> {
+        Agent::with_plane(node_id, runtime, clock, NetPlane::new).await
+    }
+
+    /// [`Agent::new`] with the network plane `plane` makes for the node once the
+    /// runtime is listed: e.g. `|id| NetPlane::with_overlay(id, factory)` for
+    /// another overlay, or `|_| NetPlane::disabled()` for none (tasks on overlay
+    /// networks then stay on the host's network). An enabled plane wraps
+    /// `runtime` in a [`NetRuntime`].
+    pub async fn with_plane(
+        node_id: Id,
+        runtime: Arc<dyn Runtime>,
+        clock: Arc<dyn Clock>,
+        plane: impl FnOnce(&Id) -> NetPlane,
     ) -> Result<(Agent, mpsc::UnboundedReceiver<StatusUpdate>), swarm_runtime::Error> {
         let adoptable = runtime
             .list()
@@ -88,7 +110,7 @@ impl Agent {
             .map(|i| (Id::from(i.labels.task_id.as_str()), i))
             .collect();
         let (updates, rx) = mpsc::unbounded_channel();
-        let plane = NetPlane::new(&node_id);
+        let plane = plane(&node_id);
         let runtime: Arc<dyn Runtime> = if plane.enabled() {
             Arc::new(NetRuntime::new(runtime, plane.clone()))
         } else {

@@ -193,3 +193,19 @@ async fn reports_again_what_the_swarm_has_not_recorded() {
     );
     a.assign(&[]);
 }
+
+#[tokio::test]
+async fn an_agent_given_no_plane_drives_its_runtime_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(dir.path()).unwrap());
+    let (a, _rx) = Agent::with_plane(
+        Id::from("node1"),
+        runtime.clone(),
+        Arc::new(SystemClock),
+        |_| NetPlane::disabled(),
+    )
+    .await
+    .unwrap();
+    // No NetRuntime around it, even as root.
+    assert!(Arc::ptr_eq(&a.runtime(), &runtime));
+}
