@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use swarm_core::types::{Service, TaskState};
 use swarm_core::{Id, Tables, Timestamp};
 
-use super::{Plan, SlotState, group_tasks, is_wanted, new_task, supervise_group};
+use super::{Plan, SlotState, Work, group_tasks, is_wanted, new_task, supervise_group};
 
 /// Plans for a replicated service: supervises every slot (restart policy,
 /// stranded tasks), then scales: missing slots are filled lowest number first,
@@ -25,7 +25,15 @@ pub fn reconcile_replicated(
             continue;
         }
         let replace = |desired| new_task(service, slot, Id::empty(), desired, now);
-        match supervise_group(view, service, tasks, replace, true, now, &mut plan) {
+        match supervise_group(
+            view,
+            service,
+            Work::Service,
+            tasks,
+            Some(replace),
+            now,
+            &mut plan,
+        ) {
             SlotState::Live => {
                 occupied.insert(slot);
                 live.push(slot);
