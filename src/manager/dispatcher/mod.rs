@@ -170,13 +170,7 @@ async fn set_node_status(
     f: impl Fn(&mut Node),
 ) -> swarm_core::Result<()> {
     crate::manager::control::update_retrying(store, |tx| {
-        let Some(n) = tx.get::<Node>(node) else {
-            return Err(swarm_core::Error::NotFound {
-                kind: Kind::Node,
-                id: node.to_string(),
-            });
-        };
-        let mut n = (*n).clone();
+        let mut n = (*crate::manager::control::existing::<Node>(tx, node)?).clone();
         f(&mut n);
         tx.update(n).map(drop)
     })
