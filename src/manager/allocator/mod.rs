@@ -22,6 +22,7 @@
 //! unallocated, its tasks NEW, and the error is logged.
 
 mod checks;
+mod error;
 mod state;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,7 @@ use swarm_core::{Action, Filter, Id, Kind, Store, Tables, Tx};
 use tokio::sync::watch;
 
 pub(crate) use checks::{check_network, check_ports};
+pub(crate) use error::AllocError;
 #[cfg(test)]
 use state::{FIRST_VXLAN_ID, VXLAN_OPTION};
 use state::{Pools, holds_addresses, ingress_ports, vip_networks};
@@ -76,7 +78,7 @@ fn ingress(view: &Tables) -> Option<Arc<Network>> {
 
 /// The IDs of the networks a service's task template attaches to (those that
 /// resolve).
-fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
+fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, AllocError> {
     s.spec
         .task
         .networks
@@ -84,7 +86,9 @@ fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
         .map(|a| {
             view.resolve::<Network>(&a.target)
                 .map(|n| n.id.clone())
-                .map_err(|_| format!("network {} not found", a.target))
+                .map_err(|_| AllocError::NetworkNotFound {
+                    target: a.target.clone(),
+                })
         })
         .collect()
 }

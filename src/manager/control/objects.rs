@@ -77,8 +77,7 @@ impl Control {
                 i.spec.annotations.name, i.id
             )));
         }
-        crate::manager::allocator::check_network(&self.store.view(), &spec)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::manager::allocator::check_network(&self.store.view(), &spec)?;
         let network = Network {
             spec,
             ..Default::default()

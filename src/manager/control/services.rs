@@ -44,8 +44,7 @@ impl Control {
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<Arc<Service>> {
         let view = self.store.view();
         validate_service_spec(&view, &spec)?;
-        crate::manager::allocator::check_ports(&view, &spec, None)
-            .map_err(Error::InvalidArgument)?;
+        crate::manager::allocator::check_ports(&view, &spec, None)?;
         drop(view);
         let is_job = spec.mode.is_job();
         let service = Service {
@@ -130,8 +129,7 @@ impl Control {
         let view = self.store.view();
         let current = view.resolve::<Service>(id_or_name)?;
         validate_service_spec(&view, &spec)?;
-        crate::manager::allocator::check_ports(&view, &spec, Some(&current.id))
-            .map_err(Error::InvalidArgument)?;
+        crate::manager::allocator::check_ports(&view, &spec, Some(&current.id))?;
         if std::mem::discriminant(&current.spec.mode) != std::mem::discriminant(&spec.mode) {
             return Err(Error::InvalidArgument(
                 "service mode change is not allowed".into(),
