@@ -349,6 +349,12 @@ impl Pools {
         }
     }
 
+    /// Gives back the addresses of `held` that are not in `kept`.
+    fn give_back_except(&mut self, held: &[(Id, Ipv4Addr)], kept: &[(Id, Ipv4Addr)]) {
+        let gone: Held = held.iter().filter(|x| !kept.contains(x)).cloned().collect();
+        self.give_back(&gone);
+    }
+
     /// Whether a service's allocated endpoint matches its spec and networks.
     pub(crate) fn service_current(&self, s: &Service, vip_networks: &[Id]) -> bool {
         // A service with nothing to allocate keeps no endpoint.
@@ -460,24 +466,15 @@ impl Pools {
                     });
                 }
                 Err(e) => {
-                    let fresh: Held = new_vips
-                        .iter()
-                        .filter(|x| !held_vips.contains(x))
-                        .cloned()
-                        .collect();
-                    self.give_back(&fresh);
+                    // The VIPs taken so far go back; those it held stay.
+                    self.give_back_except(&new_vips, &held_vips);
                     undo(self, &taken);
                     return Err(e);
                 }
             }
         }
         // Success: free what the service no longer uses.
-        let stale: Held = held_vips
-            .iter()
-            .filter(|x| !new_vips.contains(x))
-            .cloned()
-            .collect();
-        self.give_back(&stale);
+        self.give_back_except(&held_vips, &new_vips);
         for (proto, port) in &held_before {
             if !taken.contains(&(*proto, *port)) && self.ports.owner(*proto, *port) == Some(owner) {
                 self.ports.release(*proto, *port);

@@ -232,63 +232,49 @@ trait Blob: StoreObject {
     fn used_by(service: &Service, id: &Id) -> bool;
 }
 
-impl Blob for Secret {
-    type Spec = SecretSpec;
-    const WHAT: &'static str = "secret";
+/// Implements [`Blob`] for a kind whose object holds its spec in `spec`, the
+/// spec its name and labels in `annotations` and its payload in `data`: what
+/// is left to say is the kind's name and which services use an object.
+macro_rules! blob {
+    ($object:ident, $spec:ident, $what:literal, |$service:ident, $id:ident| $used:expr) => {
+        impl Blob for $object {
+            type Spec = $spec;
+            const WHAT: &'static str = $what;
 
-    fn new(spec: SecretSpec) -> Secret {
-        Secret {
-            spec,
-            ..Default::default()
+            fn new(spec: $spec) -> $object {
+                $object {
+                    spec,
+                    ..Default::default()
+                }
+            }
+
+            fn spec(&self) -> &$spec {
+                &self.spec
+            }
+
+            fn parts(spec: &$spec) -> (&Annotations, &[u8]) {
+                (&spec.annotations, &spec.data)
+            }
+
+            fn annotations_mut(&mut self) -> &mut Annotations {
+                &mut self.spec.annotations
+            }
+
+            fn used_by($service: &Service, $id: &Id) -> bool {
+                $used
+            }
         }
-    }
-
-    fn spec(&self) -> &SecretSpec {
-        &self.spec
-    }
-
-    fn parts(spec: &SecretSpec) -> (&Annotations, &[u8]) {
-        (&spec.annotations, &spec.data)
-    }
-
-    fn annotations_mut(&mut self) -> &mut Annotations {
-        &mut self.spec.annotations
-    }
-
-    fn used_by(service: &Service, id: &Id) -> bool {
-        let secrets = &service.spec.task.container.secrets;
-        secrets.iter().any(|r| r.secret_id == *id)
-    }
+    };
 }
 
-impl Blob for Config {
-    type Spec = ConfigSpec;
-    const WHAT: &'static str = "config";
-
-    fn new(spec: ConfigSpec) -> Config {
-        Config {
-            spec,
-            ..Default::default()
-        }
-    }
-
-    fn spec(&self) -> &ConfigSpec {
-        &self.spec
-    }
-
-    fn parts(spec: &ConfigSpec) -> (&Annotations, &[u8]) {
-        (&spec.annotations, &spec.data)
-    }
-
-    fn annotations_mut(&mut self) -> &mut Annotations {
-        &mut self.spec.annotations
-    }
-
-    fn used_by(service: &Service, id: &Id) -> bool {
-        let configs = &service.spec.task.container.configs;
-        configs.iter().any(|r| r.config_id == *id)
-    }
-}
+blob!(Secret, SecretSpec, "secret", |service, id| {
+    let secrets = &service.spec.task.container.secrets;
+    secrets.iter().any(|r| r.secret_id == *id)
+});
+blob!(Config, ConfigSpec, "config", |service, id| {
+    let configs = &service.spec.task.container.configs;
+    configs.iter().any(|r| r.config_id == *id)
+});
 
 impl Control {
     /// Creates a secret or config: its name and payload checked first.
