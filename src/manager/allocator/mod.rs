@@ -20,6 +20,11 @@
 //! A conflict that slipped past the control API's checks (two services
 //! racing for a port) never stops the loop: the later service stays
 //! unallocated, its tasks NEW, and the error is logged.
+//!
+//! It may use swarm-core (the store), swarm-net's IPAM, the facade's network
+//! view (the VXLAN option it writes) and `error`: its errors ([`AllocError`])
+//! become an `InvalidArgument` where the control API's checks return them. No
+//! other room of the manager.
 
 mod checks;
 mod error;

@@ -2,6 +2,12 @@
 //! over the store. Every write validates first (nothing is written on error) and
 //! goes through [`Store::update`], so on a manager whose store has a proposer it
 //! is replicated (and forwarded to the leader) before it returns.
+//!
+//! It may use swarm-core (the store), swarm-sched and swarm-net (to check
+//! constraints and address pools), the facade's `error` and `pki` (the root CA
+//! behind tokens), and of the manager's rooms the orchestrator (the plan that
+//! removes a service's tasks, job progress) and the allocator (its checks, so a
+//! conflict is refused before anything is written).
 
 mod nodes;
 mod objects;

@@ -4,6 +4,11 @@
 //! heartbeats, and reports task statuses, which the dispatcher writes to the store
 //! in batches. A node that misses its heartbeats for three periods is marked DOWN
 //! (`heartbeat failure`), and the orchestrator moves its tasks.
+//!
+//! It may use swarm-core (the store), the facade's `rpc` (session messages,
+//! TLS peer checks, the tonic service) and `views` (the ingress and network
+//! views it sends), and the control room's store helpers (retried writes,
+//! `existing`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

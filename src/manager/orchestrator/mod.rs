@@ -13,6 +13,9 @@
 //!        update:     slots whose tasks run an old template replaced per UpdateConfig
 //!        jobs:       run-to-completion tasks, never restarted once COMPLETE
 //! ```
+//!
+//! It may use swarm-core (the store's tables and types) and swarm-sched (placement
+//! constraints) only: no other room of the facade, no IO, no clock of its own.
 
 mod global;
 mod jobs;
