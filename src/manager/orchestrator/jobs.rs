@@ -17,7 +17,7 @@ use swarm_core::types::{Node, Service, ServiceMode, Task, TaskState};
 use swarm_core::{Id, Tables, Timestamp};
 
 use super::global::{constraints, eligible};
-use super::{Plan, SlotState, Work, group_tasks, is_wanted, new_task, supervise_group};
+use super::{Plan, SlotState, Work, free_slots, group_tasks, is_wanted, new_task, supervise_group};
 
 /// How far a job has got in its current iteration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,20 +122,9 @@ pub fn reconcile_job(view: &Tables, service: &Service, now: Timestamp) -> Plan {
                 }
             }
             let want_live = concurrent.min(total.saturating_sub(done));
-            let mut slot = 0;
-            while live < want_live {
-                slot += 1;
-                if taken.contains(&slot) {
-                    continue;
-                }
-                plan.create.push(job_task(
-                    service,
-                    slot,
-                    Id::empty(),
-                    TaskState::Running,
-                    now,
-                ));
-                live += 1;
+            for slot in free_slots(&taken).take(want_live.saturating_sub(live) as usize) {
+                let task = job_task(service, slot, Id::empty(), TaskState::Running, now);
+                plan.create.push(task);
             }
         }
         ServiceMode::GlobalJob => {

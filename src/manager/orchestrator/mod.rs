@@ -24,7 +24,7 @@ mod replicated;
 mod restart;
 mod update;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use global::reconcile_global;
@@ -209,6 +209,12 @@ fn group_tasks<K: Ord>(
         g.sort_by(|a, b| newest_first(a, b));
     }
     groups
+}
+
+/// Slot numbers from 1 up that `taken` does not hold, lowest first: where new
+/// slots go.
+fn free_slots(taken: &BTreeSet<u64>) -> impl Iterator<Item = u64> + '_ {
+    (1..).filter(|slot| !taken.contains(slot))
 }
 
 /// What work a slot's tasks do, where supervising them differs.
