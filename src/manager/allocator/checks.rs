@@ -8,7 +8,8 @@ use swarm_core::types::{AddressFamily, IpamConfig, Network, Protocol, PublishMod
 use swarm_core::{Id, Tables};
 use swarm_net::ipam::{DYNAMIC_PORTS, IpamError, PortAllocator, Subnet, SubnetPools};
 
-use super::state::{pool_of, port_in_use, reserve_aux, subnet_pools};
+use super::AllocError;
+use super::state::{pool_of, reserve_aux, subnet_pools};
 
 /// Checks a user's network IPAM request against the networks in `view` and
 /// the cluster's pools, changing nothing: subnets parse and overlap no other
@@ -17,7 +18,7 @@ use super::state::{pool_of, port_in_use, reserve_aux, subnet_pools};
 pub(crate) fn check_network(
     view: &Tables,
     spec: &swarm_core::types::NetworkSpec,
-) -> Result<(), IpamError> {
+) -> Result<(), AllocError> {
     let mut pools = rebuild_subnets(view);
     let configs = spec
         .ipam
@@ -66,7 +67,7 @@ pub(crate) fn check_ports(
     view: &Tables,
     spec: &swarm_core::types::ServiceSpec,
     me: Option<&Id>,
-) -> Result<(), String> {
+) -> Result<(), AllocError> {
     let Some(e) = &spec.endpoint else {
         return Ok(());
     };
@@ -97,11 +98,15 @@ pub(crate) fn check_ports(
             continue;
         };
         if let Some(owner) = ports.owner(p.protocol, port) {
-            let name = view
+            let service = view
                 .get::<Service>(owner)
                 .map(|s| s.spec.annotations.name.clone())
                 .unwrap_or_default();
-            return Err(port_in_use(port, &name, owner));
+            return Err(AllocError::PortInUse {
+                port,
+                service,
+                service_id: owner.to_string(),
+            });
         }
     }
     let mine: BTreeSet<(Protocol, u16)> = me
@@ -120,7 +125,7 @@ pub(crate) fn check_ports(
             .filter(|(p, port)| *p == proto && DYNAMIC_PORTS.contains(port))
             .count();
         if n > ports.free_dynamic(proto) + kept.min(n) {
-            return Err(IpamError::PortsExhausted { protocol: proto }.to_string());
+            return Err(IpamError::PortsExhausted { protocol: proto }.into());
         }
     }
     Ok(())

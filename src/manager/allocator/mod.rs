@@ -20,8 +20,14 @@
 //! A conflict that slipped past the control API's checks (two services
 //! racing for a port) never stops the loop: the later service stays
 //! unallocated, its tasks NEW, and the error is logged.
+//!
+//! It may use swarm-core (the store), swarm-net's IPAM, the facade's network
+//! view (the VXLAN option it writes) and `error`: its errors ([`AllocError`])
+//! become an `InvalidArgument` where the control API's checks return them. No
+//! other room of the manager.
 
 mod checks;
+mod error;
 mod state;
 
 use std::collections::BTreeSet;
@@ -34,6 +40,7 @@ use swarm_core::{Action, Filter, Id, Kind, Store, Tables, Tx};
 use tokio::sync::watch;
 
 pub(crate) use checks::{check_network, check_ports};
+pub(crate) use error::AllocError;
 #[cfg(test)]
 use state::{FIRST_VXLAN_ID, VXLAN_OPTION};
 use state::{Pools, holds_addresses, ingress_ports, vip_networks};
@@ -76,7 +83,7 @@ fn ingress(view: &Tables) -> Option<Arc<Network>> {
 
 /// The IDs of the networks a service's task template attaches to (those that
 /// resolve).
-fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
+fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, AllocError> {
     s.spec
         .task
         .networks
@@ -84,7 +91,9 @@ fn attached(view: &Tables, s: &Service) -> Result<Vec<Id>, String> {
         .map(|a| {
             view.resolve::<Network>(&a.target)
                 .map(|n| n.id.clone())
-                .map_err(|_| format!("network {} not found", a.target))
+                .map_err(|_| AllocError::NetworkNotFound {
+                    target: a.target.clone(),
+                })
         })
         .collect()
 }

@@ -15,6 +15,7 @@ use swarm_net::ipam::{
     AddressPool, DYNAMIC_PORTS, IpamError, PortAllocator, Subnet, SubnetPools, parse_addr,
 };
 
+use super::AllocError;
 pub use crate::views::network::VXLAN_OPTION;
 
 /// The first VXLAN ID given to an overlay network.
@@ -296,11 +297,8 @@ impl Pools {
     }
 
     /// The first free address of a network (its first subnet with room).
-    fn take_addr(&mut self, net: &Id) -> Result<(Ipv4Addr, Subnet), String> {
-        let np = self
-            .networks
-            .get_mut(net)
-            .ok_or_else(|| format!("network {net} is not allocated"))?;
+    fn take_addr(&mut self, net: &Id) -> Result<(Ipv4Addr, Subnet), AllocError> {
+        let np = self.pools_of(net)?;
         let mut last = None;
         for pool in &mut np.pools {
             match pool.allocate() {
@@ -309,25 +307,36 @@ impl Pools {
             }
         }
         Err(last.map_or_else(
-            || format!("network {net} has no IPv4 subnet"),
-            |e| e.to_string(),
+            || AllocError::NoSubnet {
+                network: net.clone(),
+            },
+            AllocError::Ipam,
         ))
     }
 
     /// Takes a given (static) address on a network.
-    fn take_static(&mut self, net: &Id, addr: &str) -> Result<(Ipv4Addr, Subnet), String> {
-        let a = parse_addr(addr).map_err(|e| e.to_string())?;
-        let np = self
-            .networks
-            .get_mut(net)
-            .ok_or_else(|| format!("network {net} is not allocated"))?;
+    fn take_static(&mut self, net: &Id, addr: &str) -> Result<(Ipv4Addr, Subnet), AllocError> {
+        let a = parse_addr(addr)?;
+        let np = self.pools_of(net)?;
         let pool = np
             .pools
             .iter_mut()
             .find(|p| p.subnet().contains(a))
-            .ok_or_else(|| format!("address {addr} is in no subnet of network {net}"))?;
-        pool.reserve(a).map_err(|e| e.to_string())?;
+            .ok_or_else(|| AllocError::AddressOutsideNetwork {
+                addr: addr.to_string(),
+                network: net.clone(),
+            })?;
+        pool.reserve(a)?;
         Ok((a, pool.subnet()))
+    }
+
+    /// An allocated network's pools.
+    fn pools_of(&mut self, net: &Id) -> Result<&mut NetPools, AllocError> {
+        self.networks
+            .get_mut(net)
+            .ok_or_else(|| AllocError::NetworkNotAllocated {
+                network: net.clone(),
+            })
     }
 
     fn give_back(&mut self, held: &[(Id, Ipv4Addr)]) {
@@ -338,6 +347,12 @@ impl Pools {
                 pool.release(*a);
             }
         }
+    }
+
+    /// Gives back the addresses of `held` that are not in `kept`.
+    fn give_back_except(&mut self, held: &[(Id, Ipv4Addr)], kept: &[(Id, Ipv4Addr)]) {
+        let gone: Held = held.iter().filter(|x| !kept.contains(x)).cloned().collect();
+        self.give_back(&gone);
     }
 
     /// Whether a service's allocated endpoint matches its spec and networks.
@@ -361,7 +376,7 @@ impl Pools {
         s: &Service,
         vip_networks: &[Id],
         name_of: impl Fn(&str) -> String,
-    ) -> Result<Endpoint, String> {
+    ) -> Result<Endpoint, AllocError> {
         let spec: EndpointSpec = s.spec.endpoint.clone().unwrap_or_default();
         let old = s.endpoint.clone().unwrap_or_default();
         let old_spec = old.spec.clone().unwrap_or_default();
@@ -417,10 +432,12 @@ impl Pools {
                     Err(e) => {
                         undo(self, &taken);
                         return Err(match e {
-                            IpamError::PortInUse { port, owner, .. } => {
-                                port_in_use(port, &name_of(&owner), &owner)
-                            }
-                            e => e.to_string(),
+                            IpamError::PortInUse { port, owner, .. } => AllocError::PortInUse {
+                                port,
+                                service: name_of(&owner),
+                                service_id: owner,
+                            },
+                            e => e.into(),
                         });
                     }
                 }
@@ -449,24 +466,15 @@ impl Pools {
                     });
                 }
                 Err(e) => {
-                    let fresh: Held = new_vips
-                        .iter()
-                        .filter(|x| !held_vips.contains(x))
-                        .cloned()
-                        .collect();
-                    self.give_back(&fresh);
+                    // The VIPs taken so far go back; those it held stay.
+                    self.give_back_except(&new_vips, &held_vips);
                     undo(self, &taken);
                     return Err(e);
                 }
             }
         }
         // Success: free what the service no longer uses.
-        let stale: Held = held_vips
-            .iter()
-            .filter(|x| !new_vips.contains(x))
-            .cloned()
-            .collect();
-        self.give_back(&stale);
+        self.give_back_except(&held_vips, &new_vips);
         for (proto, port) in &held_before {
             if !taken.contains(&(*proto, *port)) && self.ports.owner(*proto, *port) == Some(owner) {
                 self.ports.release(*proto, *port);
@@ -499,7 +507,7 @@ impl Pools {
         &mut self,
         task: &Id,
         networks: &[(Arc<Network>, Vec<String>, Vec<String>)],
-    ) -> Result<Vec<NetworkAttachment>, String> {
+    ) -> Result<Vec<NetworkAttachment>, AllocError> {
         if let Some(old) = self.tasks.remove(task) {
             self.give_back(&old);
         }
@@ -522,7 +530,10 @@ impl Pools {
                 }
                 Err(e) => {
                     self.give_back(&held);
-                    return Err(format!("network {}: {e}", net.spec.annotations.name));
+                    return Err(AllocError::OnNetwork {
+                        network: net.spec.annotations.name.clone(),
+                        error: Box::new(e),
+                    });
                 }
             }
         }
@@ -546,11 +557,6 @@ impl Pools {
     pub(crate) fn task_holds(&self, id: &Id) -> bool {
         self.tasks.contains_key(id)
     }
-}
-
-/// Docker's message for a published port another service holds.
-pub(crate) fn port_in_use(port: u16, name: &str, id: &str) -> String {
-    format!("port '{port}' is already in use by service '{name}' ({id}) as an ingress port")
 }
 
 /// The VIP networks of a service: in endpoint mode vip, each network it

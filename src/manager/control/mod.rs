@@ -2,6 +2,12 @@
 //! over the store. Every write validates first (nothing is written on error) and
 //! goes through [`Store::update`], so on a manager whose store has a proposer it
 //! is replicated (and forwarded to the leader) before it returns.
+//!
+//! It may use swarm-core (the store), swarm-sched and swarm-net (to check
+//! constraints and address pools), the facade's `error` and `pki` (the root CA
+//! behind tokens), and of the manager's rooms the orchestrator (the plan that
+//! removes a service's tasks, job progress) and the allocator (its checks, so a
+//! conflict is refused before anything is written).
 
 mod nodes;
 mod objects;
@@ -17,7 +23,7 @@ use swarm_core::types::{
     Annotations, Cluster, ClusterSpec, DEFAULT_CLUSTER_NAME, JoinTokens, Network, NetworkSpec,
     RootCa as RootCaObject,
 };
-use swarm_core::{Id, Store, StoreObject};
+use swarm_core::{Id, Store, StoreObject, Tables};
 
 use crate::error::{Error, Result};
 use crate::pki::RootCa;
@@ -207,11 +213,7 @@ impl Control {
     pub async fn rotate_join_tokens(&self, which: Rotate, ca: &RootCa) -> Result<JoinTokens> {
         let updated = self
             .update_retrying(|tx| {
-                let mut c = (*tx.cluster().ok_or_else(|| swarm_core::Error::NotFound {
-                    kind: swarm_core::Kind::Cluster,
-                    id: DEFAULT_CLUSTER_NAME.into(),
-                })?)
-                .clone();
+                let mut c = (*existing_cluster(tx)?).clone();
                 if which.worker {
                     c.root_ca.join_tokens.worker = ca.new_join_token();
                 }
@@ -259,10 +261,7 @@ impl Control {
         }
         Ok(self
             .update_retrying(|tx| {
-                let current = tx.cluster().ok_or_else(|| swarm_core::Error::NotFound {
-                    kind: swarm_core::Kind::Cluster,
-                    id: DEFAULT_CLUSTER_NAME.into(),
-                })?;
+                let current = existing_cluster(tx)?;
                 current.check_spec_read(version)?;
                 let mut c = (*current).clone();
                 c.spec = spec.clone();
@@ -301,6 +300,25 @@ pub(crate) async fn update_retrying<T>(
             other => return other,
         }
     }
+}
+
+/// The object of kind `T` with ID `id`, or `NotFound`: for a write that
+/// looked it up before its transaction and finds it again inside.
+pub(crate) fn existing<T: StoreObject>(tables: &Tables, id: &Id) -> swarm_core::Result<Arc<T>> {
+    tables
+        .get::<T>(id)
+        .ok_or_else(|| swarm_core::Error::NotFound {
+            kind: T::KIND,
+            id: id.to_string(),
+        })
+}
+
+/// The cluster object, or `NotFound` (inside a transaction).
+fn existing_cluster(tables: &Tables) -> swarm_core::Result<Arc<Cluster>> {
+    tables.cluster().ok_or_else(|| swarm_core::Error::NotFound {
+        kind: swarm_core::Kind::Cluster,
+        id: DEFAULT_CLUSTER_NAME.into(),
+    })
 }
 
 fn not_in_swarm() -> Error {

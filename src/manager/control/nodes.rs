@@ -7,7 +7,7 @@ use swarm_core::types::{
 };
 use swarm_core::{Kind, Timestamp};
 
-use super::Control;
+use super::{Control, existing};
 use crate::error::{Error, Result};
 
 /// Filters of `docker node ls` (every set field must match).
@@ -102,12 +102,7 @@ impl Control {
         let id = node.id.clone();
         Ok(self
             .update_retrying(|tx| {
-                let Some(current) = tx.get::<Node>(&id) else {
-                    return Err(swarm_core::Error::NotFound {
-                        kind: Kind::Node,
-                        id: id.to_string(),
-                    });
-                };
+                let current = existing::<Node>(tx, &id)?;
                 if current.spec_version > version {
                     return Err(swarm_core::Error::Conflict {
                         kind: Kind::Node,
@@ -141,12 +136,7 @@ impl Control {
         }
         let expiry = Timestamp::now().add(std::time::Duration::from_secs(2160 * 3600));
         self.update_retrying(|tx| {
-            if !tx.contains::<Node>(&node.id) {
-                return Err(swarm_core::Error::NotFound {
-                    kind: Kind::Node,
-                    id: node.id.to_string(),
-                });
-            }
+            existing::<Node>(tx, &node.id)?;
             if let Some(c) = tx.cluster() {
                 let mut c = (*c).clone();
                 c.blacklisted_certificates.push(BlacklistedCertificate {

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use swarm_core::Id;
-use swarm_core::Tables;
 use swarm_core::types::{
-    Config, ConfigSpec, Network, NetworkSpec, Secret, SecretSpec, Service, Task,
+    Annotations, Config, ConfigSpec, Network, NetworkSpec, Secret, SecretSpec, Service, Task,
 };
+use swarm_core::{Id, StoreObject, Tables};
 
 use super::Control;
+use super::validate::alphanumeric_ends;
 use crate::error::{Error, Result};
 
 /// Largest secret or config payload (SwarmKit's limit).
@@ -22,20 +22,12 @@ fn validate_object_name(what: &str, name: &str) -> Result<()> {
     let inner_ok = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let ends_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{what}: name must be provided"
         )));
     }
-    if !inner_ok || !ends_ok || name.len() > 64 {
+    if !inner_ok || !alphanumeric_ends(name) || name.len() > 64 {
         return Err(Error::InvalidArgument(format!(
             "{what}: invalid name {name:?}: only letters, digits and '-', '_', '.' inside, at most 64 characters"
         )));
@@ -85,8 +77,7 @@ impl Control {
                 i.spec.annotations.name, i.id
             )));
         }
-        crate::manager::allocator::check_network(&self.store.view(), &spec)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::manager::allocator::check_network(&self.store.view(), &spec)?;
         let network = Network {
             spec,
             ..Default::default()
@@ -162,23 +153,17 @@ impl Control {
 
     /// Creates a secret (`docker secret create`).
     pub async fn create_secret(&self, spec: SecretSpec) -> Result<Arc<Secret>> {
-        validate_object_name("secret", &spec.annotations.name)?;
-        validate_blob("secret", &spec.data)?;
-        let secret = Secret {
-            spec,
-            ..Default::default()
-        };
-        Ok(self.store.update(|tx| tx.create(secret)).await?)
+        self.create_blob(spec).await
     }
 
     /// A secret by ID, name or unique ID prefix. The payload is never shown.
     pub fn inspect_secret(&self, id_or_name: &str) -> Result<Arc<Secret>> {
-        Ok(self.store.view().resolve::<Secret>(id_or_name)?)
+        self.inspect_blob(id_or_name)
     }
 
     /// Every secret.
     pub fn list_secrets(&self) -> Vec<Arc<Secret>> {
-        self.store.view().list::<Secret>().collect()
+        self.list_blobs()
     }
 
     /// Changes a secret's labels; its name and payload cannot change.
@@ -188,61 +173,27 @@ impl Control {
         version: u64,
         spec: SecretSpec,
     ) -> Result<Arc<Secret>> {
-        let current = self.inspect_secret(id_or_name)?;
-        if spec.annotations.name != current.spec.annotations.name
-            || (!spec.data.is_empty() && spec.data != current.spec.data)
-        {
-            return Err(Error::InvalidArgument(
-                "only updates to Labels are allowed".into(),
-            ));
-        }
-        let mut s = (*current).clone();
-        s.meta.version.index = version;
-        s.spec.annotations.labels = spec.annotations.labels;
-        Ok(self.store.update(|tx| tx.update(s)).await?)
+        self.update_blob(id_or_name, version, spec).await
     }
 
     /// Removes a secret no service uses.
     pub async fn remove_secret(&self, id_or_name: &str) -> Result<()> {
-        let s = self.inspect_secret(id_or_name)?;
-        let used = users(&self.store.view(), |svc| {
-            svc.spec
-                .task
-                .container
-                .secrets
-                .iter()
-                .any(|r| r.secret_id == s.id)
-        });
-        if !used.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "secret '{}' is in use by the following service: {}",
-                s.spec.annotations.name,
-                used.join(", ")
-            )));
-        }
-        self.store.update(|tx| tx.delete::<Secret>(&s.id)).await?;
-        Ok(())
+        self.remove_blob::<Secret>(id_or_name).await
     }
 
     /// Creates a config (`docker config create`).
     pub async fn create_config(&self, spec: ConfigSpec) -> Result<Arc<Config>> {
-        validate_object_name("config", &spec.annotations.name)?;
-        validate_blob("config", &spec.data)?;
-        let config = Config {
-            spec,
-            ..Default::default()
-        };
-        Ok(self.store.update(|tx| tx.create(config)).await?)
+        self.create_blob(spec).await
     }
 
     /// A config by ID, name or unique ID prefix.
     pub fn inspect_config(&self, id_or_name: &str) -> Result<Arc<Config>> {
-        Ok(self.store.view().resolve::<Config>(id_or_name)?)
+        self.inspect_blob(id_or_name)
     }
 
     /// Every config.
     pub fn list_configs(&self) -> Vec<Arc<Config>> {
-        self.store.view().list::<Config>().collect()
+        self.list_blobs()
     }
 
     /// Changes a config's labels; its name and payload cannot change.
@@ -252,39 +203,135 @@ impl Control {
         version: u64,
         spec: ConfigSpec,
     ) -> Result<Arc<Config>> {
-        let current = self.inspect_config(id_or_name)?;
-        if spec.annotations.name != current.spec.annotations.name
-            || (!spec.data.is_empty() && spec.data != current.spec.data)
-        {
-            return Err(Error::InvalidArgument(
-                "only updates to Labels are allowed".into(),
-            ));
-        }
-        let mut c = (*current).clone();
-        c.meta.version.index = version;
-        c.spec.annotations.labels = spec.annotations.labels;
-        Ok(self.store.update(|tx| tx.update(c)).await?)
+        self.update_blob(id_or_name, version, spec).await
     }
 
     /// Removes a config no service uses.
     pub async fn remove_config(&self, id_or_name: &str) -> Result<()> {
-        let c = self.inspect_config(id_or_name)?;
-        let used = users(&self.store.view(), |svc| {
-            svc.spec
-                .task
-                .container
-                .configs
-                .iter()
-                .any(|r| r.config_id == c.id)
-        });
+        self.remove_blob::<Config>(id_or_name).await
+    }
+}
+
+/// A secret or a config: a named payload that services' tasks refer to.
+/// Creating, inspecting, listing, updating (labels only) and removing one is
+/// the same for both kinds; this is what differs.
+trait Blob: StoreObject {
+    /// What the user gives.
+    type Spec: Send;
+    /// The kind, as messages name it.
+    const WHAT: &'static str;
+    /// A new object, not stored yet, holding `spec`.
+    fn new(spec: Self::Spec) -> Self;
+    /// The object's spec.
+    fn spec(&self) -> &Self::Spec;
+    /// A spec's name and labels, and its payload.
+    fn parts(spec: &Self::Spec) -> (&Annotations, &[u8]);
+    /// The object's name and labels.
+    fn annotations_mut(&mut self) -> &mut Annotations;
+    /// Whether the tasks of `service` use the object `id`.
+    fn used_by(service: &Service, id: &Id) -> bool;
+}
+
+/// Implements [`Blob`] for a kind whose object holds its spec in `spec`, the
+/// spec its name and labels in `annotations` and its payload in `data`: what
+/// is left to say is the kind's name and which services use an object.
+macro_rules! blob {
+    ($object:ident, $spec:ident, $what:literal, |$service:ident, $id:ident| $used:expr) => {
+        impl Blob for $object {
+            type Spec = $spec;
+            const WHAT: &'static str = $what;
+
+            fn new(spec: $spec) -> $object {
+                $object {
+                    spec,
+                    ..Default::default()
+                }
+            }
+
+            fn spec(&self) -> &$spec {
+                &self.spec
+            }
+
+            fn parts(spec: &$spec) -> (&Annotations, &[u8]) {
+                (&spec.annotations, &spec.data)
+            }
+
+            fn annotations_mut(&mut self) -> &mut Annotations {
+                &mut self.spec.annotations
+            }
+
+            fn used_by($service: &Service, $id: &Id) -> bool {
+                $used
+            }
+        }
+    };
+}
+
+blob!(Secret, SecretSpec, "secret", |service, id| {
+    let secrets = &service.spec.task.container.secrets;
+    secrets.iter().any(|r| r.secret_id == *id)
+});
+blob!(Config, ConfigSpec, "config", |service, id| {
+    let configs = &service.spec.task.container.configs;
+    configs.iter().any(|r| r.config_id == *id)
+});
+
+impl Control {
+    /// Creates a secret or config: its name and payload checked first.
+    async fn create_blob<T: Blob>(&self, spec: T::Spec) -> Result<Arc<T>> {
+        let (annotations, data) = T::parts(&spec);
+        validate_object_name(T::WHAT, &annotations.name)?;
+        validate_blob(T::WHAT, data)?;
+        let object = T::new(spec);
+        Ok(self.store.update(|tx| tx.create(object)).await?)
+    }
+
+    /// A secret or config by ID, name or unique ID prefix.
+    fn inspect_blob<T: Blob>(&self, id_or_name: &str) -> Result<Arc<T>> {
+        Ok(self.store.view().resolve::<T>(id_or_name)?)
+    }
+
+    /// Every secret or every config.
+    fn list_blobs<T: Blob>(&self) -> Vec<Arc<T>> {
+        self.store.view().list::<T>().collect()
+    }
+
+    /// Changes a secret's or config's labels, written at the `version` the
+    /// caller read; its name and payload cannot change (an empty payload
+    /// leaves it as it is).
+    async fn update_blob<T: Blob>(
+        &self,
+        id_or_name: &str,
+        version: u64,
+        spec: T::Spec,
+    ) -> Result<Arc<T>> {
+        let current = self.inspect_blob::<T>(id_or_name)?;
+        let (now, now_data) = T::parts(current.spec());
+        let (asked, asked_data) = T::parts(&spec);
+        if asked.name != now.name || (!asked_data.is_empty() && asked_data != now_data) {
+            return Err(Error::InvalidArgument(
+                "only updates to Labels are allowed".into(),
+            ));
+        }
+        let mut object = (*current).clone();
+        object.meta_mut().version.index = version;
+        object.annotations_mut().labels = asked.labels.clone();
+        Ok(self.store.update(|tx| tx.update(object)).await?)
+    }
+
+    /// Removes a secret or config no service uses.
+    async fn remove_blob<T: Blob>(&self, id_or_name: &str) -> Result<()> {
+        let object = self.inspect_blob::<T>(id_or_name)?;
+        let used = users(&self.store.view(), |svc| T::used_by(svc, object.id()));
         if !used.is_empty() {
             return Err(Error::FailedPrecondition(format!(
-                "config '{}' is in use by the following service: {}",
-                c.spec.annotations.name,
+                "{} '{}' is in use by the following service: {}",
+                T::WHAT,
+                T::parts(object.spec()).0.name,
                 used.join(", ")
             )));
         }
-        self.store.update(|tx| tx.delete::<Config>(&c.id)).await?;
+        self.store.update(|tx| tx.delete::<T>(object.id())).await?;
         Ok(())
     }
 }

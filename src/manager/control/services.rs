@@ -8,9 +8,9 @@ use swarm_core::types::{
 };
 use swarm_core::{Id, Kind, StoreObject};
 
-use super::Control;
 use super::nodes::label_matches;
 use super::validate::validate_service_spec;
+use super::{Control, existing};
 use crate::error::{Error, Result};
 use crate::manager::orchestrator;
 
@@ -44,8 +44,7 @@ impl Control {
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<Arc<Service>> {
         let view = self.store.view();
         validate_service_spec(&view, &spec)?;
-        crate::manager::allocator::check_ports(&view, &spec, None)
-            .map_err(Error::InvalidArgument)?;
+        crate::manager::allocator::check_ports(&view, &spec, None)?;
         drop(view);
         let is_job = spec.mode.is_job();
         let service = Service {
@@ -130,8 +129,7 @@ impl Control {
         let view = self.store.view();
         let current = view.resolve::<Service>(id_or_name)?;
         validate_service_spec(&view, &spec)?;
-        crate::manager::allocator::check_ports(&view, &spec, Some(&current.id))
-            .map_err(Error::InvalidArgument)?;
+        crate::manager::allocator::check_ports(&view, &spec, Some(&current.id))?;
         if std::mem::discriminant(&current.spec.mode) != std::mem::discriminant(&spec.mode) {
             return Err(Error::InvalidArgument(
                 "service mode change is not allowed".into(),
@@ -145,12 +143,7 @@ impl Control {
         drop(view);
         Ok(self
             .update_retrying(|tx| {
-                let current =
-                    tx.get::<Service>(&id)
-                        .ok_or_else(|| swarm_core::Error::NotFound {
-                            kind: Kind::Service,
-                            id: id.to_string(),
-                        })?;
+                let current = existing::<Service>(tx, &id)?;
                 current.check_spec_read(version)?;
                 let mut s = (*current).clone();
                 s.previous_spec = Some(s.spec.clone());
@@ -198,12 +191,7 @@ impl Control {
         let id = self.inspect_service(id_or_name)?.id.clone();
         let r = self
             .update_retrying(|tx| {
-                let current =
-                    tx.get::<Service>(&id)
-                        .ok_or_else(|| swarm_core::Error::NotFound {
-                            kind: Kind::Service,
-                            id: id.to_string(),
-                        })?;
+                let current = existing::<Service>(tx, &id)?;
                 let mut s = (*current).clone();
                 let Some(previous) = s.previous_spec.take() else {
                     return Err(swarm_core::Error::InvalidArgument(format!(
@@ -251,12 +239,7 @@ impl Control {
     pub async fn remove_service(&self, id_or_name: &str) -> Result<()> {
         let service = self.inspect_service(id_or_name)?;
         self.update_retrying(|tx| {
-            if !tx.contains::<Service>(&service.id) {
-                return Err(swarm_core::Error::NotFound {
-                    kind: Kind::Service,
-                    id: service.id.to_string(),
-                });
-            }
+            existing::<Service>(tx, &service.id)?;
             let plan = orchestrator::remove_service_tasks(tx, &service.id);
             tx.delete::<Service>(&service.id)?;
             plan.apply(tx)

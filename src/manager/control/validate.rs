@@ -22,20 +22,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    let ok_ends = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !ok_chars || !ok_ends || name.len() > 63 {
+    if !ok_chars || !alphanumeric_ends(name) || name.len() > 63 {
         return Err(invalid(format!(
             "{what}: name {name:?} is invalid: use at most 63 letters, digits, '-' or '_', starting and ending with a letter or digit"
         )));
     }
     Ok(())
+}
+
+/// Whether a name starts and ends with a letter or digit (ASCII).
+pub(super) fn alphanumeric_ends(name: &str) -> bool {
+    let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    alphanumeric(name.chars().next()) && alphanumeric(name.chars().last())
 }
 
 fn validate_image(image: &str) -> Result<()> {

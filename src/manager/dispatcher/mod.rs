@@ -4,6 +4,11 @@
 //! heartbeats, and reports task statuses, which the dispatcher writes to the store
 //! in batches. A node that misses its heartbeats for three periods is marked DOWN
 //! (`heartbeat failure`), and the orchestrator moves its tasks.
+//!
+//! It may use swarm-core (the store), the facade's `rpc` (session messages,
+//! TLS peer checks, the tonic service) and `views` (the ingress and network
+//! views it sends), and the control room's store helpers (retried writes,
+//! `existing`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -170,13 +175,7 @@ async fn set_node_status(
     f: impl Fn(&mut Node),
 ) -> swarm_core::Result<()> {
     crate::manager::control::update_retrying(store, |tx| {
-        let Some(n) = tx.get::<Node>(node) else {
-            return Err(swarm_core::Error::NotFound {
-                kind: Kind::Node,
-                id: node.to_string(),
-            });
-        };
-        let mut n = (*n).clone();
+        let mut n = (*crate::manager::control::existing::<Node>(tx, node)?).clone();
         f(&mut n);
         tx.update(n).map(drop)
     })
@@ -236,8 +235,8 @@ impl DispatcherRpc for Dispatcher {
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
         tokio::spawn(async move {
-            let ended = stream_assignments(&me, &node_id, &session_id, tx).await;
-            tracing::debug!(node = %node_id, session = %session_id, reason = ended, "session stream ended");
+            let Err(ended) = stream_assignments(&me, &node_id, &session_id, tx).await;
+            tracing::debug!(node = %node_id, session = %session_id, reason = %ended, "session stream ended");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -267,14 +266,31 @@ impl DispatcherRpc for Dispatcher {
     }
 }
 
+/// Why a session's stream of messages ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum SessionEnd {
+    /// The node closed its end (or the connection went).
+    #[error("node went away")]
+    NodeGone,
+    /// The store stopped sending events.
+    #[error("store closed")]
+    StoreClosed,
+    /// The dispatcher's views stopped (leadership lost, the manager stopping).
+    #[error("dispatcher stopped")]
+    DispatcherStopped,
+    /// The node opened a newer session, or this one expired.
+    #[error("session replaced or expired")]
+    Replaced,
+}
+
 /// Streams the session's messages until the node goes away or the session is
-/// replaced; returns why it ended.
+/// replaced; it only ever returns why it ended.
 async fn stream_assignments(
     d: &Dispatcher,
     node: &Id,
     session_id: &str,
     tx: mpsc::Sender<Result<Payload, Status>>,
-) -> &'static str {
+) -> Result<std::convert::Infallible, SessionEnd> {
     let store = &d.inner.store;
     let watched = node.clone();
     let filter = Filter::kinds([Kind::Task, Kind::Node]).matching(move |c| {
@@ -293,22 +309,19 @@ async fn stream_assignments(
     let send = |m: SessionMessage| {
         let tx = tx.clone();
         async move {
-            tx.send(Ok(Payload {
+            let payload = Payload {
                 data: crate::rpc::dispatch::encode(&m),
-            }))
-            .await
-            .is_ok()
+            };
+            tx.send(Ok(payload)).await.map_err(|_| SessionEnd::NodeGone)
         }
     };
     let mut managers = manager_addrs(&store.view());
-    let started = SessionMessage::Started {
+    send(SessionMessage::Started {
         session_id: session_id.to_string(),
         heartbeat_period: d.heartbeat_period(),
         managers: managers.clone(),
-    };
-    if !send(started).await {
-        return "node went away";
-    }
+    })
+    .await?;
     let mut sent: HashSet<Id> = HashSet::new();
     let full: Vec<Task> = view
         .tasks_by_node(node)
@@ -317,56 +330,41 @@ async fn stream_assignments(
         .collect();
     sent.extend(full.iter().map(|t| t.id.clone()));
     drop(view);
-    if !send(SessionMessage::Assignments {
+    send(SessionMessage::Assignments {
         full: true,
         updated: full,
         removed: Vec::new(),
     })
-    .await
-    {
-        return "node went away";
-    }
+    .await?;
     let mut ingress = d.inner.ingress();
     let current = ingress.borrow_and_update().clone();
-    if !send(SessionMessage::Ingress(current)).await {
-        return "node went away";
-    }
+    send(SessionMessage::Ingress(current)).await?;
     let mut networks = d.inner.networks();
     let current = networks.borrow_and_update().clone();
-    if !send(SessionMessage::Networks(current)).await {
-        return "node went away";
-    }
+    send(SessionMessage::Networks(current)).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let event = tokio::select! {
-            e = futures::StreamExt::next(&mut watch) => match e { Some(e) => e, None => return "store closed" },
+            e = futures::StreamExt::next(&mut watch) => e.ok_or(SessionEnd::StoreClosed)?,
             r = ingress.changed() => {
-                if r.is_err() {
-                    return "dispatcher stopped";
-                }
+                r.map_err(|_| SessionEnd::DispatcherStopped)?;
                 let current = ingress.borrow_and_update().clone();
-                if !send(SessionMessage::Ingress(current)).await {
-                    return "node went away";
-                }
+                send(SessionMessage::Ingress(current)).await?;
                 continue;
             }
             r = networks.changed() => {
-                if r.is_err() {
-                    return "dispatcher stopped";
-                }
+                r.map_err(|_| SessionEnd::DispatcherStopped)?;
                 let current = networks.borrow_and_update().clone();
-                if !send(SessionMessage::Networks(current)).await {
-                    return "node went away";
-                }
+                send(SessionMessage::Networks(current)).await?;
                 continue;
             }
             _ = tick.tick() => {
                 let current = d.inner.sessions.lock().get(node).is_some_and(|s| s.id == session_id);
                 if !current {
-                    return "session replaced or expired";
+                    return Err(SessionEnd::Replaced);
                 }
                 if tx.is_closed() {
-                    return "node went away";
+                    return Err(SessionEnd::NodeGone);
                 }
                 continue;
             }
@@ -398,23 +396,19 @@ async fn stream_assignments(
                 removed.push(t.id.clone());
             }
         }
-        if (!updated.is_empty() || !removed.is_empty())
-            && !send(SessionMessage::Assignments {
+        if !updated.is_empty() || !removed.is_empty() {
+            send(SessionMessage::Assignments {
                 full: false,
                 updated,
                 removed,
             })
-            .await
-        {
-            return "node went away";
+            .await?;
         }
         if managers_changed {
             let now = manager_addrs(&store.view());
             if now != managers {
                 managers = now;
-                if !send(SessionMessage::Managers(managers.clone())).await {
-                    return "node went away";
-                }
+                send(SessionMessage::Managers(managers.clone())).await?;
             }
         }
     }

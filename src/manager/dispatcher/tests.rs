@@ -212,3 +212,16 @@ async fn the_ingress_view_is_computed_only_while_leading() {
     .await
     .expect("the feed is dropped when leadership is lost");
 }
+
+#[test]
+fn session_ends_say_why_as_the_logs_always_did() {
+    use super::SessionEnd;
+    for (end, reason) in [
+        (SessionEnd::NodeGone, "node went away"),
+        (SessionEnd::StoreClosed, "store closed"),
+        (SessionEnd::DispatcherStopped, "dispatcher stopped"),
+        (SessionEnd::Replaced, "session replaced or expired"),
+    ] {
+        assert_eq!(end.to_string(), reason);
+    }
+}

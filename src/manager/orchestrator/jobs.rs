@@ -13,11 +13,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use swarm_core::types::{Availability, Node, NodeState, Service, ServiceMode, Task, TaskState};
+use swarm_core::types::{Node, Service, ServiceMode, Task, TaskState};
 use swarm_core::{Id, Tables, Timestamp};
 
-use super::restart::{RestartDecision, restart_decision};
-use super::{Plan, group_tasks, is_wanted, new_task, node_keeps};
+use super::global::{constraints, eligible};
+use super::{Plan, SlotState, Work, free_slots, group_tasks, is_wanted, new_task, supervise_group};
 
 /// How far a job has got in its current iteration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,35 +50,17 @@ fn of_iteration(t: &Task, iteration: u64) -> bool {
     t.job_iteration.map_or(0, |v| v.index) == iteration
 }
 
-/// Whether a node should run a global job's task.
-fn eligible(node: &Node, constraints: &[swarm_sched::Constraint]) -> bool {
-    node.status.state == NodeState::Ready
-        && node.spec.availability == Availability::Active
-        && swarm_sched::node_matches(constraints, node)
-}
-
-/// What one slot (or node) of a job holds, after supervision.
-enum JobSlot {
-    /// A task completed.
-    Done,
-    /// A task runs or will run.
-    Live,
-    /// Nothing: a task may be made.
-    Empty,
-}
-
 /// Supervises one slot's tasks of the current iteration, newest first: a
 /// completion ends the slot; a failed or stranded task is shut down and
-/// replaced as the restart policy says.
+/// replaced as the restart policy says (see [`supervise_group`]).
 fn supervise(
     view: &Tables,
     service: &Service,
     tasks: &[Arc<Task>],
-    replace: impl Fn(TaskState) -> Task,
-    may_replace: bool,
+    replace: Option<impl Fn(TaskState) -> Task>,
     now: Timestamp,
     plan: &mut Plan,
-) -> JobSlot {
+) -> SlotState {
     if tasks.iter().any(|t| t.status.state == TaskState::Complete) {
         for t in tasks
             .iter()
@@ -86,48 +68,9 @@ fn supervise(
         {
             plan.set_desired(t, TaskState::Shutdown);
         }
-        return JobSlot::Done;
+        return SlotState::Finished;
     }
-    let policy = service.spec.task.restart.clone().unwrap_or_default();
-    let mut live = false;
-    for t in tasks.iter().filter(|t| is_wanted(t)) {
-        let stranded = !node_keeps(view, &t.node_id);
-        if !t.status.state.is_terminal() && !stranded {
-            if live {
-                plan.set_desired(t, TaskState::Shutdown);
-                continue;
-            }
-            live = true;
-            if t.desired_state == TaskState::Ready {
-                let due = t.meta.created_at.add(policy.delay);
-                if now >= due {
-                    plan.set_desired(t, TaskState::Running);
-                } else {
-                    plan.wake(due);
-                }
-            }
-            continue;
-        }
-        plan.set_desired(t, TaskState::Shutdown);
-        if live || !may_replace {
-            continue;
-        }
-        let decision = if stranded && !t.status.state.is_terminal() {
-            RestartDecision::Now
-        } else {
-            restart_decision(t, tasks, &policy, now)
-        };
-        match decision {
-            RestartDecision::Now => plan.create.push(replace(TaskState::Running)),
-            RestartDecision::After(due) => {
-                plan.create.push(replace(TaskState::Ready));
-                plan.wake(due);
-            }
-            RestartDecision::Never(_) => return JobSlot::Done,
-        }
-        live = true;
-    }
-    if live { JobSlot::Live } else { JobSlot::Empty }
+    supervise_group(view, service, Work::Job, tasks, replace, now, plan)
 }
 
 /// Shuts down the tasks of older iterations (those that ended become history
@@ -166,44 +109,26 @@ pub fn reconcile_job(view: &Tables, service: &Service, now: Timestamp) -> Plan {
                     continue;
                 }
                 let replace = |d| job_task(service, slot, Id::empty(), d, now);
-                match supervise(view, service, &tasks, replace, true, now, &mut plan) {
-                    JobSlot::Done => {
+                match supervise(view, service, &tasks, Some(replace), now, &mut plan) {
+                    SlotState::Finished => {
                         done += 1;
                         taken.insert(slot);
                     }
-                    JobSlot::Live => {
+                    SlotState::Live => {
                         live += 1;
                         taken.insert(slot);
                     }
-                    JobSlot::Empty => {}
+                    SlotState::Empty => {}
                 }
             }
             let want_live = concurrent.min(total.saturating_sub(done));
-            let mut slot = 0;
-            while live < want_live {
-                slot += 1;
-                if taken.contains(&slot) {
-                    continue;
-                }
-                plan.create.push(job_task(
-                    service,
-                    slot,
-                    Id::empty(),
-                    TaskState::Running,
-                    now,
-                ));
-                live += 1;
+            for slot in free_slots(&taken).take(want_live.saturating_sub(live) as usize) {
+                let task = job_task(service, slot, Id::empty(), TaskState::Running, now);
+                plan.create.push(task);
             }
         }
         ServiceMode::GlobalJob => {
-            let exprs = service
-                .spec
-                .task
-                .placement
-                .as_ref()
-                .map(|p| p.constraints.clone())
-                .unwrap_or_default();
-            let Ok(constraints) = swarm_sched::parse_constraints(&exprs) else {
+            let Ok(constraints) = constraints(service) else {
                 return plan;
             };
             let by_node = group_tasks(view, service, |t| t.node_id.clone());
@@ -212,17 +137,13 @@ pub fn reconcile_job(view: &Tables, service: &Service, now: Timestamp) -> Plan {
                     .get(&node.id)
                     .map(|v| v.iter().filter(|t| of_iteration(t, it)).cloned().collect())
                     .unwrap_or_default();
-                let may_run = eligible(&node, &constraints);
-                let replace = |d| job_task(service, 0, node.id.clone(), d, now);
-                let state = supervise(view, service, &tasks, replace, may_run, now, &mut plan);
-                if matches!(state, JobSlot::Empty) && may_run {
-                    plan.create.push(job_task(
-                        service,
-                        0,
-                        node.id.clone(),
-                        TaskState::Running,
-                        now,
-                    ));
+                let replace = eligible(&node, &constraints)
+                    .then_some(|d| job_task(service, 0, node.id.clone(), d, now));
+                let state = supervise(view, service, &tasks, replace.as_ref(), now, &mut plan);
+                if state == SlotState::Empty
+                    && let Some(replace) = &replace
+                {
+                    plan.create.push(replace(TaskState::Running));
                 }
             }
         }
@@ -263,14 +184,7 @@ pub fn job_progress(view: &Tables, service: &Service) -> JobProgress {
             total_completions,
         } => limits(max_concurrent, total_completions).1,
         ServiceMode::GlobalJob => {
-            let exprs = service
-                .spec
-                .task
-                .placement
-                .as_ref()
-                .map(|p| p.constraints.clone())
-                .unwrap_or_default();
-            let constraints = swarm_sched::parse_constraints(&exprs).unwrap_or_default();
+            let constraints = constraints(service).unwrap_or_default();
             view.list::<Node>()
                 .filter(|n| eligible(n, &constraints))
                 .count() as u64

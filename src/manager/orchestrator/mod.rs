@@ -13,6 +13,9 @@
 //!        update:     slots whose tasks run an old template replaced per UpdateConfig
 //!        jobs:       run-to-completion tasks, never restarted once COMPLETE
 //! ```
+//!
+//! It may use swarm-core (the store's tables and types) and swarm-sched (placement
+//! constraints) only: no other room of the facade, no IO, no clock of its own.
 
 mod global;
 mod jobs;
@@ -21,7 +24,7 @@ mod replicated;
 mod restart;
 mod update;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use global::reconcile_global;
@@ -32,7 +35,7 @@ pub use restart::{RestartDecision, restart_decision};
 pub use update::{RunHistory, plan_update};
 
 use swarm_core::types::{
-    Annotations, Node, NodeState, Service, ServiceMode, Task, TaskState, TaskStatus,
+    Annotations, Node, NodeState, RestartPolicy, Service, ServiceMode, Task, TaskState, TaskStatus,
 };
 use swarm_core::{Id, Tables, Timestamp, Tx};
 
@@ -208,23 +211,41 @@ fn group_tasks<K: Ord>(
     groups
 }
 
-/// Walks the tasks of one slot (or one node of a global service), newest first:
-/// shuts down wanted tasks that ended or whose node cannot keep them, replaces
-/// them as the restart policy says, and promotes delayed restarts that came due.
-/// Returns what the slot holds afterwards.
+/// Slot numbers from 1 up that `taken` does not hold, lowest first: where new
+/// slots go.
+fn free_slots(taken: &BTreeSet<u64>) -> impl Iterator<Item = u64> + '_ {
+    (1..).filter(|slot| !taken.contains(slot))
+}
+
+/// What work a slot's tasks do, where supervising them differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// A service's: runs until stopped; an update replaces it in place, stop-first
+    /// or start-first.
+    Service,
+    /// A job's: runs to completion; an update starts a new iteration rather than
+    /// replacing tasks in place.
+    Job,
+}
+
+/// Walks the tasks of one slot (or one node of a global service or job), newest
+/// first: shuts down wanted tasks that ended or whose node cannot keep them,
+/// replaces them as the restart policy says (with `replace`; none: the slot may
+/// get no new task), and promotes delayed restarts that came due. Returns what
+/// the slot holds afterwards.
 fn supervise_group(
     view: &Tables,
     service: &Service,
+    work: Work,
     tasks: &[Arc<Task>],
-    replace: impl Fn(TaskState) -> Task,
-    may_replace: bool,
+    replace: Option<impl Fn(TaskState) -> Task>,
     now: Timestamp,
     plan: &mut Plan,
 ) -> SlotState {
     let policy = service.spec.task.restart.clone().unwrap_or_default();
     let mut live = false;
-    // Whether the newest live task runs: an older one beside it stays until then
-    // (a start-first update).
+    // Whether the newest live task runs: a service's older task beside it stays
+    // until then (a start-first update).
     let mut newest_runs = false;
     let mut finished_now = false;
     for t in tasks.iter().filter(|t| is_wanted(t)) {
@@ -232,8 +253,8 @@ fn supervise_group(
         if !t.status.state.is_terminal() && !stranded {
             if live {
                 // An older task still wanted beside a newer one: only the newest
-                // stays, once it runs.
-                if newest_runs {
+                // stays, a service's once it runs, a job's at once.
+                if newest_runs || work == Work::Job {
                     plan.set_desired(t, TaskState::Shutdown);
                 }
                 continue;
@@ -241,38 +262,19 @@ fn supervise_group(
             live = true;
             newest_runs = t.status.state == TaskState::Running;
             if t.desired_state == TaskState::Ready {
-                // The tasks it replaces: the slot's others no longer wanted.
-                let mut replaced = tasks.iter().filter(|o| o.id != t.id && !is_wanted(o));
-                if replaced
-                    .clone()
-                    .any(|o| is_alive(o) && node_keeps(view, &o.node_id))
-                {
-                    // Stop-first: it starts once the task it replaces has stopped.
-                    continue;
-                }
-                // A replacement for a task stopped on purpose (an update) starts at
-                // once; a restart after the task ended waits the policy's delay.
-                let stopped_on_purpose = replaced.next().is_some_and(|o| {
-                    !matches!(
-                        o.status.state,
-                        TaskState::Complete | TaskState::Failed | TaskState::Rejected
-                    )
-                });
-                let due = if stopped_on_purpose {
-                    t.meta.created_at
-                } else {
-                    t.meta.created_at.add(policy.delay)
-                };
-                if now >= due {
-                    plan.set_desired(t, TaskState::Running);
-                } else {
-                    plan.wake(due);
+                match start_at(view, work, t, tasks, &policy) {
+                    Some(due) if now >= due => plan.set_desired(t, TaskState::Running),
+                    Some(due) => plan.wake(due),
+                    None => {}
                 }
             }
             continue;
         }
         plan.set_desired(t, TaskState::Shutdown);
-        if live || !may_replace {
+        let Some(replace) = &replace else {
+            continue;
+        };
+        if live {
             continue;
         }
         let decision = if stranded && !t.status.state.is_terminal() {
@@ -289,6 +291,11 @@ fn supervise_group(
             }
             RestartDecision::Never(_) => {
                 finished_now = true;
+                // A service's older tasks are still looked at; a job's slot is
+                // done.
+                if work == Work::Job {
+                    break;
+                }
                 continue;
             }
         }
@@ -296,19 +303,52 @@ fn supervise_group(
     }
     if live {
         SlotState::Live
-    } else if finished_now || finished(tasks) {
+    } else if finished_now || (work == Work::Service && finished(tasks)) {
         SlotState::Finished
     } else {
         SlotState::Empty
     }
 }
 
-/// What a slot (or a global service's node) holds after supervision.
+/// When a delayed replacement `t` (desired READY) may start, or `None` while a
+/// task it replaces still runs (a service's stop-first update: it starts once
+/// that task has stopped). A service's replacement for a task stopped on purpose
+/// (an update) starts at once; a restart after the task ended, and any job's,
+/// waits the restart policy's delay.
+fn start_at(
+    view: &Tables,
+    work: Work,
+    t: &Task,
+    tasks: &[Arc<Task>],
+    policy: &RestartPolicy,
+) -> Option<Timestamp> {
+    let delayed = t.meta.created_at.add(policy.delay);
+    if work == Work::Job {
+        return Some(delayed);
+    }
+    // The tasks it replaces: the slot's others no longer wanted.
+    let mut replaced = tasks.iter().filter(|o| o.id != t.id && !is_wanted(o));
+    if replaced
+        .clone()
+        .any(|o| is_alive(o) && node_keeps(view, &o.node_id))
+    {
+        return None;
+    }
+    let stopped_on_purpose = replaced.next().is_some_and(|o| !ended_by_itself(o));
+    Some(if stopped_on_purpose {
+        t.meta.created_at
+    } else {
+        delayed
+    })
+}
+
+/// What a slot (or a global service's or job's node) holds after supervision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     /// A task that runs or will run.
     Live,
-    /// Nothing, on purpose: its task ended and the restart policy said no.
+    /// Nothing, on purpose: its task ended and the restart policy said no (or,
+    /// for a job, a task completed).
     Finished,
     /// Nothing: a task should be made.
     Empty,
@@ -317,13 +357,18 @@ enum SlotState {
 /// Whether a slot was left empty on purpose: its newest task ended by itself and
 /// was not replaced (the restart policy said no).
 fn finished(tasks: &[Arc<Task>]) -> bool {
-    tasks.first().is_some_and(|t| {
-        t.desired_state == TaskState::Shutdown
-            && matches!(
-                t.status.state,
-                TaskState::Complete | TaskState::Failed | TaskState::Rejected
-            )
-    })
+    tasks
+        .first()
+        .is_some_and(|t| t.desired_state == TaskState::Shutdown && ended_by_itself(t))
+}
+
+/// Whether a task ended by itself (completed, failed or was rejected) rather
+/// than being stopped.
+fn ended_by_itself(t: &Task) -> bool {
+    matches!(
+        t.status.state,
+        TaskState::Complete | TaskState::Failed | TaskState::Rejected
+    )
 }
 
 fn newest_first(a: &Task, b: &Task) -> std::cmp::Ordering {

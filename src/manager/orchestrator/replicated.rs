@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use swarm_core::types::{Service, TaskState};
 use swarm_core::{Id, Tables, Timestamp};
 
-use super::{Plan, SlotState, group_tasks, is_wanted, new_task, supervise_group};
+use super::{Plan, SlotState, Work, free_slots, group_tasks, is_wanted, new_task, supervise_group};
 
 /// Plans for a replicated service: supervises every slot (restart policy,
 /// stranded tasks), then scales: missing slots are filled lowest number first,
@@ -25,7 +25,15 @@ pub fn reconcile_replicated(
             continue;
         }
         let replace = |desired| new_task(service, slot, Id::empty(), desired, now);
-        match supervise_group(view, service, tasks, replace, true, now, &mut plan) {
+        match supervise_group(
+            view,
+            service,
+            Work::Service,
+            tasks,
+            Some(replace),
+            now,
+            &mut plan,
+        ) {
             SlotState::Live => {
                 occupied.insert(slot);
                 live.push(slot);
@@ -52,21 +60,9 @@ pub fn reconcile_replicated(
             extra -= 1;
         }
     } else {
-        let mut slot = 0;
-        for _ in occupied.len()..target {
-            loop {
-                slot += 1;
-                if !occupied.contains(&slot) {
-                    break;
-                }
-            }
-            plan.create.push(new_task(
-                service,
-                slot,
-                Id::empty(),
-                TaskState::Running,
-                now,
-            ));
+        for slot in free_slots(&occupied).take(target - occupied.len()) {
+            let task = new_task(service, slot, Id::empty(), TaskState::Running, now);
+            plan.create.push(task);
         }
     }
     plan

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use swarm_core::Timestamp;
 use swarm_core::types::{RestartCondition, RestartPolicy, Task, TaskState};
 
+use super::ended_by_itself;
+
 /// What to do about a task that ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestartDecision {
@@ -62,13 +64,6 @@ pub fn restart_decision(
     } else {
         RestartDecision::After(now.add(policy.delay))
     }
-}
-
-fn ended_by_itself(t: &Task) -> bool {
-    matches!(
-        t.status.state,
-        TaskState::Complete | TaskState::Failed | TaskState::Rejected
-    )
 }
 
 trait Before {

@@ -34,7 +34,7 @@ use swarm_core::types::{
 };
 use swarm_core::{Id, Tables, Timestamp};
 
-use super::{Plan, group_tasks, is_wanted, new_task};
+use super::{Plan, ended_by_itself, group_tasks, is_wanted, new_task};
 
 /// When tasks were seen to start running, as the leader's loop observed them
 /// (a task that ended no longer shows it in the store).
@@ -335,14 +335,6 @@ fn failure_over_ratio(
     }
     failed.sort_by_key(|t| t.status.timestamp);
     failed.last().map(|t| t.id.clone())
-}
-
-/// Whether a task ended by itself rather than being stopped.
-fn ended_by_itself(t: &Task) -> bool {
-    matches!(
-        t.status.state,
-        TaskState::Complete | TaskState::Failed | TaskState::Rejected
-    )
 }
 
 /// Whether the supervisor's plan already changes this slot.
