@@ -148,18 +148,19 @@ impl CaService {
             .signer()?
             .issue(csr_pem, node_id, role, &cluster.id, expiry)?;
         let (csr, cert) = (csr_pem.to_string(), cert_pem.clone());
-        crate::manager::control::update_retrying(&self.store, |tx| {
-            let Some(n) = tx.get::<Node>(node_id) else {
-                return Ok(());
-            };
-            let mut n = (*n).clone();
-            n.certificate.role = role;
-            n.certificate.csr = csr.clone().into_bytes();
-            n.certificate.certificate = cert.clone().into_bytes();
-            n.certificate.status = IssuanceState::Issued;
-            tx.update(n).map(drop)
-        })
-        .await?;
+        self.store
+            .update_retrying(|tx| {
+                let Some(n) = tx.get::<Node>(node_id) else {
+                    return Ok(());
+                };
+                let mut n = (*n).clone();
+                n.certificate.role = role;
+                n.certificate.csr = csr.clone().into_bytes();
+                n.certificate.certificate = cert.clone().into_bytes();
+                n.certificate.status = IssuanceState::Issued;
+                tx.update(n).map(drop)
+            })
+            .await?;
         tracing::info!(node = %node_id, role = role_ou(role), "node certificate renewed");
         Ok(IssueResponse {
             node_id: node_id.to_string(),

@@ -66,42 +66,43 @@ pub(crate) async fn run(store: Store, rotation: Duration, mut stop: watch::Recei
 /// nothing when there is nothing to do.
 pub(crate) async fn refresh(store: &Store, rotate: bool) -> Result<()> {
     let rng = SystemRandom::new();
-    crate::manager::control::update_retrying(store, |tx| {
-        let Some(cluster) = tx.cluster() else {
-            return Ok(());
-        };
-        let (mut ours, others): (Vec<EncryptionKey>, Vec<EncryptionKey>) = cluster
-            .network_bootstrap_keys
-            .iter()
-            .cloned()
-            .partition(|k| k.subsystem == KEY_SUBSYSTEM && k.key.len() == KEY_LEN);
-        let missing = KEYS_KEPT.saturating_sub(ours.len());
-        let new = if rotate { missing.max(1) } else { missing };
-        if new == 0 {
-            return Ok(());
-        }
-        let mut c = (*cluster).clone();
-        for _ in 0..new {
-            let mut key = vec![0u8; KEY_LEN];
-            rng.fill(&mut key)
-                .map_err(|_| swarm_core::Error::Unavailable("no system randomness".into()))?;
-            c.encryption_key_lamport_clock += 1;
-            ours.push(EncryptionKey {
-                subsystem: KEY_SUBSYSTEM.into(),
-                algorithm: KEY_ALGORITHM.into(),
-                key,
-                lamport_time: c.encryption_key_lamport_clock,
-            });
-        }
-        ours.sort_by_key(|k| k.lamport_time);
-        let excess = ours.len().saturating_sub(KEYS_KEPT);
-        ours.drain(..excess);
-        c.network_bootstrap_keys = others.into_iter().chain(ours).collect();
-        tx.update(c).map(drop)
-    })
-    .await
-    .map(|_| ())
-    .map_err(Error::from)
+    store
+        .update_retrying(|tx| {
+            let Some(cluster) = tx.cluster() else {
+                return Ok(());
+            };
+            let (mut ours, others): (Vec<EncryptionKey>, Vec<EncryptionKey>) = cluster
+                .network_bootstrap_keys
+                .iter()
+                .cloned()
+                .partition(|k| k.subsystem == KEY_SUBSYSTEM && k.key.len() == KEY_LEN);
+            let missing = KEYS_KEPT.saturating_sub(ours.len());
+            let new = if rotate { missing.max(1) } else { missing };
+            if new == 0 {
+                return Ok(());
+            }
+            let mut c = (*cluster).clone();
+            for _ in 0..new {
+                let mut key = vec![0u8; KEY_LEN];
+                rng.fill(&mut key)
+                    .map_err(|_| swarm_core::Error::Unavailable("no system randomness".into()))?;
+                c.encryption_key_lamport_clock += 1;
+                ours.push(EncryptionKey {
+                    subsystem: KEY_SUBSYSTEM.into(),
+                    algorithm: KEY_ALGORITHM.into(),
+                    key,
+                    lamport_time: c.encryption_key_lamport_clock,
+                });
+            }
+            ours.sort_by_key(|k| k.lamport_time);
+            let excess = ours.len().saturating_sub(KEYS_KEPT);
+            ours.drain(..excess);
+            c.network_bootstrap_keys = others.into_iter().chain(ours).collect();
+            tx.update(c).map(drop)
+        })
+        .await
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
 #[cfg(test)]

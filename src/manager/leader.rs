@@ -316,25 +316,26 @@ pub(crate) async fn follow_leadership(
 /// Marks the manager with raft ID `raft_id` as the leader in the managers' node
 /// objects (`node ls`: MANAGER STATUS), and no other.
 async fn record_leader(store: &Store, raft_id: u64) -> swarm_core::Result<()> {
-    crate::manager::control::update_retrying(store, |tx| {
-        let managers: Vec<_> = tx
-            .list::<Node>()
-            .filter(|n| n.manager_status.is_some())
-            .collect();
-        for n in managers {
-            let ms = n.manager_status.as_ref().expect("filtered");
-            let lead = ms.raft_id == raft_id;
-            if ms.leader != lead {
-                let mut n = (*n).clone();
-                if let Some(ms) = n.manager_status.as_mut() {
-                    ms.leader = lead;
+    store
+        .update_retrying(|tx| {
+            let managers: Vec<_> = tx
+                .list::<Node>()
+                .filter(|n| n.manager_status.is_some())
+                .collect();
+            for n in managers {
+                let ms = n.manager_status.as_ref().expect("filtered");
+                let lead = ms.raft_id == raft_id;
+                if ms.leader != lead {
+                    let mut n = (*n).clone();
+                    if let Some(ms) = n.manager_status.as_mut() {
+                        ms.leader = lead;
+                    }
+                    tx.update(n)?;
                 }
-                tx.update(n)?;
             }
-        }
-        Ok(())
-    })
-    .await
+            Ok(())
+        })
+        .await
 }
 
 #[cfg(test)]

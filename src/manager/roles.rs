@@ -22,8 +22,6 @@ use swarm_core::{Filter, Kind, Store};
 use swarm_raft::{RaftError, RaftNode};
 use tokio::sync::watch;
 
-use crate::manager::control::update_retrying;
-
 /// How often reachability is refreshed and refused changes are tried again.
 const PERIOD: Duration = Duration::from_secs(1);
 
@@ -97,25 +95,26 @@ async fn pass(raft: &RaftNode, store: &Store) {
         .map(|n| n.id.clone())
         .collect();
     if !stale.is_empty() {
-        let r = update_retrying(store, |tx| {
-            for id in &stale {
-                let Some(n) = tx.get::<Node>(id) else {
-                    continue;
-                };
-                let mut n = (*n).clone();
-                if let Some(ms) = n.manager_status.as_mut() {
-                    ms.leader = ms.raft_id == raft.id();
-                    ms.reachability = if reachable(ms.raft_id) {
-                        Reachability::Reachable
-                    } else {
-                        Reachability::Unreachable
+        let r = store
+            .update_retrying(|tx| {
+                for id in &stale {
+                    let Some(n) = tx.get::<Node>(id) else {
+                        continue;
                     };
+                    let mut n = (*n).clone();
+                    if let Some(ms) = n.manager_status.as_mut() {
+                        ms.leader = ms.raft_id == raft.id();
+                        ms.reachability = if reachable(ms.raft_id) {
+                            Reachability::Reachable
+                        } else {
+                            Reachability::Unreachable
+                        };
+                    }
+                    tx.update(n)?;
                 }
-                tx.update(n)?;
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         if let Err(e) = r {
             tracing::debug!(error = %e, "could not record manager reachability");
         }
@@ -151,21 +150,22 @@ async fn pass(raft: &RaftNode, store: &Store) {
             }
         }
         let id = node.id.clone();
-        let r = update_retrying(store, |tx| {
-            let Some(n) = tx.get::<Node>(&id) else {
-                return Ok(());
-            };
-            if n.spec.desired_role == n.role {
-                return Ok(());
-            }
-            let mut n = (*n).clone();
-            n.role = n.spec.desired_role;
-            if n.role == NodeRole::Worker {
-                n.manager_status = None;
-            }
-            tx.update(n).map(drop)
-        })
-        .await;
+        let r = store
+            .update_retrying(|tx| {
+                let Some(n) = tx.get::<Node>(&id) else {
+                    return Ok(());
+                };
+                if n.spec.desired_role == n.role {
+                    return Ok(());
+                }
+                let mut n = (*n).clone();
+                n.role = n.spec.desired_role;
+                if n.role == NodeRole::Worker {
+                    n.manager_status = None;
+                }
+                tx.update(n).map(drop)
+            })
+            .await;
         match r {
             Ok(()) => {
                 tracing::info!(node = %node.id, role = ?node.spec.desired_role, "node role changed")

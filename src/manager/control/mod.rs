@@ -212,6 +212,7 @@ impl Control {
     /// from then on. Returns the tokens now in force.
     pub async fn rotate_join_tokens(&self, which: Rotate, ca: &RootCa) -> Result<JoinTokens> {
         let updated = self
+            .store
             .update_retrying(|tx| {
                 let mut c = (*existing_cluster(tx)?).clone();
                 if which.worker {
@@ -260,6 +261,7 @@ impl Control {
             return Ok(current);
         }
         Ok(self
+            .store
             .update_retrying(|tx| {
                 let current = existing_cluster(tx)?;
                 current.check_spec_read(version)?;
@@ -268,37 +270,6 @@ impl Control {
                 tx.update(c)
             })
             .await?)
-    }
-}
-
-impl Control {
-    /// Runs `f` in a transaction, again (a few times) when a concurrent write
-    /// changed an object it read. Only for changes whose reads are the API's own:
-    /// a stale version the caller gave must surface as `Conflict`.
-    pub(crate) async fn update_retrying<T>(
-        &self,
-        f: impl Fn(&mut swarm_core::Tx) -> swarm_core::Result<T>,
-    ) -> swarm_core::Result<T> {
-        update_retrying(&self.store, f).await
-    }
-}
-
-/// Runs `f` in a transaction on `store`, again (a few times, with a short
-/// backoff) when a concurrent write changed an object it read. Only for writes
-/// whose reads are the caller's own, never for a version a user gave.
-pub(crate) async fn update_retrying<T>(
-    store: &Store,
-    f: impl Fn(&mut swarm_core::Tx) -> swarm_core::Result<T>,
-) -> swarm_core::Result<T> {
-    let mut attempt = 0u64;
-    loop {
-        match store.update(&f).await {
-            Err(swarm_core::Error::Conflict { .. }) if attempt < 10 => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
-            }
-            other => return other,
-        }
     }
 }
 

@@ -101,6 +101,7 @@ impl Control {
         // node since (status, reachability, certificate) is kept, not refused.
         let id = node.id.clone();
         Ok(self
+            .store
             .update_retrying(|tx| {
                 let current = existing::<Node>(tx, &id)?;
                 if current.spec_version > version {
@@ -135,19 +136,20 @@ impl Control {
             )));
         }
         let expiry = Timestamp::now().add(std::time::Duration::from_secs(2160 * 3600));
-        self.update_retrying(|tx| {
-            existing::<Node>(tx, &node.id)?;
-            if let Some(c) = tx.cluster() {
-                let mut c = (*c).clone();
-                c.blacklisted_certificates.push(BlacklistedCertificate {
-                    node_id: node.id.clone(),
-                    expiry,
-                });
-                tx.update(c)?;
-            }
-            tx.delete::<Node>(&node.id)
-        })
-        .await?;
+        self.store
+            .update_retrying(|tx| {
+                existing::<Node>(tx, &node.id)?;
+                if let Some(c) = tx.cluster() {
+                    let mut c = (*c).clone();
+                    c.blacklisted_certificates.push(BlacklistedCertificate {
+                        node_id: node.id.clone(),
+                        expiry,
+                    });
+                    tx.update(c)?;
+                }
+                tx.delete::<Node>(&node.id)
+            })
+            .await?;
         Ok(())
     }
 }

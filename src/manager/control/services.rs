@@ -142,6 +142,7 @@ impl Control {
         let id = current.id.clone();
         drop(view);
         Ok(self
+            .store
             .update_retrying(|tx| {
                 let current = existing::<Service>(tx, &id)?;
                 current.check_spec_read(version)?;
@@ -190,6 +191,7 @@ impl Control {
     pub async fn rollback_service(&self, id_or_name: &str) -> Result<Arc<Service>> {
         let id = self.inspect_service(id_or_name)?.id.clone();
         let r = self
+            .store
             .update_retrying(|tx| {
                 let current = existing::<Service>(tx, &id)?;
                 let mut s = (*current).clone();
@@ -238,13 +240,14 @@ impl Control {
     /// tasks are marked for removal, so every node shuts them down.
     pub async fn remove_service(&self, id_or_name: &str) -> Result<()> {
         let service = self.inspect_service(id_or_name)?;
-        self.update_retrying(|tx| {
-            existing::<Service>(tx, &service.id)?;
-            let plan = orchestrator::remove_service_tasks(tx, &service.id);
-            tx.delete::<Service>(&service.id)?;
-            plan.apply(tx)
-        })
-        .await?;
+        self.store
+            .update_retrying(|tx| {
+                existing::<Service>(tx, &service.id)?;
+                let plan = orchestrator::remove_service_tasks(tx, &service.id);
+                tx.delete::<Service>(&service.id)?;
+                plan.apply(tx)
+            })
+            .await?;
         Ok(())
     }
 

@@ -174,12 +174,13 @@ async fn set_node_status(
     node: &Id,
     f: impl Fn(&mut Node),
 ) -> swarm_core::Result<()> {
-    crate::manager::control::update_retrying(store, |tx| {
-        let mut n = (*crate::manager::control::existing::<Node>(tx, node)?).clone();
-        f(&mut n);
-        tx.update(n).map(drop)
-    })
-    .await
+    store
+        .update_retrying(|tx| {
+            let mut n = (*crate::manager::control::existing::<Node>(tx, node)?).clone();
+            f(&mut n);
+            tx.update(n).map(drop)
+        })
+        .await
 }
 
 /// Whether a task belongs in a node's assignment set.
