@@ -2,6 +2,7 @@
 //! Engine and its containers, and swarmd processes.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod daemon;
 pub mod netlab;
 
 /// The image the Docker tests run: a busybox rootfs imported locally.

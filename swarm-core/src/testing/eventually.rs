@@ -96,18 +96,27 @@ impl Patience {
         self.until(what, || f(&store.view())).await;
     }
 
+    /// [`poll`](Self::poll) for a caller without an async runtime: sleeps the
+    /// thread between looks.
+    pub fn poll_blocking(self, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + self.within;
+        while !f() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(self.every);
+        }
+        true
+    }
+
     /// [`until`](Self::until) for a test without an async runtime: sleeps the
     /// thread between looks.
     ///
     /// # Panics
     ///
     /// With `timed out waiting for {what}` when it does not hold in time.
-    pub fn until_blocking(self, what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + self.within;
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(self.every);
-        }
+    pub fn until_blocking(self, what: &str, f: impl FnMut() -> bool) {
+        assert!(self.poll_blocking(f), "timed out waiting for {what}");
     }
 }
 
@@ -179,6 +188,7 @@ mod tests {
     fn until_blocking_needs_no_runtime() {
         let start = Instant::now();
         SHORT.until_blocking("5 ms", || start.elapsed() >= Duration::from_millis(5));
+        assert!(!SHORT.poll_blocking(|| false));
         let panicked = std::panic::catch_unwind(|| SHORT.until_blocking("never", || false));
         assert!(panicked.is_err());
     }
