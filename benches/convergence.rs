@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use swarm::core::types::*;
 use swarm::runtime::{ProcessRuntime, Runtime};
-use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
+use swarm::testing::Cluster;
 
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -46,61 +46,27 @@ fn main() {
 }
 
 async fn run(n_managers: usize, n_workers: usize, replicas: u64, test: bool) {
-    let base = tempfile::tempdir().expect("temp dir");
     // The process runtime's state (task records, pids, logs) goes under
     // CONVERGENCE_RUNTIME_DIR when set (e.g. a tmpfs, as containerd keeps its
-    // state under /run); raft, certificates and node files stay in `base`.
+    // state under /run); raft, certificates and node files stay in the
+    // cluster's temporary directory.
     let runtime_base = match std::env::var_os("CONVERGENCE_RUNTIME_DIR") {
         Some(dir) => tempfile::tempdir_in(dir).expect("runtime temp dir"),
         None => tempfile::tempdir().expect("runtime temp dir"),
     };
-    let runtimes = std::cell::RefCell::new(Vec::<Arc<dyn Runtime>>::new());
-    let runtime = |name: &str| -> Arc<dyn Runtime> {
-        let rt: Arc<dyn Runtime> =
-            Arc::new(ProcessRuntime::new(runtime_base.path().join(name)).expect("process runtime"));
-        runtimes.borrow_mut().push(rt.clone());
-        rt
-    };
-    let first = Manager::start(
-        ManagerConfig::new(base.path().join("m1"), "127.0.0.1:0")
-            .hostname("m1")
-            .runtime(runtime("m1")),
-    )
-    .await
-    .expect("manager");
-    let tokens = first.control().join_tokens().expect("tokens");
-    let remote = first.addr().to_string();
-    let mut managers = vec![first];
-    for i in 2..=n_managers {
-        let name = format!("m{i}");
-        let cfg = ManagerConfig::new(base.path().join(&name), "127.0.0.1:0")
-            .hostname(&name)
-            .runtime(runtime(&name));
-        managers.push(
-            Manager::join(cfg, &remote, &tokens.manager)
-                .await
-                .expect("manager join"),
-        );
-    }
-    let mut workers = Vec::new();
-    for i in 1..=n_workers {
-        let name = format!("w{i}");
-        let cfg = WorkerConfig::new(base.path().join(&name))
-            .hostname(&name)
-            .join(remote.clone(), tokens.worker.clone());
-        workers.push(Worker::start(cfg, runtime(&name)).await.expect("worker"));
-    }
-    let control = managers[0].control().clone();
-    let nodes = n_managers + n_workers;
-    wait(Duration::from_secs(60), || {
-        control
-            .list_nodes(&Default::default())
-            .iter()
-            .filter(|n| n.status.state == NodeState::Ready)
-            .count()
-            == nodes
-    })
-    .await;
+    let c = Cluster::builder()
+        .managers(n_managers)
+        .workers(n_workers)
+        .default_tick()
+        .start_with(|node| -> Arc<dyn Runtime> {
+            Arc::new(
+                ProcessRuntime::new(runtime_base.path().join(node.hostname))
+                    .expect("process runtime"),
+            )
+        })
+        .await;
+    let control = c.control();
+    c.until_ready().await;
 
     let spec = ServiceSpec {
         annotations: Annotations::named("sleepers"),
@@ -195,37 +161,9 @@ async fn run(n_managers: usize, n_workers: usize, replicas: u64, test: bool) {
         .expect("service rm");
     // Every node stops and removes its tasks before the swarm goes (a node that
     // shuts down leaves its tasks running, for a restart to adopt).
-    let runtimes = runtimes.into_inner();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut left = 0;
-        for rt in &runtimes {
-            left += rt.list().await.expect("list tasks").len();
-        }
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} tasks still on the nodes after service rm"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for w in workers {
-        w.shutdown().await;
-    }
-    for m in managers {
-        m.shutdown().await;
-    }
+    c.until_no_tasks(Duration::from_secs(120)).await;
+    c.shutdown().await;
     if test {
         println!("convergence bench (test mode): ok");
-    }
-}
-
-async fn wait(limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -9,13 +9,11 @@
 //! with the default 5 s monitor; with `-- --test` (as `cargo test --benches`
 //! does) it rolls 10 replicas with a 200 ms monitor.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarm::TaskFilter;
 use swarm::core::types::*;
-use swarm::runtime::{ProcessRuntime, Runtime};
-use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
+use swarm::testing::{Cluster, Patience};
 
 fn main() {
     let test = std::env::args().any(|a| a == "--test");
@@ -32,42 +30,13 @@ fn main() {
 }
 
 async fn run(n_workers: usize, replicas: u64, monitor: Duration, test: bool) {
-    let base = tempfile::tempdir().expect("temp dir");
-    let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
-    let mut runtime = |name: &str| -> Arc<dyn Runtime> {
-        let rt: Arc<dyn Runtime> = Arc::new(
-            ProcessRuntime::new(base.path().join(name).join("runtime")).expect("process runtime"),
-        );
-        runtimes.push(rt.clone());
-        rt
-    };
-    let manager = Manager::start(
-        ManagerConfig::new(base.path().join("m1"), "127.0.0.1:0")
-            .hostname("m1")
-            .runtime(runtime("m1")),
-    )
-    .await
-    .expect("manager");
-    let token = manager.control().join_tokens().expect("tokens").worker;
-    let mut workers = Vec::new();
-    for i in 1..=n_workers {
-        let name = format!("w{i}");
-        let cfg = WorkerConfig::new(base.path().join(&name))
-            .hostname(&name)
-            .join(manager.addr(), &token);
-        workers.push(Worker::start(cfg, runtime(&name)).await.expect("worker"));
-    }
-    let control = manager.control().clone();
-    let nodes = 1 + n_workers;
-    wait(Duration::from_secs(60), || {
-        control
-            .list_nodes(&Default::default())
-            .iter()
-            .filter(|n| n.status.state == NodeState::Ready)
-            .count()
-            == nodes
-    })
-    .await;
+    let c = Cluster::builder()
+        .workers(n_workers)
+        .default_tick()
+        .start()
+        .await;
+    let control = c.control();
+    c.until_ready().await;
 
     let update = UpdateConfig {
         parallelism: 10,
@@ -108,10 +77,12 @@ async fn run(n_workers: usize, replicas: u64, monitor: Duration, test: bool) {
             })
             .unwrap_or(0)
     };
-    wait(Duration::from_secs(300), || {
-        running_with("app:1") == replicas
-    })
-    .await;
+    Patience::within(Duration::from_secs(300))
+        .every(Duration::from_millis(10))
+        .until("every replica running", || {
+            running_with("app:1") == replicas
+        })
+        .await;
 
     let s = control.inspect_service("rollers").expect("inspect");
     let mut new = s.spec.clone();
@@ -122,17 +93,19 @@ async fn run(n_workers: usize, replicas: u64, monitor: Duration, test: bool) {
         .await
         .expect("service update");
     let mut all_new = None;
-    wait(Duration::from_secs(600), || {
-        if all_new.is_none() && running_with("app:2") == replicas {
-            all_new = Some(started.elapsed());
-        }
-        control
-            .inspect_service("rollers")
-            .ok()
-            .and_then(|s| s.update_status.clone())
-            .is_some_and(|st| st.state == UpdateState::Completed)
-    })
-    .await;
+    Patience::within(Duration::from_secs(600))
+        .every(Duration::from_millis(10))
+        .until("the update completed", || {
+            if all_new.is_none() && running_with("app:2") == replicas {
+                all_new = Some(started.elapsed());
+            }
+            control
+                .inspect_service("rollers")
+                .ok()
+                .and_then(|s| s.update_status.clone())
+                .is_some_and(|st| st.state == UpdateState::Completed)
+        })
+        .await;
     let total = started.elapsed();
     let all_new = all_new.unwrap_or(total);
     let overhead = total.saturating_sub(monitor);
@@ -142,34 +115,9 @@ async fn run(n_workers: usize, replicas: u64, monitor: Duration, test: bool) {
          (overhead beyond the monitor period: {overhead:?})"
     );
     control.remove_service("rollers").await.expect("service rm");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut left = 0;
-        for rt in &runtimes {
-            left += rt.list().await.expect("list tasks").len();
-        }
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} tasks still on the nodes after service rm"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for w in workers {
-        w.shutdown().await;
-    }
-    manager.shutdown().await;
+    c.until_no_tasks(Duration::from_secs(120)).await;
+    c.shutdown().await;
     if test {
         println!("update bench (test mode): ok");
-    }
-}
-
-async fn wait(limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

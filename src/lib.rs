@@ -85,6 +85,8 @@ mod node;
 mod pki;
 mod rpc;
 mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod views;
 
 pub use agent::mesh::RoutingMeshConfig;

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm::Control;
+use swarm::NetworkConfig;
 use swarm::core::types::*;
 use swarm::core::{Id, View};
-use swarm::{Manager, ManagerConfig, NetworkConfig, Worker, WorkerConfig};
-
-mod common;
-use common::{eventually, runtime, sleep_spec};
+use swarm::testing::{Cluster, eventually, sleep_spec, tasks, wanted_running};
 
 fn spec(name: &str, replicas: u64) -> ServiceSpec {
     let mut s = sleep_spec(name, replicas);
@@ -67,7 +65,7 @@ fn assert_no_duplicate(view: &View) {
 }
 
 fn wanted(c: &Control, service: &str) -> Vec<Arc<Task>> {
-    common::tasks(c, service)
+    tasks(c, service)
         .into_iter()
         .filter(|t| t.desired_state == TaskState::Running)
         .collect()
@@ -75,45 +73,19 @@ fn wanted(c: &Control, service: &str) -> Vec<Arc<Task>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_survive_failover_and_are_freed_and_reused() {
-    let mut dirs = Vec::new();
-    let d = tempfile::tempdir().unwrap();
-    let tick = Duration::from_millis(20);
-    let first = Manager::start(
-        ManagerConfig::new(d.path(), "127.0.0.1:0")
-            .hostname("manager1")
-            .tick_interval(tick)
-            .network(NetworkConfig {
-                default_addr_pool: vec!["10.20.0.0/16".into()],
-                subnet_size: 26,
-                data_path_port: 4800,
-            }),
-    )
-    .await
-    .unwrap();
-    dirs.push(d);
-    let token = first.control().join_tokens().unwrap();
-    let remote = first.addr().to_string();
-    let mut managers = vec![first];
-    for i in 2..=3 {
-        let d = tempfile::tempdir().unwrap();
-        let cfg = ManagerConfig::new(d.path(), "127.0.0.1:0")
-            .hostname(format!("manager{i}"))
-            .tick_interval(tick);
-        managers.push(Manager::join(cfg, &remote, &token.manager).await.unwrap());
-        dirs.push(d);
-    }
-    let d = tempfile::tempdir().unwrap();
-    let worker = Worker::start(
-        WorkerConfig::new(d.path())
-            .hostname("worker1")
-            .join(&remote, &token.worker),
-        runtime(d.path()),
-    )
-    .await
-    .unwrap();
-    dirs.push(d);
+    let mut cluster = Cluster::builder()
+        .managers(3)
+        .managers_run_tasks(false)
+        .network(NetworkConfig {
+            default_addr_pool: vec!["10.20.0.0/16".into()],
+            subnet_size: 26,
+            data_path_port: 4800,
+        })
+        .workers(1)
+        .start()
+        .await;
 
-    let c = managers[0].control().clone();
+    let c = cluster.control();
     let info = c.info(&Id::from("x"), "").unwrap();
     assert_eq!(
         (
@@ -140,7 +112,7 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
         .unwrap();
     c.create_service(spec("web", 3)).await.unwrap();
     eventually("3 wanted web tasks running", || {
-        common::wanted_running(&c, "web").len() == 3
+        wanted_running(&c, "web").len() == 3
     })
     .await;
     let web = c.inspect_service("web").unwrap();
@@ -162,13 +134,12 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
 
     // The leader goes; the next one keeps every allocation and adds new ones
     // without reusing a held address.
-    let leader = managers.iter().position(|m| m.is_leader()).unwrap();
-    managers.remove(leader).shutdown().await;
-    eventually("a new leader", || managers.iter().any(|m| m.is_leader())).await;
-    let c = managers[0].control().clone();
+    cluster.stop_leader().await;
+    eventually("a new leader", || cluster.leader().is_some()).await;
+    let c = cluster.control();
     c.scale_service("web", 6).await.unwrap();
     eventually("6 wanted web tasks running", || {
-        common::wanted_running(&c, "web").len() == 6
+        wanted_running(&c, "web").len() == 6
     })
     .await;
     let after = c.store().view();
@@ -207,12 +178,12 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     assert_eq!(e.ports[1].published_port, 30000);
     assert_eq!(e.virtual_ips, endpoint.virtual_ips);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let now: BTreeSet<Id> = common::wanted_running(&c, "web")
+    let now: BTreeSet<Id> = wanted_running(&c, "web")
         .iter()
         .map(|t| t.id.clone())
         .collect();
     assert_eq!(now, ids, "no task restarted by an endpoint change");
-    assert_eq!(common::tasks(&c, "web").len(), 6, "no task created");
+    assert_eq!(tasks(&c, "web").len(), 6, "no task created");
 
     // service rm: once its tasks stopped, the next service gets the same VIPs,
     // port and task addresses.
@@ -232,7 +203,7 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     .await;
     c.create_service(spec("api", 6)).await.unwrap();
     eventually("6 api tasks running", || {
-        common::wanted_running(&c, "api").len() == 6
+        wanted_running(&c, "api").len() == 6
     })
     .await;
     let api = c.inspect_service("api").unwrap();
@@ -248,8 +219,5 @@ async fn allocations_survive_failover_and_are_freed_and_reused() {
     assert_eq!(new_addrs, old_addrs, "freed task addresses reused");
     assert_no_duplicate(&c.store().view());
 
-    worker.shutdown().await;
-    for m in managers {
-        m.shutdown().await;
-    }
+    cluster.shutdown().await;
 }

@@ -23,12 +23,13 @@ use swarm::core::Id;
 use swarm::core::types::*;
 use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, Runtime};
+use swarm::testing::{FAST_TICK, eventually_async, sleep_spec, tasks, wanted_running};
 use swarm::{ManagerConfig, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 mod common;
-use common::{RemoveContainers, TEST_IMAGE as IMAGE, containers, eventually_async, wanted_running};
+use common::{RemoveContainers, TEST_IMAGE as IMAGE, containers};
 
 /// A python3 server answering on TCP and UDP port `port` with `name:` and what
 /// it got: the task's own identity, so a test sees which task answered.
@@ -78,7 +79,7 @@ fn config(
     ManagerConfig::new(dir, format!("{addr}:0"))
         .hostname(name)
         .runtime(rt)
-        .tick_interval(Duration::from_millis(20))
+        .tick_interval(FAST_TICK)
         .routing_mesh(RoutingMeshConfig::new(addr, addr).kernel_path(kernel))
 }
 
@@ -139,7 +140,7 @@ fn published_spec(
     command: Vec<String>,
     ports: &[(Protocol, u16, u16)],
 ) -> ServiceSpec {
-    let mut spec = common::sleep_spec(name, replicas);
+    let mut spec = sleep_spec(name, replicas);
     spec.task.container.command = command;
     spec.endpoint = Some(EndpointSpec {
         ports: ports
@@ -376,7 +377,7 @@ async fn every_node_balances_over_tasks_on_all_nodes_and_follows_scaling() {
     }
     control.remove_service("swt-mesh-web").await.unwrap();
     eventually_async("the containers gone", async || {
-        common::tasks(&control, "swt-mesh-web").is_empty() && containers("swt-mesh-web.").is_empty()
+        tasks(&control, "swt-mesh-web").is_empty() && containers("swt-mesh-web.").is_empty()
     })
     .await;
     for n in nodes {
@@ -615,7 +616,7 @@ async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
         .await
         .unwrap();
     eventually_async("three running and one pending", async || {
-        let tasks = common::tasks(&control, "pair");
+        let tasks = tasks(&control, "pair");
         let pending: Vec<_> = tasks
             .iter()
             .filter(|t| t.status.state == TaskState::Pending)
@@ -639,7 +640,7 @@ async fn host_mode_ports_answer_only_on_the_nodes_of_their_tasks() {
     eventually_async("every task gone", async || {
         ["hostecho", "dynecho", "pair"]
             .iter()
-            .all(|s| common::tasks(&control, s).is_empty())
+            .all(|s| tasks(&control, s).is_empty())
     })
     .await;
     for n in nodes {
@@ -745,8 +746,7 @@ async fn the_mesh_follows_drain_and_scaling() {
 
     control.remove_service("swt-drain-web").await.unwrap();
     eventually_async("the containers gone", async || {
-        common::tasks(&control, "swt-drain-web").is_empty()
-            && containers("swt-drain-web.").is_empty()
+        tasks(&control, "swt-drain-web").is_empty() && containers("swt-drain-web.").is_empty()
     })
     .await;
     for n in nodes {
@@ -808,7 +808,7 @@ async fn a_host_mode_container_answers_on_its_node_with_the_port_it_reports() {
     }
     control.remove_service("swt-host-web").await.unwrap();
     eventually_async("the containers gone", async || {
-        common::tasks(&control, "swt-host-web").is_empty() && containers("swt-host-web.").is_empty()
+        tasks(&control, "swt-host-web").is_empty() && containers("swt-host-web.").is_empty()
     })
     .await;
     for n in nodes {

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::netlab::{Daemon, Lab, http_get_through, ok, running, swarm_of, wait_until};
+use common::daemon::{Daemon, ok};
+use common::netlab::{Lab, http_get_through, running, swarm_of, wait_until};
 use common::{RemoveContainers, TEST_IMAGE, have_engine_and_image};
 
 const SUBNET: &str = "192.168.216";

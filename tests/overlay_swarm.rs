@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::netlab::{Daemon, Lab, http_get_through, must, ok, run, running, swarm_of, wait_until};
+use common::daemon::{Daemon, ok};
+use common::netlab::{Lab, http_get_through, must, run, running, swarm_of, wait_until};
 
 /// The first test's lab: `swm3-*` namespaces on 192.168.213.0/24.
 const SUBNET: &str = "192.168.213";
@@ -221,7 +222,7 @@ fn tasks_on_an_overlay_network_find_and_reach_each_other_across_hosts() {
     ok(m, &["service", "rm", "web", "db"]);
     wait_until("the task namespaces removed", || {
         nodes.iter().all(|n| {
-            std::fs::read_dir(n.dir.path().join("runtime"))
+            std::fs::read_dir(n.dir().join("runtime"))
                 .map(|d| d.flatten().count() == 0)
                 .unwrap_or(true)
         })
@@ -416,7 +417,7 @@ fn gateway_bridge_case(prefix: &'static str, subnet: &str, mesh_kernel: &str) {
     ok(m, &["service", "rm", "web", "local"]);
     wait_until("the task namespaces removed", || {
         nodes.iter().all(|n| {
-            std::fs::read_dir(n.dir.path().join("runtime"))
+            std::fs::read_dir(n.dir().join("runtime"))
                 .map(|d| d.flatten().count() == 0)
                 .unwrap_or(true)
         })

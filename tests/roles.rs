@@ -5,19 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm::core::types::*;
-use swarm::runtime::{ProcessRuntime, Runtime};
+use swarm::runtime::Runtime;
+use swarm::testing::{
+    FAST_TICK, eventually_async, process_runtime, ready_nodes, sleep_spec as spec,
+};
 use swarm::{Control, TaskFilter};
 use swarm::{Error, ManagerConfig, Node};
 
-mod common;
-use common::{eventually_async, sleep_spec as spec};
-
 fn config(dir: &std::path::Path, name: &str) -> (ManagerConfig, Arc<dyn Runtime>) {
-    let rt: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(dir.join("runtime")).unwrap());
+    let rt = process_runtime(dir);
     let cfg = ManagerConfig::new(dir, "127.0.0.1:0")
         .hostname(name)
         .runtime(rt.clone())
-        .tick_interval(Duration::from_millis(20));
+        .tick_interval(FAST_TICK);
     (cfg, rt)
 }
 
@@ -76,15 +76,7 @@ async fn a_worker_is_promoted_to_manager_and_demoted_back_keeping_its_tasks() {
     assert!(w.control().await.is_none(), "a worker has no control API");
     let wid = w.node_id().clone();
 
-    eventually_async("two ready nodes", async || {
-        control
-            .list_nodes(&Default::default())
-            .iter()
-            .filter(|n| n.status.state == NodeState::Ready)
-            .count()
-            == 2
-    })
-    .await;
+    eventually_async("two ready nodes", async || ready_nodes(&control) == 2).await;
     control.create_service(spec("web", 4)).await.unwrap();
     eventually_async("two tasks on each node", async || {
         running_on(&control, "web", &wid) == 2 && running_on(&control, "web", m1.node_id()) == 2
@@ -250,15 +242,7 @@ async fn certificates_are_renewed_without_losing_the_node_or_its_tasks() {
     let (cfg2, rt2) = config(d2.path(), "worker1");
     let w = Node::join(cfg2, &addr, &token).await.unwrap();
     let wid = w.node_id().clone();
-    eventually_async("two ready nodes", async || {
-        control
-            .list_nodes(&Default::default())
-            .iter()
-            .filter(|n| n.status.state == NodeState::Ready)
-            .count()
-            == 2
-    })
-    .await;
+    eventually_async("two ready nodes", async || ready_nodes(&control) == 2).await;
     control.create_service(spec("web", 2)).await.unwrap();
     eventually_async("a task on the worker", async || {
         running_on(&control, "web", &wid) == 1

@@ -3,44 +3,14 @@
 //! installed.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use swarm::testing::Patience;
 
 mod common;
 use common::TEST_IMAGE;
-
-struct Daemon {
-    child: Child,
-    api: String,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Daemon {
-    /// Stops the process (SIGKILL, like a crash) and hands back its data dir.
-    fn kill(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.dir.take().expect("a data dir")
-    }
-}
-
-impl Drop for Daemon {
-    /// Stops swarmd as an operator would (SIGTERM: it closes its published
-    /// ports and removes its nftables rules), killing it after 10 s.
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-s", "TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::daemon::{Daemon, docker, ok};
 
 fn free_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0))
@@ -71,55 +41,18 @@ fn start_in(dir: tempfile::TempDir, ip: &str, name: &str, extra: &[&str]) -> Dae
     } else {
         &["--runtime", "process"]
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_swarmd"))
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .args(["--api-addr", &format!("tcp://{api}")])
-        .args(["--ingress-addr", ip, "--mesh-port", "0"])
-        .args(extra)
-        .args(runtime)
-        .args(["--hostname", name, "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("swarmd starts");
-    let d = Daemon {
-        child,
-        api,
-        dir: Some(dir),
-    };
-    wait_until("the API answers", || {
-        docker(&d, &["version"]).status.success()
-    });
-    d
+    let args: Vec<&str> = ["--ingress-addr", ip, "--mesh-port", "0"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain(runtime.iter().copied())
+        .collect();
+    Daemon::on_tcp(dir, &api, name, &args)
 }
 
-fn docker(d: &Daemon, args: &[&str]) -> Output {
-    Command::new("docker")
-        .env("DOCKER_HOST", format!("tcp://{}", d.api))
-        .env("DOCKER_CLI_HINTS", "false")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-/// Runs docker and returns its stdout; fails the test on a non-zero exit.
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = docker(d, args);
-    assert!(
-        o.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    Patience::within(Duration::from_secs(60))
+        .every(Duration::from_millis(200))
+        .until_blocking(what, f);
 }
 
 fn have_docker() -> bool {
@@ -132,7 +65,7 @@ fn have_docker() -> bool {
 /// Raw HTTP to the API: (status, body).
 fn http(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(&d.api).unwrap();
+    let mut s = std::net::TcpStream::connect(d.api_addr()).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1024,7 +957,7 @@ fn logs_follow_the_managers_with_tail_and_the_nodes_timestamps() {
 
     // --follow with --tail: the last line, then what comes.
     let mut follow = Command::new("docker")
-        .env("DOCKER_HOST", format!("tcp://{}", n3.api))
+        .env("DOCKER_HOST", n3.docker_host())
         .args(["service", "logs", "--follow", "--tail", "1", "talk"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -20,10 +20,7 @@ use swarm::runtime::{
     Error as RtError, Inspection, LogChunks, LogOptions, ProcessRuntime, Result as RtResult,
     Runtime,
 };
-use swarm::{Manager, ManagerConfig, Worker, WorkerConfig};
-
-mod common;
-use common::{eventually, tasks, wanted_running as running};
+use swarm::testing::{Cluster, PATIENCE, Patience, eventually, tasks, wanted_running as running};
 
 /// The process runtime with a node-local image cache.
 struct Node {
@@ -94,99 +91,25 @@ impl Runtime for Node {
     }
 }
 
-struct Cluster {
-    _dirs: Vec<tempfile::TempDir>,
-    manager: Manager,
-    workers: Vec<Worker>,
-    nodes: Vec<Arc<Node>>,
-}
-
-impl Cluster {
-    /// A manager and two workers; `images[i]` are the images node `i` holds.
-    async fn start(images: [&[&str]; 3]) -> Cluster {
-        let mut dirs = Vec::new();
-        let mut nodes = Vec::new();
-        let d = tempfile::tempdir().unwrap();
-        let rt = Node::new(d.path(), images[0]);
-        nodes.push(rt.clone());
-        let manager = Manager::start(
-            ManagerConfig::new(d.path(), "127.0.0.1:0")
-                .hostname("manager1")
-                .runtime(rt)
-                .tick_interval(Duration::from_millis(20)),
-        )
-        .await
-        .unwrap();
-        dirs.push(d);
-        let token = manager.control().join_tokens().unwrap().worker;
-        let mut workers = Vec::new();
-        for (i, imgs) in images.iter().enumerate().skip(1) {
-            let d = tempfile::tempdir().unwrap();
-            let rt = Node::new(d.path(), imgs);
+/// A manager and two workers, ready; `images[i]` are the images node `i`
+/// holds. The nodes' runtimes, in node order.
+async fn start(images: [&[&str]; 3]) -> (Cluster, Vec<Arc<Node>>) {
+    let mut nodes = Vec::new();
+    let c = Cluster::builder()
+        .workers(2)
+        .start_with(|n| {
+            let rt = Node::new(n.path, images[n.index]);
             nodes.push(rt.clone());
-            let cfg = WorkerConfig::new(d.path())
-                .hostname(format!("worker{i}"))
-                .join(manager.addr(), &token);
-            workers.push(Worker::start(cfg, rt).await.unwrap());
-            dirs.push(d);
-        }
-        let c = Cluster {
-            _dirs: dirs,
-            manager,
-            workers,
-            nodes,
-        };
-        let control = c.control();
-        eventually("three ready nodes", || {
-            control
-                .list_nodes(&Default::default())
-                .iter()
-                .filter(|n| n.status.state == NodeState::Ready)
-                .count()
-                == 3
+            rt
         })
         .await;
-        c
-    }
-
-    fn control(&self) -> Control {
-        self.manager.control().clone()
-    }
-
-    async fn stop(self, service: &str) {
-        let control = self.control();
-        control.remove_service(service).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let mut left = 0;
-                for n in &self.nodes {
-                    left += n.list().await.unwrap().len();
-                }
-                if left == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("every task gone from every node");
-        for w in self.workers {
-            w.shutdown().await;
-        }
-        self.manager.shutdown().await;
-    }
+    c.until_ready().await;
+    (c, nodes)
 }
 
 /// [`eventually`], showing the service and its tasks when it times out.
 async fn eventually_on<F: Fn() -> bool>(control: &Control, service: &str, what: &str, f: F) {
-    if tokio::time::timeout(Duration::from_secs(90), async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_err()
-    {
+    if !PATIENCE.poll(f).await {
         let rows: Vec<String> = tasks(control, service)
             .iter()
             .map(|t| {
@@ -279,8 +202,12 @@ async fn follow(
 ) -> (usize, BTreeMap<u64, Timestamp>) {
     let mut max_in_flight = 0;
     let mut first: BTreeMap<u64, Timestamp> = BTreeMap::new();
-    tokio::time::timeout(Duration::from_secs(90), async {
-        while !done() {
+    Patience::within(Duration::from_secs(90))
+        .every(Duration::from_millis(10))
+        .until("the update to finish", || {
+            if done() {
+                return true;
+            }
             let ts = tasks(control, service);
             let in_flight: BTreeSet<u64> = ts
                 .iter()
@@ -296,11 +223,9 @@ async fn follow(
                 let e = first.entry(t.slot).or_insert(t.meta.created_at);
                 *e = (*e).min(t.meta.created_at);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the update finishes");
+            false
+        })
+        .await;
     for t in tasks(control, service)
         .iter()
         .filter(|t| t.spec.container.image == image)
@@ -315,7 +240,7 @@ const ALL: &[&str] = &["app:1", "app:2"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_change_updates_one_slot_at_a_time_in_order() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     let delay = Duration::from_secs(1);
     control
@@ -348,12 +273,12 @@ async fn an_image_change_updates_one_slot_at_a_time_in_order() {
     assert_eq!(st.message, "update completed");
     assert!(st.started_at.is_some() && st.completed_at >= st.started_at);
     assert!(all_running_with(&control, "web", 3, "app:2"));
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallelism_two_updates_two_slots_per_batch() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     control
         .create_service(spec(
@@ -378,12 +303,12 @@ async fn parallelism_two_updates_two_slots_per_batch() {
     assert_eq!(first[&1], first[&2], "slots 1 and 2 in one batch");
     assert!(first[&3] > first[&2] && first[&4] > first[&2]);
     assert!(all_running_with(&control, "web", 4, "app:2"));
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_version_pauses_and_a_fix_resumes() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     // The delay (2 s) outlasts the failing version's life (0.2 s): the failure
     // is seen before the next slot is updated.
@@ -437,12 +362,12 @@ async fn a_failing_version_pauses_and_a_fix_resumes() {
     })
     .await;
     assert!(all_running_with(&control, "web", 3, "app:2"));
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_action_rollback_restores_the_old_spec() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     let mut cfg = update_config(1, Duration::from_secs(2));
     cfg.failure_action = FailureAction::Rollback;
@@ -474,12 +399,12 @@ async fn failure_action_rollback_restores_the_old_spec() {
         all_running_with(&control, "web", 3, "app:1")
     })
     .await;
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_rollback_returns_to_the_previous_spec() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     control
         .create_service(spec("web", "app:1", 2, update_config(0, Duration::ZERO)))
@@ -509,12 +434,12 @@ async fn manual_rollback_returns_to_the_previous_spec() {
     })
     .await;
     assert!(all_running_with(&control, "web", 2, "app:1"));
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_first_keeps_every_replica_running_throughout() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     let mut cfg = update_config(1, Duration::ZERO);
     cfg.order = UpdateOrder::StartFirst;
@@ -528,22 +453,24 @@ async fn start_first_keeps_every_replica_running_throughout() {
     .await;
     update(&control, "web", |s| s.task.container.image = "app:2".into()).await;
     let mut min_running = usize::MAX;
-    tokio::time::timeout(Duration::from_secs(90), async {
-        while status(&control, "web").state != UpdateState::Completed {
+    Patience::within(Duration::from_secs(90))
+        .every(Duration::from_millis(5))
+        .until("the update completed", || {
+            if status(&control, "web").state == UpdateState::Completed {
+                return true;
+            }
             // Observed RUNNING, whatever is wanted: what serves traffic.
             let n = tasks(&control, "web")
                 .iter()
                 .filter(|t| t.status.state == TaskState::Running)
                 .count();
             min_running = min_running.min(n);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("update completes");
+            false
+        })
+        .await;
     assert!(min_running >= 3, "{min_running} running at one point");
     assert!(all_running_with(&control, "web", 3, "app:2"));
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 /// The tutorial: three replicas of redis:3.0.6 updated to redis:3.0.7 while one
@@ -553,7 +480,7 @@ async fn start_first_keeps_every_replica_running_throughout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorial_update_with_a_node_missing_the_image() {
     let (a, b) = ("redis:3.0.6", "redis:3.0.7");
-    let c = Cluster::start([&[a, b], &[a, b], &[a]]).await;
+    let (c, nodes) = start([&[a, b], &[a, b], &[a]]).await;
     let control = c.control();
     let mut s = spec("redis", a, 3, update_config(1, Duration::from_secs(1)));
     // One task per node, so the slot on the node lacking 3.0.7 stays there.
@@ -591,7 +518,7 @@ async fn the_tutorial_update_with_a_node_missing_the_image() {
     );
 
     // docker pull redis:3.0.7 on that node: the retried task runs.
-    c.nodes[2].pull(b);
+    nodes[2].pull(b);
     eventually("the task on that node running 3.0.7", || {
         running(&control, "redis")
             .iter()
@@ -606,12 +533,12 @@ async fn the_tutorial_update_with_a_node_missing_the_image() {
     .await;
     assert!(all_running_with(&control, "redis", 3, b));
     assert_eq!(status(&control, "redis").message, "update completed");
-    c.stop("redis").await;
+    c.remove_and_shutdown("redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_node_during_an_update_keeps_the_count_and_finishes() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     control
         .create_service(spec(
@@ -655,12 +582,12 @@ async fn draining_a_node_during_an_update_keeps_the_count_and_finishes() {
         all_running_with(&control, "web", 5, "app:2") && r.iter().all(|t| t.node_id != drained)
     })
     .await;
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_job_runs_to_its_completions() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     let mut s = spec("batch", "app:1", 0, update_config(1, Duration::ZERO));
     s.mode = ServiceMode::ReplicatedJob {
@@ -670,30 +597,26 @@ async fn a_replicated_job_runs_to_its_completions() {
     s.task.container.command[2] = "sleep 0.3".into();
     control.create_service(s).await.unwrap();
     let mut max_running = 0;
-    tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
+    Patience::within(Duration::from_secs(90))
+        .every(Duration::from_millis(10))
+        .until("the job to complete", || {
             let p = control.job_progress("batch").unwrap();
             max_running = max_running.max(p.running);
-            if p.completed == 5 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the job completes");
+            p.completed == 5
+        })
+        .await;
     assert!(max_running <= 2, "{max_running} at once");
     // Completed tasks are not restarted.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let p = control.job_progress("batch").unwrap();
     assert_eq!((p.completed, p.running, p.desired), (5, 0, 5));
     assert_eq!(tasks(&control, "batch").len(), 5);
-    c.stop("batch").await;
+    c.remove_and_shutdown("batch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_job_runs_once_per_node() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     let mut s = spec("once", "app:1", 0, update_config(1, Duration::ZERO));
     s.mode = ServiceMode::GlobalJob;
@@ -711,7 +634,7 @@ async fn a_global_job_runs_once_per_node() {
         3,
         "no restart after COMPLETE"
     );
-    c.stop("once").await;
+    c.remove_and_shutdown("once").await;
 }
 
 /// Three managers, each running tasks: the leader stops in the middle of an
@@ -719,38 +642,14 @@ async fn a_global_job_runs_once_per_node() {
 /// count (the stopped node's tasks move) and finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_failover_during_an_update_finishes_it() {
-    let mut dirs = Vec::new();
-    let mut nodes = Vec::new();
-    let mut managers = Vec::new();
     let mut cs = ClusterSpec::default();
     cs.dispatcher.heartbeat_period = Duration::from_millis(300);
-    let d = tempfile::tempdir().unwrap();
-    nodes.push(Node::new(d.path(), ALL));
-    let first = Manager::start(
-        ManagerConfig::new(d.path(), "127.0.0.1:0")
-            .hostname("manager1")
-            .cluster_spec(cs)
-            .runtime(nodes[0].clone())
-            .tick_interval(Duration::from_millis(20)),
-    )
-    .await
-    .unwrap();
-    dirs.push(d);
-    let token = first.control().join_tokens().unwrap().manager;
-    let remote = first.addr().to_string();
-    managers.push(first);
-    for i in 2..=3 {
-        let d = tempfile::tempdir().unwrap();
-        let rt = Node::new(d.path(), ALL);
-        nodes.push(rt.clone());
-        let cfg = ManagerConfig::new(d.path(), "127.0.0.1:0")
-            .hostname(format!("manager{i}"))
-            .runtime(rt)
-            .tick_interval(Duration::from_millis(20));
-        managers.push(Manager::join(cfg, &remote, &token).await.unwrap());
-        dirs.push(d);
-    }
-    for m in &managers {
+    let mut c = Cluster::builder()
+        .managers(3)
+        .cluster_spec(cs)
+        .start_with(|n| Node::new(n.path, ALL))
+        .await;
+    for m in &c.managers {
         let control = m.control().clone();
         eventually("three ready managers in every store", || {
             control
@@ -762,7 +661,7 @@ async fn a_leader_failover_during_an_update_finishes_it() {
         })
         .await;
     }
-    let control = managers[0].control().clone();
+    let control = c.control();
     control
         .create_service(spec(
             "web",
@@ -785,12 +684,9 @@ async fn a_leader_failover_during_an_update_finishes_it() {
     .await;
     assert_eq!(status(&control, "web").state, UpdateState::Updating);
 
-    let leader = managers.iter().position(|m| m.is_leader()).unwrap();
-    let gone = managers.remove(leader);
-    let gone_node = gone.node_id().clone();
-    gone.shutdown().await;
-    eventually("a new leader", || managers.iter().any(|m| m.is_leader())).await;
-    let control = managers[0].control().clone();
+    let gone_node = c.stop_leader().await;
+    eventually("a new leader", || c.leader().is_some()).await;
+    let control = c.control();
     eventually_on(
         &control,
         "web",
@@ -805,35 +701,14 @@ async fn a_leader_failover_during_an_update_finishes_it() {
     )
     .await;
 
-    control.remove_service("web").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let mut left = 0;
-            for (i, n) in nodes.iter().enumerate() {
-                if i == leader {
-                    // Nothing runs the stopped manager's node any more.
-                    for t in n.list().await.unwrap() {
-                        let _ = n.remove(&t.labels.task_id).await;
-                    }
-                }
-                left += n.list().await.unwrap().len();
-            }
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("no task left on any node");
-    for m in managers {
-        m.shutdown().await;
-    }
+    // Nothing runs the stopped manager's node any more: its tasks are removed
+    // by hand.
+    c.remove_and_shutdown("web").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_update_redeploys_every_task_without_a_change() {
-    let c = Cluster::start([ALL, ALL, ALL]).await;
+    let (c, _) = start([ALL, ALL, ALL]).await;
     let control = c.control();
     control
         .create_service(spec("web", "app:1", 3, update_config(0, Duration::ZERO)))
@@ -858,5 +733,5 @@ async fn force_update_redeploys_every_task_without_a_change() {
         .map(|t| t.id.to_string())
         .collect();
     assert!(before.is_disjoint(&after), "every task replaced");
-    c.stop("web").await;
+    c.remove_and_shutdown("web").await;
 }

@@ -1,12 +1,15 @@
 //! Hosts as network namespaces on one machine, and swarmd on each, for the
 //! multi-host tests (tests/overlay_swarm.rs, tests/overlay_docker.rs): a lab of
 //! `<prefix>-h<i>` namespaces at `<subnet>.<i>/24` on a bridge in `<prefix>-sw`,
-//! swarmd in each (only its network namespace: the namespaces it mounts and the
-//! Engine's socket stay visible), driven by the docker CLI on a unix socket.
+//! swarmd in each ([`Daemon::in_netns`]), driven by the docker CLI on a unix
+//! socket.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use swarm::testing::Patience;
+
+use super::daemon::{Daemon, ok};
 
 /// Runs a command, returning its output (never panics on a failed command).
 pub fn run(program: &str, args: &[&str]) -> Output {
@@ -127,149 +130,11 @@ impl Drop for Lab {
     }
 }
 
-/// One swarmd in a host of a lab.
-pub struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    /// Its data directory (the process runtime's tasks under `runtime/`).
-    pub dir: tempfile::TempDir,
-    host: String,
-    name: String,
-    args: Vec<String>,
-    /// The node's ID once it is in the swarm: names its sandbox directory.
-    pub node_id: Option<String>,
-}
-
-impl Daemon {
-    /// swarmd `name` in namespace `host` with `args` (`--runtime ...` and more).
-    pub fn start(host: &str, name: &str, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("api.sock");
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = Daemon::spawn(host, name, dir.path(), &sock, &args);
-        let d = Daemon {
-            child,
-            sock,
-            dir,
-            host: host.to_string(),
-            name: name.to_string(),
-            args,
-            node_id: None,
-        };
-        d.wait_api();
-        d
-    }
-
-    fn spawn(host: &str, name: &str, dir: &Path, sock: &Path, args: &[String]) -> Child {
-        // nsenter joins the host's network namespace only (`ip netns exec`
-        // would also give swarmd a mount namespace of its own, hiding the
-        // namespaces it mounts from the test).
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{host}"))
-            .arg(env!("CARGO_BIN_EXE_swarmd"))
-            .args(["--data-dir", dir.to_str().unwrap()])
-            .args(["--api-addr", &format!("unix://{}", sock.display())])
-            .args(args)
-            .args(["--hostname", name, "--log-level", "warn"])
-            .env_remove("DOCKER_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("swarmd starts")
-    }
-
-    fn wait_api(&self) {
-        wait_until("the API answers", || {
-            docker(self, &["version"]).status.success()
-        });
-    }
-
-    /// Kills this node's swarmd (its tasks keep running) and starts it again
-    /// on the same data.
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
-        self.child = Daemon::spawn(
-            &self.host,
-            &self.name,
-            self.dir.path(),
-            &self.sock,
-            &self.args,
-        );
-        self.wait_api();
-    }
-
-    /// The namespace of this node's process-runtime task `task_id`.
-    pub fn netns(&self, task_id: &str) -> PathBuf {
-        self.dir.path().join("runtime").join(task_id).join("netns")
-    }
-
-    /// Kills what the node's tasks left running (a test that failed midway)
-    /// and unmounts their namespaces.
-    fn reap_tasks(&self) {
-        let tasks = std::fs::read_dir(self.dir.path().join("runtime"));
-        for e in tasks.into_iter().flatten().flatten() {
-            if let Ok(text) = std::fs::read_to_string(e.path().join("state.json"))
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(pid) = v["pid"].as_i64().filter(|p| *p > 1)
-                && v["exit_code"].is_null()
-            {
-                // The task's own process only (never a group or -1).
-                let _ = run("kill", &["-s", "KILL", &pid.to_string()]);
-            }
-            let _ = run("umount", &["-l", e.path().join("netns").to_str().unwrap()]);
-        }
-        // Sandboxes a killed node left behind.
-        if let Some(id) = &self.node_id {
-            let dir = Path::new("/run/swarm/netns").join(id);
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let _ = run("umount", &["-l", e.path().to_str().unwrap()]);
-                let _ = std::fs::remove_file(e.path());
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // This node's own process only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.reap_tasks();
-    }
-}
-
-/// The docker CLI on node `d`'s API.
-pub fn docker(d: &Daemon, args: &[&str]) -> Output {
-    Command::new("docker")
-        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
-        .env("DOCKER_CLI_HINTS", "false")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-/// [`docker`], which must succeed; its output.
-pub fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = docker(d, args);
-    assert!(
-        o.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Waits up to 120 s for `f`.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    Patience::within(Duration::from_secs(120))
+        .every(Duration::from_millis(250))
+        .until_blocking(what, f);
 }
 
 /// `(task id, node hostname)` of the running tasks of `service`.
@@ -303,7 +168,7 @@ pub fn swarm_of(lab: &Lab, subnet: &str, args: &[&str]) -> Vec<Daemon> {
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| Daemon::start(h, &format!("h{}", i + 1), args))
+        .map(|(i, h)| Daemon::in_netns(h, &format!("h{}", i + 1), args))
         .collect();
     let first = format!("{subnet}.1");
     ok(&nodes[0], &["swarm", "init", "--advertise-addr", &first]);

@@ -1,6 +1,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use swarm_core::testing::Patience;
 use swarm_core::types::*;
 use swarm_core::{Store, View};
 use tokio::sync::watch;
@@ -10,13 +11,10 @@ use crate::manager::control::Control;
 use crate::pki::RootCa;
 
 async fn eventually(store: &Store, what: &str, f: impl Fn(&View) -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !f(&store.view()) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    Patience::within(Duration::from_secs(20))
+        .every(Duration::from_millis(5))
+        .until_view(store, what, f)
+        .await;
 }
 
 /// A swarm's store (cluster + ingress) with the allocator running on it.

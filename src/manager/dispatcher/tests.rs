@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_core::testing::Patience;
 use swarm_core::types::*;
 use swarm_core::{Id, Store, SystemClock};
 use swarm_runtime::{ProcessRuntime, Runtime};
@@ -60,13 +61,9 @@ async fn manager(heartbeat: Duration) -> Harness {
 
 /// Waits (bounded) until `f` holds on the store.
 async fn eventually(store: &Store, what: &str, f: impl Fn(&swarm_core::View) -> bool) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !f(&store.view()) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    Patience::within(Duration::from_secs(30))
+        .until_view(store, what, f)
+        .await;
 }
 
 #[tokio::test]

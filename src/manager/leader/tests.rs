@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_core::testing::Patience;
 use swarm_core::types::*;
 use swarm_core::{Id, Store, SystemClock};
 
@@ -11,13 +12,10 @@ fn factory() -> SchedulerFactory {
 }
 
 async fn eventually(store: &Store, what: &str, f: impl Fn(&swarm_core::View) -> bool) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !f(&store.view()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    Patience::within(Duration::from_secs(30))
+        .every(Duration::from_millis(10))
+        .until_view(store, what, f)
+        .await;
 }
 
 fn node(id: &str) -> Node {

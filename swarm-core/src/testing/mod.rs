@@ -10,6 +10,9 @@ pub use proposer::{LocalProposer, ProposerFailure, proposer_suite};
 use crate::id::Id;
 use crate::types::*;
 
+mod eventually;
+pub use eventually::Patience;
+
 /// A READY, active worker node named `hostname`, with 4 CPUs and 8 GiB.
 pub fn node(id: &str, hostname: &str) -> Node {
     Node {
