@@ -12,7 +12,6 @@
 //! Run: `cargo bench --bench raft` (about a minute). `-- --test` runs every step
 //! briefly, as CI does.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,28 +19,8 @@ use std::time::{Duration, Instant};
 
 use swarm_core::Store;
 use swarm_core::types::{Annotations, RaftConfig, Service, ServiceSpec};
-use swarm_raft::{Config, RaftNode, Start, TcpTransport};
-
-struct Member {
-    node: RaftNode,
-    store: Store,
-    transport: Arc<TcpTransport>,
-}
-
-struct Cluster {
-    members: Vec<Member>,
-    dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &self.members {
-            m.node.shutdown();
-            m.transport.shutdown();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use swarm_raft::testing::{Member, TcpCluster};
+use swarm_raft::{Config, RaftNode};
 
 static NAMES: AtomicU64 = AtomicU64::new(0);
 
@@ -73,57 +52,30 @@ async fn create(store: &Store) -> swarm_core::Result<()> {
     store.update(|tx| tx.create(svc)).await.map(|_| ())
 }
 
-async fn cluster(tick: Duration, tag: &str) -> Cluster {
-    let dir = std::env::temp_dir().join(format!("swarm-raft-bench-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut bound = Vec::new();
-    for id in 1..=3u64 {
-        let (t, inbox) = TcpTransport::bind(id, "127.0.0.1:0", &HashMap::new())
-            .await
-            .expect("bind loopback");
-        bound.push((id, t, inbox));
-    }
-    let voters: BTreeMap<u64, String> = bound
-        .iter()
-        .map(|(id, t, _)| (*id, t.local_addr().to_string()))
-        .collect();
-    let mut members = Vec::new();
-    for (id, transport, inbox) in bound {
-        let mut cfg = Config::new(id, dir.join(format!("m{id}")), &RaftConfig::default());
+/// Three members over loopback TCP, ticking every `tick`, with a leader.
+async fn cluster(tick: Duration) -> TcpCluster {
+    let timeout = Config::new(0, PathBuf::new(), &RaftConfig::default()).request_timeout;
+    let c = TcpCluster::with(3, move |cfg| {
         cfg.tick_interval = tick;
-        let store = Store::new();
-        let node = RaftNode::start(
-            cfg,
-            store.clone(),
-            transport.clone(),
-            inbox,
-            Start::NewCluster(voters.clone()),
-        )
-        .expect("start member");
-        members.push(Member {
-            node,
-            store,
-            transport,
-        });
-    }
-    members[0]
-        .node
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .expect("a leader");
-    Cluster { members, dir }
+        cfg.request_timeout = timeout;
+    })
+    .await;
+    c.leader().await;
+    c
 }
 
-fn leader(c: &Cluster) -> usize {
+/// The member that leads now (the first one when none does).
+fn leader(c: &TcpCluster) -> &Member {
     c.members
-        .iter()
-        .position(|m| m.node.is_leader())
-        .unwrap_or(0)
+        .values()
+        .find(|m| m.node.is_leader())
+        .or_else(|| c.members.values().next())
+        .expect("a member")
 }
 
 /// Committed proposals per second with `concurrency` proposers looping for `secs`.
-async fn throughput(c: &Cluster, kind: Kind, concurrency: usize, run: Duration) -> f64 {
-    let m = &c.members[leader(c)];
+async fn throughput(c: &TcpCluster, kind: Kind, concurrency: usize, run: Duration) -> f64 {
+    let m = leader(c);
     let (node, store) = (m.node.clone(), m.store.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -148,8 +100,8 @@ async fn throughput(c: &Cluster, kind: Kind, concurrency: usize, run: Duration) 
 }
 
 /// Latencies (µs, sorted) of proposals offered at `rate`/s for `run`.
-async fn latency(c: &Cluster, rate: u64, run: Duration) -> Vec<u64> {
-    let node = c.members[leader(c)].node.clone();
+async fn latency(c: &TcpCluster, rate: u64, run: Duration) -> Vec<u64> {
+    let node = leader(c).node.clone();
     let per_ms = (rate / 1000).max(1);
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -188,18 +140,17 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// Kills the leader and returns the time until a survivor commits a write.
-async fn failover(c: &mut Cluster) -> Duration {
+async fn failover(c: &mut TcpCluster) -> Duration {
     for _ in 0..50 {
-        create(&c.members[leader(c)].store)
-            .await
-            .expect("warm-up write");
+        create(&leader(c).store).await.expect("warm-up write");
     }
-    let old = c.members.remove(leader(c));
-    let store = c.members[0].store.clone();
+    let old = leader(c).node.id();
+    let store = (c.members.iter())
+        .find(|(id, _)| **id != old)
+        .map(|(_, m)| m.store.clone())
+        .expect("a survivor");
     let killed = Instant::now();
-    old.node.shutdown();
-    old.transport.shutdown();
-    drop(old);
+    c.stop(old);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = {
@@ -234,13 +185,13 @@ async fn main() {
     println!("raft bench: 3 members, loopback TCP, raft-engine fsync on every write");
 
     for kind in [Kind::Raft, Kind::Store] {
-        let c = cluster(Duration::from_millis(100), &format!("{kind:?}")).await;
+        let c = cluster(Duration::from_millis(100)).await;
         for concurrency in [1usize, 16, 256] {
             let rate = throughput(&c, kind, concurrency, run).await;
             println!("throughput  {kind:?} proposers={concurrency:<4} committed/s={rate:>10.0}");
         }
     }
-    let c = cluster(Duration::from_millis(100), "latency").await;
+    let c = cluster(Duration::from_millis(100)).await;
     let rate = if quick { 1_000 } else { 10_000 };
     let lat = latency(&c, rate, run).await;
     println!(
@@ -258,8 +209,8 @@ async fn main() {
         Duration::from_millis(100)
     };
     let rounds = if quick { 1 } else { 3 };
-    for round in 0..rounds {
-        let mut c = cluster(tick, &format!("failover{round}")).await;
+    for _ in 0..rounds {
+        let mut c = cluster(tick).await;
         let t = failover(&mut c).await;
         let election = tick * 10;
         println!(

@@ -8,87 +8,27 @@
 //! themselves are processes (`sleep`, or a command that fails).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use swarm::Control;
 use swarm::core::Timestamp;
 use swarm::core::types::*;
-use swarm::runtime::{
-    Error as RtError, Inspection, LogChunks, LogOptions, ProcessRuntime, Result as RtResult,
-    Runtime,
-};
+use swarm::runtime::ProcessRuntime;
+use swarm::runtime::testing::ImageCache;
 use swarm::testing::{Cluster, PATIENCE, Patience, eventually, tasks, wanted_running as running};
 
 /// The process runtime with a node-local image cache.
-struct Node {
-    images: PathBuf,
-    inner: ProcessRuntime,
-}
+type Node = ImageCache<ProcessRuntime>;
 
-impl Node {
-    fn new(dir: &Path, images: &[&str]) -> Arc<Node> {
-        let n = Node {
-            images: dir.join("images"),
-            inner: ProcessRuntime::new(dir.join("runtime")).unwrap(),
-        };
-        std::fs::create_dir_all(&n.images).unwrap();
-        for i in images {
-            n.pull(i);
-        }
-        Arc::new(n)
+/// A node's runtime in `dir`, holding `images`.
+fn node(dir: &Path, images: &[&str]) -> Arc<Node> {
+    let n = ImageCache::new(ProcessRuntime::new(dir.join("runtime")).unwrap());
+    for i in images {
+        n.pull(*i);
     }
-
-    fn image_file(&self, image: &str) -> PathBuf {
-        self.images.join(image.replace(['/', ':', '@'], "_"))
-    }
-
-    /// Puts an image on the node (what `docker pull` would do).
-    fn pull(&self, image: &str) {
-        std::fs::write(self.image_file(image), image).unwrap();
-    }
-}
-
-#[async_trait]
-impl Runtime for Node {
-    fn name(&self) -> &'static str {
-        "process+images"
-    }
-    async fn prepare(&self, task: &Task) -> RtResult<()> {
-        let image = &task.spec.container.image;
-        if !self.image_file(image).exists() {
-            return Err(RtError::NoSuchImage {
-                image: image.clone(),
-            });
-        }
-        self.inner.prepare(task).await
-    }
-    async fn create(&self, task: &Task) -> RtResult<ContainerStatus> {
-        self.inner.create(task).await
-    }
-    async fn start(&self, task_id: &str) -> RtResult<()> {
-        self.inner.start(task_id).await
-    }
-    async fn wait(&self, task_id: &str) -> RtResult<i32> {
-        self.inner.wait(task_id).await
-    }
-    async fn stop(&self, task_id: &str, grace: Option<Duration>) -> RtResult<()> {
-        self.inner.stop(task_id, grace).await
-    }
-    async fn remove(&self, task_id: &str) -> RtResult<()> {
-        self.inner.remove(task_id).await
-    }
-    async fn inspect(&self, task_id: &str) -> RtResult<Inspection> {
-        self.inner.inspect(task_id).await
-    }
-    async fn list(&self) -> RtResult<Vec<Inspection>> {
-        self.inner.list().await
-    }
-    async fn logs(&self, task_id: &str, options: LogOptions) -> RtResult<LogChunks> {
-        self.inner.logs(task_id, options).await
-    }
+    Arc::new(n)
 }
 
 /// A manager and two workers, ready; `images[i]` are the images node `i`
@@ -98,7 +38,7 @@ async fn start(images: [&[&str]; 3]) -> (Cluster, Vec<Arc<Node>>) {
     let c = Cluster::builder()
         .workers(2)
         .start_with(|n| {
-            let rt = Node::new(n.path, images[n.index]);
+            let rt = node(n.path, images[n.index]);
             nodes.push(rt.clone());
             rt
         })
@@ -647,7 +587,7 @@ async fn a_leader_failover_during_an_update_finishes_it() {
     let mut c = Cluster::builder()
         .managers(3)
         .cluster_spec(cs)
-        .start_with(|n| Node::new(n.path, ALL))
+        .start_with(|n| node(n.path, ALL))
         .await;
     for m in &c.managers {
         let control = m.control().clone();

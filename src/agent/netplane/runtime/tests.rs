@@ -5,6 +5,8 @@ use swarm_core::Id;
 use swarm_core::testing::{service, task};
 use swarm_core::types::*;
 
+use swarm_runtime::testing::{Script, ScriptedRuntime};
+
 use super::*;
 use crate::agent::netplane::claims::OWNER_FILE;
 use crate::agent::netplane::{NetPlane, is_root};
@@ -21,72 +23,6 @@ async fn the_wrapper_answers_for_its_runtime() {
     assert_eq!(wrapped.binds_host_ports(), process.binds_host_ports());
     assert!(!wrapped.binds_host_ports());
     assert_eq!(wrapped.name(), "process");
-}
-
-/// A runtime whose task is seen running with the namespace at `netns` by the
-/// first inspection and exited by the next ones: a container that ends while
-/// the node attaches it.
-#[derive(Debug)]
-struct EndsAtOnce {
-    netns: PathBuf,
-    inspections: parking_lot::Mutex<u32>,
-}
-
-#[async_trait]
-impl Runtime for EndsAtOnce {
-    fn name(&self) -> &'static str {
-        "ends-at-once"
-    }
-    async fn prepare(&self, _: &Task) -> swarm_runtime::Result<()> {
-        Ok(())
-    }
-    async fn create(&self, _: &Task) -> swarm_runtime::Result<ContainerStatus> {
-        Ok(ContainerStatus::default())
-    }
-    async fn start(&self, _: &str) -> swarm_runtime::Result<()> {
-        Ok(())
-    }
-    async fn wait(&self, _: &str) -> swarm_runtime::Result<i32> {
-        Ok(0)
-    }
-    async fn stop(&self, _: &str, _: Option<Duration>) -> swarm_runtime::Result<()> {
-        Ok(())
-    }
-    async fn remove(&self, _: &str) -> swarm_runtime::Result<()> {
-        Ok(())
-    }
-    async fn inspect(&self, task_id: &str) -> swarm_runtime::Result<Inspection> {
-        let mut n = self.inspections.lock();
-        *n += 1;
-        let running = *n == 1;
-        Ok(Inspection {
-            labels: swarm_runtime::TaskLabels {
-                task_id: task_id.into(),
-                ..Default::default()
-            },
-            image: "busybox".into(),
-            state: if running {
-                swarm_runtime::ContainerState::Running
-            } else {
-                swarm_runtime::ContainerState::Exited
-            },
-            exit_code: (!running).then_some(0),
-            container: ContainerStatus::default(),
-            ports: vec![],
-            started_at: None,
-            finished_at: None,
-            addr: None,
-            netns: running.then(|| self.netns.clone()),
-        })
-    }
-    async fn list(&self) -> swarm_runtime::Result<Vec<Inspection>> {
-        Ok(vec![])
-    }
-    async fn logs(&self, task_id: &str, _: LogOptions) -> swarm_runtime::Result<LogChunks> {
-        Err(swarm_runtime::Error::NotFound {
-            task_id: task_id.into(),
-        })
-    }
 }
 
 #[tokio::test]
@@ -108,11 +44,13 @@ async fn a_container_that_ends_before_it_is_attached_starts_fine() {
     let plane = NetPlane::new(&node_id);
     assert!(plane.enabled());
     let dir = tempfile::tempdir().unwrap();
-    // Its process is gone: the namespace path names nothing any more.
-    let inner = Arc::new(EndsAtOnce {
-        netns: dir.path().join("gone").join("ns").join("net"),
-        inspections: parking_lot::Mutex::new(0),
-    });
+    // Seen running with its namespace by the first inspection, exited by the
+    // next: a container that ends while the node attaches it. Its process is
+    // gone: the namespace path names nothing any more.
+    let gone = dir.path().join("gone").join("ns").join("net");
+    let inner = Arc::new(
+        ScriptedRuntime::new().task("t1", Script::new().netns(gone).exit_after_inspections(1, 0)),
+    );
     let runtime = NetRuntime::new(inner.clone(), plane.clone());
     let net = overlay("swm6net", 4097, "10.216.0.0/24", "10.216.0.1");
     let t = on(
@@ -124,10 +62,11 @@ async fn a_container_that_ends_before_it_is_attached_starts_fine() {
     );
     runtime.create(&t).await.unwrap();
     runtime.start("t1").await.unwrap();
+    let seen = inner.inspect("t1").await.unwrap();
     assert_eq!(
-        *inner.inspections.lock(),
-        3,
-        "create: seen running, then exited; start: exited"
+        (seen.state, seen.exit_code, seen.netns),
+        (swarm_runtime::ContainerState::Exited, Some(0), None),
+        "start: seen running, then exited while attaching"
     );
     assert!(plane.attached().await.is_empty());
 }
