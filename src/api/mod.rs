@@ -52,7 +52,6 @@ use swarm_core::types::NodeRole;
 use tokio::sync::RwLock;
 
 pub use config::{EngineConfig, MeshSettings};
-pub use convert::{ServiceCounts, strict};
 pub use error::ApiError;
 
 use crate::manager::control::Control;
@@ -67,7 +66,31 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub const MAX_BODY: usize = 4 << 20;
 
 /// The Engine API over one node (in a swarm or not yet); [`Engine::router`]
-/// and [`Engine::serve`] answer HTTP with it.
+/// and [`Engine::serve`] answer HTTP with it. This is what `swarmd` runs:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use swarm::api::{Engine, EngineConfig};
+/// use swarm::runtime::ProcessRuntime;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::start(EngineConfig {
+///     data_dir: "/var/lib/swarmd".into(),
+///     listen_addr: None,
+///     advertise_addr: None,
+///     hostname: swarm::hostname(),
+///     runtime: Arc::new(ProcessRuntime::new("/var/lib/swarmd/runtime")?),
+///     tick_interval: Duration::from_millis(100),
+///     routing_mesh: None,
+///     network_key_rotation: swarm::DEFAULT_KEY_ROTATION,
+/// })
+/// .await?;
+/// // `DOCKER_HOST=tcp://127.0.0.1:2375 docker swarm init` now works.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:2375").await?;
+/// engine.clone().serve(listener, std::future::pending()).await?;
+/// # Ok(()) }
+/// ```
 pub struct Engine {
     cfg: EngineConfig,
     data: DataDir,
