@@ -7,6 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use swarm_core::testing::Patience;
 use swarm_net::mesh::{
     Backend, IngressView, KernelPath, Mesh, MeshConfig, MeshError, NftError, PortError, Protocol,
     PublishedPort, Target, header,
@@ -139,16 +140,11 @@ async fn node(addr: &str) -> Mesh {
     Mesh::start(config).await.unwrap()
 }
 
-/// Polls `check` every 20 ms for up to 10 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never happened: {what}");
+/// Waits (10 s at most) until `check` holds.
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    Patience::within(Duration::from_secs(10))
+        .until_async(what, check)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

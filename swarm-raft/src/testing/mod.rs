@@ -117,13 +117,9 @@ pub fn has(store: &Store, name: &str) -> bool {
 ///
 /// # Panics
 /// After [`WAIT`], naming `what`.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(TICK).await;
-    }
+pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    swarm_core::testing::Patience::within(WAIT)
+        .every(TICK)
+        .until(what, f)
+        .await;
 }
