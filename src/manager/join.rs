@@ -159,15 +159,7 @@ pub(crate) async fn join_swarm(
         advertise_addr: Some(addr),
         ..cfg
     };
-    let m = Manager::run_on(
-        cfg,
-        dir,
-        node,
-        joined.identity,
-        joined.ca,
-        Mode::Join(managers),
-        listener,
-    )
-    .await?;
+    let saved = (dir, node, joined.identity, joined.ca);
+    let m = Manager::run(cfg, saved, Mode::Join(managers), Some(listener)).await?;
     Ok(JoinedAs::Manager(m))
 }

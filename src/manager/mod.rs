@@ -106,7 +106,7 @@ impl Manager {
                     cfg.data_dir.display()
                 )));
             }
-            return Manager::run(cfg, dir, node, identity, ca, Mode::Restart).await;
+            return Manager::run(cfg, (dir, node, identity, ca), Mode::Restart, None).await;
         }
         cfg.network.checked()?;
         let ca = RootCa::generate()?;
@@ -125,7 +125,7 @@ impl Manager {
             managers: Vec::new(),
         };
         dir.save(&node, &identity, &ca)?;
-        Manager::run(cfg, dir, node, identity, ca, Mode::Init).await
+        Manager::run(cfg, (dir, node, identity, ca), Mode::Init, None).await
     }
 
     /// Joins the swarm of the manager at `remote` as a new manager (`docker swarm
@@ -150,30 +150,21 @@ impl Manager {
         ca: RootCa,
     ) -> Result<Manager> {
         let managers = node.managers.clone();
-        Manager::run(cfg, dir, node, identity, ca, Mode::Join(managers)).await
+        Manager::run(cfg, (dir, node, identity, ca), Mode::Join(managers), None).await
     }
 
+    /// Runs the manager saved in `dir` as `node` with `identity`, trusting
+    /// `ca`, on the cluster port `listener` (bound now when `None`).
     async fn run(
         cfg: ManagerConfig,
-        dir: DataDir,
-        node: NodeFile,
-        identity: NodeIdentity,
-        ca: RootCa,
+        (dir, node, identity, ca): (DataDir, NodeFile, NodeIdentity, RootCa),
         mode: Mode,
+        listener: Option<TcpListener>,
     ) -> Result<Manager> {
-        let listener = bind(&cfg.listen_addr).await?;
-        Manager::run_on(cfg, dir, node, identity, ca, mode, listener).await
-    }
-
-    async fn run_on(
-        cfg: ManagerConfig,
-        dir: DataDir,
-        node: NodeFile,
-        identity: NodeIdentity,
-        ca: RootCa,
-        mode: Mode,
-        listener: TcpListener,
-    ) -> Result<Manager> {
+        let listener = match listener {
+            Some(l) => l,
+            None => bind(&cfg.listen_addr).await?,
+        };
         let bound = listener
             .local_addr()
             .map_err(|e| Error::Internal(e.to_string()))?
