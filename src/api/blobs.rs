@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::convert::{BlobSpec, blob_json, strict};
+use super::http::Update;
 use super::http::{
     ApiResult, Params, Shared, check_filters, created, empty, filters, matches_filters, ok,
-    version_param,
 };
 
 /// Secrets and configs share their endpoints' shape; configs show their data.
@@ -67,15 +67,14 @@ pub(super) async fn create(kind: Blob, State(e): Shared, body: Bytes) -> ApiResu
     created(json!({"ID": id.as_str()}))
 }
 
-pub(super) async fn update(
-    kind: Blob,
-    State(e): Shared,
-    Path(id): Path<String>,
-    Query(q): Params,
-    body: Bytes,
-) -> ApiResult {
-    let control = e.control().await?;
-    let version = version_param(&q)?;
+pub(super) async fn update(kind: Blob, u: Update) -> ApiResult {
+    let Update {
+        control,
+        id,
+        version,
+        body,
+        ..
+    } = u;
     let spec = strict::<BlobSpec>(&body)?;
     match kind {
         Blob::Secret => control

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use swarm_core::types::Annotations;
 
 use super::{API_VERSION, ApiError, Engine};
+use crate::Control;
 
 /// The engine, as every handler gets it.
 pub(super) type Shared = State<Arc<Engine>>;
@@ -102,4 +104,49 @@ pub(super) fn version_param(q: &HashMap<String, String>) -> Result<u64, ApiError
         .ok_or_else(|| ApiError::bad_request("the version parameter is required"))?;
     v.parse()
         .map_err(|_| ApiError::bad_request(format!("invalid version {v:?}")))
+}
+
+/// What every update endpoint (`POST /{kind}/{id}/update?version=N`) takes,
+/// checked in Docker's order: the path, the query and the body, then this node
+/// is a manager (503), then the version the client read is given (400).
+pub(super) struct Update {
+    /// The manager's control API.
+    pub control: Control,
+    /// The object's ID or name, from the path.
+    pub id: String,
+    /// The object version the client read (`?version=`).
+    pub version: u64,
+    /// The other query parameters.
+    pub query: HashMap<String, String>,
+    /// The request body.
+    pub body: Bytes,
+}
+
+impl FromRequest<Arc<Engine>> for Update {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, engine: &Arc<Engine>) -> Result<Update, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, engine)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Params::from_request_parts(&mut parts, engine)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), engine)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let control = engine
+            .control()
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let version = version_param(&query).map_err(IntoResponse::into_response)?;
+        Ok(Update {
+            control,
+            id,
+            version,
+            query,
+            body,
+        })
+    }
 }

@@ -1,6 +1,5 @@
 //! `/nodes`: list, inspect, update (role, availability, labels) and remove.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bollard::models as dm;
@@ -9,9 +8,8 @@ use swarm_core::types::NodeRole;
 
 use super::ApiError;
 use super::convert::{self, strict};
-use super::http::{
-    ApiResult, Params, Shared, check_filters, empty, filters, flag, ok, version_param,
-};
+use super::http::Update;
+use super::http::{ApiResult, Params, Shared, check_filters, empty, filters, flag, ok};
 use crate::manager::control::NodeFilter;
 
 pub(super) async fn list(State(e): Shared, Query(q): Params) -> ApiResult {
@@ -49,14 +47,14 @@ pub(super) async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResu
     ok(convert::node_json(&n))
 }
 
-pub(super) async fn update(
-    State(e): Shared,
-    Path(id): Path<String>,
-    Query(q): Params,
-    body: Bytes,
-) -> ApiResult {
-    let control = e.control().await?;
-    let version = version_param(&q)?;
+pub(super) async fn update(u: Update) -> ApiResult {
+    let Update {
+        control,
+        id,
+        version,
+        body,
+        ..
+    } = u;
     let d: dm::NodeSpec = strict(&body)?;
     let current = control.inspect_node(&id)?;
     let spec = convert::node_spec(d, &current.spec)?;

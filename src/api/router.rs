@@ -91,7 +91,7 @@ fn blob_routes(base: &str, kind: Blob) -> Router<Arc<Engine>> {
         )
         .route(
             &format!("{base}/{{id}}/update"),
-            post(move |s, p, q, b| blobs::update(kind, s, p, q, b)),
+            post(move |u| blobs::update(kind, u)),
         )
 }
 

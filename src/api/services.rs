@@ -10,9 +10,8 @@ use swarm_core::types::{Service, ServiceMode, TaskState};
 
 use super::ApiError;
 use super::convert::{self, ServiceCounts, strict};
-use super::http::{
-    ApiResult, Params, Shared, check_filters, created, empty, filters, flag, ok, version_param,
-};
+use super::http::Update;
+use super::http::{ApiResult, Params, Shared, check_filters, created, empty, filters, flag, ok};
 use crate::manager::control::{Control, ServiceFilter};
 
 /// What `GET /services?status=true` shows of `s`: its tasks running, wanted
@@ -82,14 +81,14 @@ pub(super) async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResu
     ok(convert::service_json(&s, None))
 }
 
-pub(super) async fn update(
-    State(e): Shared,
-    Path(id): Path<String>,
-    Query(q): Params,
-    body: Bytes,
-) -> ApiResult {
-    let control = e.control().await?;
-    let version = version_param(&q)?;
+pub(super) async fn update(u: Update) -> ApiResult {
+    let Update {
+        control,
+        id,
+        version,
+        query: q,
+        body,
+    } = u;
     if q.get("rollback").map(String::as_str) == Some("previous") {
         // The CLI sends the current spec along; the rollback uses the
         // previous one and the rollback config.
