@@ -58,8 +58,9 @@
 //!
 //! **Your own runtime or scheduler**: implement [`runtime::Runtime`] (and run
 //! its conformance suite) or [`sched::Scheduler`], and give it to
-//! [`ManagerConfig::runtime`] / [`ManagerConfig::scheduler`]. **Time** comes
-//! from [`ManagerConfig::clock`] / [`WorkerConfig::clock`].
+//! [`ManagerConfig::runtime`] / [`ManagerConfig::scheduler`]; your own overlay
+//! networks through an [`OverlayFactory`] ([`ManagerConfig::overlay`]). **Time**
+//! comes from [`ManagerConfig::clock`] / [`WorkerConfig::clock`].
 //!
 //! # The layers
 //!
@@ -90,6 +91,7 @@ pub mod testing;
 mod views;
 
 pub use agent::mesh::RoutingMeshConfig;
+pub use agent::netplane::{KernelOverlay, OverlayFactory};
 pub use agent::worker::{Worker, WorkerConfig};
 pub use error::{Error, Result};
 pub use manager::control::{

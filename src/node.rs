@@ -278,6 +278,7 @@ fn worker_config(cfg: &ManagerConfig) -> crate::agent::worker::WorkerConfig {
         join: None,
         routing_mesh: cfg.routing_mesh.clone(),
         clock: cfg.clock.clone(),
+        overlay: cfg.overlay.clone(),
     }
 }
 

@@ -83,6 +83,7 @@ impl Agent {
     /// networks ([`NetPlane::new`], over the kernel's VXLAN): tasks on them get
     /// their interfaces, DNS and VIPs through a [`NetRuntime`] around `runtime`.
     /// [`Agent::with_plane`] gives it another plane, or none.
+    #[cfg(test)]
     pub async fn new(
         node_id: Id,
         runtime: Arc<dyn Runtime>,

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::Agent;
 use super::mesh::{NodeMesh, RoutingMeshConfig};
+use super::netplane::{NetPlane, OverlayFactory};
 use super::session::{ManagerList, SessionConfig, run as run_session};
 use crate::error::{Error, Result};
 use crate::pki::{NodeIdentity, RootCa, client_config};
@@ -29,6 +30,8 @@ pub(crate) struct AgentSetup<'a> {
     pub runtime: Arc<dyn Runtime>,
     /// The clock of task status times.
     pub clock: Arc<dyn Clock>,
+    /// What starts the node's overlay networks.
+    pub overlay: Arc<dyn OverlayFactory>,
     /// Its routing mesh, if it has one.
     pub routing_mesh: Option<&'a RoutingMeshConfig>,
     /// The managers its session tries, in order.
@@ -56,10 +59,12 @@ pub(crate) async fn start(
     setup: AgentSetup<'_>,
     stop: &watch::Receiver<bool>,
 ) -> Result<RunningAgent> {
-    let (agent, updates) = Agent::new(
+    let overlay = setup.overlay;
+    let (agent, updates) = Agent::with_plane(
         setup.node_id.clone(),
         setup.runtime.clone(),
         setup.clock.clone(),
+        |id| NetPlane::with_overlay(id, overlay),
     )
     .await
     .map_err(|e| Error::Unavailable(format!("runtime: {e}")))?;

@@ -13,6 +13,7 @@ use swarm_runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::agent::netplane::{KernelOverlay, OverlayFactory};
 use crate::agent::run::AgentSetup;
 use crate::agent::session::ManagerList;
 use crate::error::{Error, Result};
@@ -47,6 +48,9 @@ pub struct WorkerConfig {
     pub routing_mesh: Option<crate::agent::mesh::RoutingMeshConfig>,
     /// The clock of task status times (default: the system's).
     pub clock: Arc<dyn Clock>,
+    /// What starts the node's overlay networks (default: the kernel's VXLAN,
+    /// [`KernelOverlay`]).
+    pub overlay: Arc<dyn OverlayFactory>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -71,6 +75,7 @@ impl WorkerConfig {
             join: None,
             routing_mesh: None,
             clock: Arc::new(SystemClock),
+            overlay: Arc::new(KernelOverlay),
         }
     }
 
@@ -101,6 +106,12 @@ impl WorkerConfig {
     /// Takes task status times from `clock` instead of the system's.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Runs the node's overlay networks on what `overlay` starts.
+    pub fn overlay(mut self, overlay: Arc<dyn OverlayFactory>) -> Self {
+        self.overlay = overlay;
         self
     }
 }
@@ -197,6 +208,7 @@ impl Worker {
                 addr: crate::state::ip_of(&config.advertise_addr),
                 runtime,
                 clock: config.clock.clone(),
+                overlay: config.overlay.clone(),
                 routing_mesh: config.routing_mesh.as_ref(),
                 managers,
                 log_managers: Box::new(move || followed.get()),

@@ -9,6 +9,7 @@ use swarm_core::{Clock, SystemClock};
 use swarm_runtime::Runtime;
 
 use crate::agent::mesh::RoutingMeshConfig;
+use crate::agent::netplane::{KernelOverlay, OverlayFactory};
 use crate::manager::control::NetworkConfig;
 use crate::manager::leader::SchedulerFactory;
 
@@ -54,6 +55,10 @@ pub struct ManagerConfig {
     /// The clock of the manager's store, its leader loops and its agent
     /// (default: the system's); a simulation gives its own.
     pub clock: Arc<dyn Clock>,
+    /// What starts the node's overlay networks (default: the kernel's VXLAN,
+    /// [`KernelOverlay`]); a host plugs its own [`swarm_net::overlay::OverlayDriver`]
+    /// in here.
+    pub overlay: Arc<dyn OverlayFactory>,
 }
 
 impl std::fmt::Debug for ManagerConfig {
@@ -86,6 +91,7 @@ impl ManagerConfig {
             network: NetworkConfig::default(),
             network_key_rotation: crate::manager::keymanager::DEFAULT_KEY_ROTATION,
             clock: Arc::new(SystemClock),
+            overlay: Arc::new(KernelOverlay),
         }
     }
 
@@ -148,6 +154,12 @@ impl ManagerConfig {
     /// monitors, task status times) instead of the system's.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Runs the node's overlay networks on what `overlay` starts.
+    pub fn overlay(mut self, overlay: Arc<dyn OverlayFactory>) -> Self {
+        self.overlay = overlay;
         self
     }
 }

@@ -306,6 +306,7 @@ impl Manager {
                     addr: crate::state::ip_of(&addr),
                     runtime,
                     clock: cfg.clock.clone(),
+                    overlay: cfg.overlay.clone(),
                     routing_mesh: cfg.routing_mesh.as_ref(),
                     managers: managers.into(),
                     log_managers: Box::new(log_managers),

@@ -117,8 +117,34 @@ pub enum NetPlaneError {
     Unavailable(String),
 }
 
-/// Starts the overlay a [`NetPlane`] drives ([`NetPlane::with_overlay`]): the
-/// place where a host plugs its own [`OverlayDriver`] in.
+/// Starts the overlay a node's network plane drives: the place where a host
+/// plugs its own [`OverlayDriver`] in ([`ManagerConfig::overlay`],
+/// [`WorkerConfig::overlay`]). The plane runs only as root; it creates each
+/// task's interfaces and its embedded DNS, the driver the networks' sandboxes
+/// and the traffic between nodes.
+///
+/// ```
+/// use std::sync::Arc;
+/// use swarm::net::overlay::{Overlay, OverlayConfig, OverlayDriver, OverlayError};
+/// use swarm::{ManagerConfig, OverlayFactory};
+///
+/// /// The kernel's VXLAN, with a log line: a host would start its own driver.
+/// struct Logged;
+///
+/// #[async_trait::async_trait]
+/// impl OverlayFactory for Logged {
+///     async fn start(&self, cfg: OverlayConfig) -> Result<Arc<dyn OverlayDriver>, OverlayError> {
+///         println!("overlay on {:?}", cfg);
+///         Ok(Arc::new(Overlay::new(cfg).await?))
+///     }
+/// }
+///
+/// let cfg = ManagerConfig::new("/var/lib/app/m1", "0.0.0.0:2377").overlay(Arc::new(Logged));
+/// # let _ = cfg;
+/// ```
+///
+/// [`ManagerConfig::overlay`]: crate::ManagerConfig::overlay
+/// [`WorkerConfig::overlay`]: crate::WorkerConfig::overlay
 #[async_trait]
 pub trait OverlayFactory: Send + Sync {
     /// The overlay of a node as `cfg` says (its data-path address, the swarm's
@@ -196,6 +222,7 @@ impl std::fmt::Debug for NetPlane {
 impl NetPlane {
     /// The plane of node `node_id` over the kernel's VXLAN overlay
     /// ([`KernelOverlay`]): see [`NetPlane::with_overlay`].
+    #[cfg(test)]
     pub fn new(node_id: &Id) -> NetPlane {
         NetPlane::with_overlay(node_id, Arc::new(KernelOverlay))
     }
