@@ -535,6 +535,16 @@ pub fn cluster_server_config(
     build_server_config(ca, identity, true)
 }
 
+/// The ALPN name of HTTP/2, which the cluster port speaks (gRPC): clients that
+/// insist on negotiating it (grpc-go, grpcio) need the server to offer it.
+const ALPN_H2: &[u8] = b"h2";
+
+/// `config`, offering HTTP/2 by ALPN.
+fn h2(mut config: rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Arc::new(config)
+}
+
 fn build_server_config(
     ca: &RootCa,
     identity: &NodeIdentity,
@@ -547,12 +557,13 @@ fn build_server_config(
     }
     let verifier = builder.build().map_err(crypto)?;
     let (chain, key) = identity.chain()?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(crypto)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(crypto)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -564,7 +575,7 @@ pub fn anonymous_client_config(ca: &RootCa) -> Result<Arc<rustls::ClientConfig>,
         .map_err(crypto)?
         .with_root_certificates(roots(ca)?)
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(h2(config))
 }
 
 /// TLS settings that accept any server certificate: only for fetching the root
@@ -577,7 +588,7 @@ pub fn unverified_client_config() -> Result<Arc<rustls::ClientConfig>, CaError> 
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(h2(config))
 }
 
 /// Accepts any server certificate (signatures are still checked, so the server
@@ -643,7 +654,7 @@ pub fn client_config(
         .with_root_certificates(roots(ca)?)
         .with_client_auth_cert(chain, key)
         .map_err(crypto)?;
-    Ok(Arc::new(config))
+    Ok(h2(config))
 }
 
 /// The identity of the peer of an established TLS connection.

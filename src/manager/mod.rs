@@ -203,7 +203,7 @@ impl Manager {
                 ca.clone(),
                 store.clone(),
             )))
-            .add_service(RaftService::new(inbox_tx, member).server())
+            .add_service(RaftService::new(inbox_tx, member, store.clone()).server())
             .add_service(
                 Dispatcher::start_with_leadership(store.clone(), leading_rx.clone()).server(),
             );

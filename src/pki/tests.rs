@@ -253,3 +253,29 @@ fn workers_cannot_pose_as_managers() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cluster_port_negotiates_http2_by_alpn() {
+    // gRPC clients that insist on ALPN (grpc-go, grpcio) offer only "h2".
+    let ca = RootCa::generate().unwrap();
+    let manager = issue(&ca, "manager1", NodeRole::Manager);
+    let worker = issue(&ca, "worker1", NodeRole::Worker);
+    let (a, b) = UnixStream::pair().unwrap();
+    let sconf = cluster_server_config(&ca, &manager).unwrap();
+    let mut cconf = (*client_config(&ca, &worker).unwrap()).clone();
+    cconf.alpn_protocols = vec![b"h2".to_vec()];
+    let srv = std::thread::spawn(move || {
+        let conn = rustls::ServerConnection::new(sconf).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, a);
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).unwrap();
+        s.conn.alpn_protocol().map(<[u8]>::to_vec)
+    });
+    let name = rustls::pki_types::ServerName::try_from(MANAGER_OU).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cconf), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, b);
+    s.write_all(b"x").unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(srv.join().unwrap().as_deref(), Some(&b"h2"[..]));
+}

@@ -1,6 +1,14 @@
 //! Raft over the cluster RPC: a [`swarm_raft::Transport`] that streams each
 //! member's messages to each peer over mutual TLS, and the service that receives
-//! them (manager certificates only).
+//! them.
+//!
+//! A manager certificate is not enough to speak raft: it stays valid for up to
+//! 90 days after its node was demoted or removed. Every raft RPC is authorised
+//! by this member's store at the time of the call ([`sender`]): a removed node
+//! is refused, a node that is not a manager now is refused, and each message
+//! must come from the raft ID the store gives the sender (a manager joining
+//! the group, not given one yet, may use only an ID no other node holds).
+//! Forged messages (a huge term, another member's ID) never reach raft.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +63,7 @@ pub type MemberSlot = Arc<std::sync::OnceLock<(Arc<swarm_raft::RaftNode>, swarm_
 pub struct RaftService {
     inbox: InboxSender,
     member: MemberSlot,
+    store: swarm_core::Store,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -66,10 +75,15 @@ impl std::fmt::Debug for RaftService {
 }
 
 impl RaftService {
-    /// Delivers received messages to `inbox`; membership requests go to the
-    /// member in `member` once it is set.
-    pub fn new(inbox: InboxSender, member: MemberSlot) -> RaftService {
-        RaftService { inbox, member }
+    /// Delivers received messages to `inbox`, from the managers `store` says
+    /// are raft members; membership requests go to the member in `member` once
+    /// it is set.
+    pub fn new(inbox: InboxSender, member: MemberSlot, store: swarm_core::Store) -> RaftService {
+        RaftService {
+            inbox,
+            member,
+            store,
+        }
     }
 
     /// The tonic server for this service, with limits fit for snapshots.
@@ -81,7 +95,10 @@ impl RaftService {
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, req: Request<Streaming<RaftFrame>>) -> Result<Response<Empty>, Status> {
-        require_manager(&req)?;
+        let node_id = require_manager(&req)?.node_id.clone();
+        // Refused before any frame is read, then checked again per message: a
+        // stream outlives a removal.
+        sender(&self.store.view(), &node_id)?;
         let mut stream = req.into_inner();
         let mut buf = Vec::new();
         while let Some(frame) = stream.next().await {
@@ -93,6 +110,7 @@ impl Raft for RaftService {
             if frame.last {
                 match Message::parse_from_bytes(&buf) {
                     Ok(m) => {
+                        sender(&self.store.view(), &node_id)?.check(&node_id, m.from)?;
                         if self.inbox.send(m).is_err() {
                             return Err(Status::unavailable("this raft member is shutting down"));
                         }
@@ -110,7 +128,8 @@ impl Raft for RaftService {
     }
 
     async fn members(&self, req: Request<Empty>) -> Result<Response<JoinRaftResponse>, Status> {
-        require_manager(&req)?;
+        let node_id = require_manager(&req)?.node_id.clone();
+        sender(&self.store.view(), &node_id)?;
         let (_, store) = self
             .member
             .get()
@@ -123,6 +142,7 @@ impl Raft for RaftService {
         req: Request<JoinRaftRequest>,
     ) -> Result<Response<JoinRaftResponse>, Status> {
         let node_id = require_manager(&req)?.node_id.clone();
+        crate::rpc::tls::refuse_removed(&self.store.view(), &node_id)?;
         let JoinRaftRequest { raft_id, addr } = req.into_inner();
         let (raft, store) = self
             .member
@@ -176,6 +196,66 @@ impl Raft for RaftService {
         tracing::info!(node = %node_id, raft_id, addr, "manager joined the raft group");
         Ok(Response::new(members_of(store)))
     }
+}
+
+/// Who a manager calling the raft service is, as this member's store says.
+#[derive(Debug, PartialEq, Eq)]
+enum Sender {
+    /// A raft member with this raft ID.
+    Member(u64),
+    /// A manager not in the raft group yet (joining, or promoted): the raft
+    /// IDs other nodes hold are not its to use.
+    Joining(Vec<u64>),
+    /// This member's store has no swarm yet (it is catching up after joining):
+    /// raft alone judges the message.
+    NotCaughtUp,
+}
+
+impl Sender {
+    /// Whether a message from raft ID `from` may come from this sender.
+    fn check(&self, node_id: &swarm_core::Id, from: u64) -> Result<(), Status> {
+        let ok = match self {
+            Sender::Member(id) => *id == from,
+            Sender::Joining(taken) => from != 0 && !taken.contains(&from),
+            Sender::NotCaughtUp => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "permission denied: node {node_id} may not send raft messages as member {from:x}"
+            )))
+        }
+    }
+}
+
+/// Who the manager `node_id` is to raft, by `view`: refused when it was removed,
+/// is unknown to a store that holds the swarm, or is not a manager now (its
+/// certificate may still say it is).
+fn sender(view: &swarm_core::Tables, node_id: &swarm_core::Id) -> Result<Sender, Status> {
+    crate::rpc::tls::refuse_removed(view, node_id)?;
+    let Some(node) = view.get::<Node>(node_id) else {
+        if view.cluster().is_none() {
+            return Ok(Sender::NotCaughtUp);
+        }
+        return Err(Status::permission_denied(format!(
+            "permission denied: node {node_id} is not part of this swarm"
+        )));
+    };
+    if let Some(ms) = &node.manager_status {
+        return Ok(Sender::Member(ms.raft_id));
+    }
+    if node.role != NodeRole::Manager {
+        return Err(Status::permission_denied(format!(
+            "permission denied: node {node_id} is not a manager"
+        )));
+    }
+    let taken = view
+        .list::<Node>()
+        .filter(|n| n.id != *node_id)
+        .filter_map(|n| n.manager_status.as_ref().map(|ms| ms.raft_id))
+        .collect();
+    Ok(Sender::Joining(taken))
 }
 
 /// The managers of the swarm in `store`, with their raft IDs and addresses.
