@@ -59,6 +59,16 @@ pub struct LogsQuery {
 
 type Answer = mpsc::Sender<std::result::Result<LogMessage, Status>>;
 
+/// A request sent to a node, waiting for its output.
+struct Waiting {
+    /// Where the output goes.
+    answer: Answer,
+    /// The node asked: the only one whose lines are taken.
+    node: Id,
+    /// The tasks asked for: the only ones whose lines are taken.
+    tasks: std::collections::HashSet<String>,
+}
+
 /// The manager side: which nodes listen, and which requests wait for output.
 #[derive(Clone, Default)]
 pub struct LogBroker {
@@ -69,7 +79,7 @@ pub struct LogBroker {
 struct BrokerInner {
     next: AtomicU64,
     nodes: Mutex<HashMap<Id, mpsc::Sender<LogRequest>>>,
-    waiting: Mutex<HashMap<u64, Answer>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
 }
 
 impl std::fmt::Debug for LogBroker {
@@ -114,7 +124,12 @@ impl LogBroker {
                 continue;
             };
             let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
-            self.inner.waiting.lock().insert(id, tx.clone());
+            let waiting = Waiting {
+                answer: tx.clone(),
+                node: node.clone(),
+                tasks: task_ids.iter().map(|t| t.to_string()).collect(),
+            };
+            self.inner.waiting.lock().insert(id, waiting);
             pending += task_ids.len();
             let req = LogRequest {
                 request_id: id,
@@ -238,11 +253,24 @@ impl Logs for LogBroker {
         &self,
         req: Request<Streaming<LogMessage>>,
     ) -> std::result::Result<Response<Empty>, Status> {
-        require_node(&req)?;
+        let node = require_node(&req)?.node_id.clone();
         let mut stream = req.into_inner();
         while let Some(m) = stream.next().await {
             let m = m?;
-            let answer = self.inner.waiting.lock().get(&m.request_id).cloned();
+            let answer = {
+                let waiting = self.inner.waiting.lock();
+                match waiting.get(&m.request_id) {
+                    // Only the node asked, and only for the tasks asked: a
+                    // node cannot put lines in another's output.
+                    Some(w) if w.node != node || !w.tasks.contains(&m.task_id) => {
+                        return Err(Status::permission_denied(format!(
+                            "permission denied: node {node} was not asked for the logs of task {}",
+                            m.task_id
+                        )));
+                    }
+                    w => w.map(|w| w.answer.clone()),
+                }
+            };
             match answer {
                 // The client went away: tell the node to stop.
                 None => return Err(Status::cancelled("nobody waits for these logs")),
@@ -256,3 +284,6 @@ impl Logs for LogBroker {
         Ok(Response::new(Empty {}))
     }
 }
+
+#[cfg(test)]
+mod tests;
