@@ -107,7 +107,7 @@ impl Agent {
             .list()
             .await?
             .into_iter()
-            .filter(|i| i.labels.node_id.is_empty() || i.labels.node_id == node_id)
+            .filter(|i| i.labels.node_id == node_id)
             .map(|i| (Id::from(i.labels.task_id.as_str()), i))
             .collect();
         let (updates, rx) = mpsc::unbounded_channel();

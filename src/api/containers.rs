@@ -78,6 +78,9 @@ pub(super) async fn list(State(e): Shared, Query(q): Params) -> ApiResult {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         message: format!("listing the node's tasks: {err}"),
     })?;
+    // This node's tasks only: the engine may run other nodes' and swarms'.
+    let me = e.node.read().await.as_ref().map(|n| n.node_id().clone());
+    list.retain(|i| Some(&i.labels.node_id) == me.as_ref());
     if !all {
         list.retain(|i| i.state == ContainerState::Running);
     }

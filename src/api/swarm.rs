@@ -117,12 +117,15 @@ pub(super) async fn leave(State(e): Shared, Query(q): Params) -> ApiResult {
             message: "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node leaves the remaining managers without this one; use `--force` to ignore this message.".into(),
         });
     }
-    if let Some(n) = node.take() {
-        n.shutdown().await;
-    }
-    // The node's tasks go with it, like docker's.
+    let Some(n) = node.take() else {
+        return Err(ApiError::not_in_swarm());
+    };
+    let me = n.node_id().clone();
+    n.shutdown().await;
+    // The node's tasks go with it, like docker's; nothing else on the runtime
+    // (an engine may be shared with other nodes and other swarms) is touched.
     if let Ok(tasks) = e.cfg.runtime.list().await {
-        for t in tasks {
+        for t in tasks.iter().filter(|t| t.labels.node_id == me) {
             let _ = e.cfg.runtime.remove(&t.labels.task_id).await;
         }
     }
