@@ -30,6 +30,7 @@
 //! | `logs.rs` | service and task logs |
 //! | `containers.rs` | `/containers/json`: the node's tasks as `docker ps` shows them |
 //! | `convert/` | Engine API JSON ↔ the object model |
+//! | `tls.rs` | TLS over TCP, as dockerd's `--tls` / `--tlsverify` |
 
 mod blobs;
 mod config;
@@ -45,6 +46,7 @@ mod services;
 mod swarm;
 mod system;
 mod tasks;
+mod tls;
 
 use std::sync::Arc;
 
@@ -53,6 +55,7 @@ use tokio::sync::RwLock;
 
 pub use config::{EngineConfig, MeshSettings};
 pub use error::ApiError;
+pub use tls::{TlsFiles, TlsListener, server_config as tls_server_config};
 
 use crate::manager::control::Control;
 use crate::node::Node;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use swarm::api::{Engine, EngineConfig, MeshSettings};
+use swarm::api::{Engine, EngineConfig, MeshSettings, TlsFiles, TlsListener};
 use swarm::net::mesh::KernelPath;
 use swarm::runtime::{DockerRuntime, ProcessRuntime, PullPolicy, Runtime};
 
@@ -69,9 +69,46 @@ struct Args {
     /// The host name the node reports.
     #[arg(long)]
     hostname: Option<String>,
+    /// Serves the TCP Engine API over TLS (the server's certificate and key:
+    /// --tlscert, --tlskey). Implied by --tlsverify.
+    #[arg(long)]
+    tls: bool,
+    /// Serves the TCP Engine API over TLS and requires every client to present
+    /// a certificate signed by --tlscacert, as dockerd.
+    #[arg(long)]
+    tlsverify: bool,
+    /// The CA that signs clients' certificates (default: ca.pem in
+    /// $DOCKER_CERT_PATH, else ~/.docker).
+    #[arg(long)]
+    tlscacert: Option<PathBuf>,
+    /// The server's TLS certificate (default: cert.pem there).
+    #[arg(long)]
+    tlscert: Option<PathBuf>,
+    /// The server's TLS key (default: key.pem there).
+    #[arg(long)]
+    tlskey: Option<PathBuf>,
     /// Log filter (tracing's env-filter syntax), e.g. info or swarm=debug.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+/// The TLS files of the Engine API, when --tls or --tlsverify asks for TLS.
+fn tls_files(args: &Args) -> Option<TlsFiles> {
+    if !args.tls && !args.tlsverify {
+        return None;
+    }
+    let dir = std::env::var_os("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .unwrap_or_default();
+    let or_default = |given: &Option<PathBuf>, name: &str| given.clone().unwrap_or(dir.join(name));
+    Some(TlsFiles {
+        cert: or_default(&args.tlscert, "cert.pem"),
+        key: or_default(&args.tlskey, "key.pem"),
+        client_ca: args
+            .tlsverify
+            .then(|| or_default(&args.tlscacert, "ca.pem")),
+    })
 }
 
 async fn runtime(args: &Args) -> anyhow::Result<Arc<dyn Runtime>> {
@@ -156,8 +193,29 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(addr, "Engine API listening");
-        engine.clone().serve(listener, shutdown).await?;
+        match tls_files(&args) {
+            Some(files) => {
+                let config = swarm::api::tls_server_config(&files)?;
+                let verify = if files.client_ca.is_some() {
+                    "client certificates required"
+                } else {
+                    "no client certificates"
+                };
+                tracing::info!(addr, verify, "Engine API listening over TLS");
+                let listener = TlsListener::new(listener, config)?;
+                engine.clone().serve(listener, shutdown).await?;
+            }
+            None => {
+                if !listener.local_addr()?.ip().is_loopback() {
+                    tracing::warn!(
+                        addr,
+                        "Engine API on plain TCP: anyone who reaches this address controls the node and reads its join tokens; use --tlsverify"
+                    );
+                }
+                tracing::info!(addr, "Engine API listening");
+                engine.clone().serve(listener, shutdown).await?;
+            }
+        }
     }
     engine.shutdown().await;
     Ok(())
