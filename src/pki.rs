@@ -657,6 +657,23 @@ pub fn client_config(
     Ok(h2(config))
 }
 
+/// For tests: a key and an hour's certificate issued by `ca` to `node` with
+/// `role` in `cluster`.
+#[cfg(test)]
+pub(crate) fn test_identity(ca: &RootCa, node: &str, role: NodeRole, cluster: &Id) -> NodeIdentity {
+    let (key, csr) = new_key_and_csr().expect("a key and CSR");
+    let cert = ca
+        .issue(
+            &csr,
+            &Id::from(node),
+            role,
+            cluster,
+            Duration::from_secs(3600),
+        )
+        .expect("a certificate");
+    NodeIdentity::from_pem(&key, &cert).expect("an identity")
+}
+
 /// The identity of the peer of an established TLS connection.
 pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, CaError> {
     let leaf = certs

@@ -4,17 +4,7 @@ use std::os::unix::net::UnixStream;
 use super::*;
 
 fn issue(ca: &RootCa, node: &str, role: NodeRole) -> NodeIdentity {
-    let (key, csr) = new_key_and_csr().unwrap();
-    let cert = ca
-        .issue(
-            &csr,
-            &Id::from(node),
-            role,
-            &Id::from("cluster1"),
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    NodeIdentity::from_pem(&key, &cert).unwrap()
+    test_identity(ca, node, role, &Id::from("cluster1"))
 }
 
 #[test]

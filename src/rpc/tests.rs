@@ -13,9 +13,8 @@ use super::raft::{RaftService, RpcTransport};
 use super::tls::{channel, incoming};
 use crate::manager::ca::CaService;
 use crate::manager::control::{Control, Rotate};
-use crate::pki::{
-    MANAGER_OU, NodeIdentity, RootCa, client_config, cluster_server_config, new_key_and_csr,
-};
+use crate::pki::test_identity as identity;
+use crate::pki::{MANAGER_OU, NodeIdentity, RootCa, client_config, cluster_server_config};
 
 struct Manager {
     addr: String,
@@ -30,20 +29,6 @@ impl Drop for Manager {
     fn drop(&mut self) {
         self.server.abort();
     }
-}
-
-fn identity(ca: &RootCa, node: &str, role: NodeRole, cluster: &Id) -> NodeIdentity {
-    let (key, csr) = new_key_and_csr().unwrap();
-    let cert = ca
-        .issue(
-            &csr,
-            &Id::from(node),
-            role,
-            cluster,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    NodeIdentity::from_pem(&key, &cert).unwrap()
 }
 
 /// A manager serving the CA and raft services on a loopback port.

@@ -13,7 +13,7 @@ use crate::agent::Agent;
 use crate::agent::session::{SessionConfig, run};
 use crate::manager::ca::CaService;
 use crate::manager::control::Control;
-use crate::pki::{NodeIdentity, RootCa, client_config, cluster_server_config, new_key_and_csr};
+use crate::pki::{RootCa, client_config, cluster_server_config, test_identity};
 use crate::rpc::ca::join;
 use crate::rpc::tls::incoming;
 
@@ -29,17 +29,7 @@ async fn manager(heartbeat: Duration) -> Harness {
     let mut spec = ClusterSpec::default();
     spec.dispatcher.heartbeat_period = heartbeat;
     let cluster = control.init_cluster(spec, &ca).await.unwrap();
-    let (key, csr) = new_key_and_csr().unwrap();
-    let cert = ca
-        .issue(
-            &csr,
-            &Id::from("manager-1"),
-            NodeRole::Manager,
-            &cluster.id,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let identity = NodeIdentity::from_pem(&key, &cert).unwrap();
+    let identity = test_identity(&ca, "manager-1", NodeRole::Manager, &cluster.id);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let tls = cluster_server_config(&ca, &identity).unwrap();

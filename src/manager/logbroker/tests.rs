@@ -8,23 +8,13 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::pki::{
-    MANAGER_OU, NodeIdentity, RootCa, client_config, cluster_server_config, new_key_and_csr,
+    MANAGER_OU, NodeIdentity, RootCa, client_config, cluster_server_config, test_identity,
 };
 use crate::rpc::proto::logs_client::LogsClient;
 use crate::rpc::tls::{channel, incoming};
 
 fn identity(ca: &RootCa, node: &str, role: NodeRole) -> NodeIdentity {
-    let (key, csr) = new_key_and_csr().unwrap();
-    let cert = ca
-        .issue(
-            &csr,
-            &Id::from(node),
-            role,
-            &Id::from("c1"),
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    NodeIdentity::from_pem(&key, &cert).unwrap()
+    test_identity(ca, node, role, &Id::from("c1"))
 }
 
 fn line(request_id: u64, task: &str, data: &str) -> LogMessage {
